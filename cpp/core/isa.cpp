@@ -1,0 +1,189 @@
+// Run-time CPU feature detection and the choice of kernel level.
+#include "isa.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#define RMSPROP_EXT_X86 1
+#endif
+
+namespace rmsprop_ext {
+namespace {
+
+#if RMSPROP_EXT_X86
+// XCR0 bits the operating system sets when it saves that register state on context switches;
+// without them the instructions fault even when CPUID lists them.
+constexpr unsigned kXcr0SseAvx = 0x6;       // XMM and YMM
+constexpr unsigned kXcr0Avx512 = 0xe6;      // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
+
+unsigned read_xcr0() {
+  unsigned eax = 0;
+  unsigned edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return eax;
+}
+
+struct CpuFeatures {
+  bool avx2_fma = false;
+  bool avx512f = false;
+};
+
+CpuFeatures detect_features() {
+  CpuFeatures features;
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+    return features;
+  }
+  const bool osxsave = (ecx & (1u << 27)) != 0;
+  const bool avx = (ecx & (1u << 28)) != 0;
+  const bool fma = (ecx & (1u << 12)) != 0;
+  if (!osxsave || !avx) {
+    return features;
+  }
+  const unsigned xcr0 = read_xcr0();
+  if ((xcr0 & kXcr0SseAvx) != kXcr0SseAvx) {
+    return features;
+  }
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+    return features;
+  }
+  const bool avx2 = (ebx & (1u << 5)) != 0;
+  const bool avx512f = (ebx & (1u << 16)) != 0;
+  features.avx2_fma = avx2 && fma;
+  features.avx512f = features.avx2_fma && avx512f && (xcr0 & kXcr0Avx512) == kXcr0Avx512;
+  return features;
+}
+#endif
+
+bool cpu_runs(Isa isa) {
+#if RMSPROP_EXT_X86
+  static const CpuFeatures features = detect_features();
+  switch (isa) {
+    case Isa::kScalar:
+      return true;
+    case Isa::kAvx2:
+      return features.avx2_fma;
+    case Isa::kAvx512:
+      return features.avx512f;
+  }
+  return false;
+#else
+  return isa == Isa::kScalar;
+#endif
+}
+
+bool compiled(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return true;
+    case Isa::kAvx2:
+      return RMSPROP_EXT_HAVE_AVX2 != 0;
+    case Isa::kAvx512:
+      return RMSPROP_EXT_HAVE_AVX512 != 0;
+  }
+  return false;
+}
+
+constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
+
+Isa highest_available() {
+  Isa best = Isa::kScalar;
+  for (Isa isa : kAllIsas) {
+    if (compiled(isa) && cpu_runs(isa)) {
+      best = isa;
+    }
+  }
+  return best;
+}
+
+std::atomic<Isa>& active_slot() {
+  static std::atomic<Isa> active{highest_available()};
+  return active;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+Isa parse_isa(const std::string& name) {
+  for (Isa isa : kAllIsas) {
+    if (name == isa_name(isa)) {
+      return isa;
+    }
+  }
+  throw std::invalid_argument("unknown instruction set '" + name +
+                              "'; expected one of: scalar, avx2, avx512");
+}
+
+std::vector<Isa> compiled_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : kAllIsas) {
+    if (compiled(isa)) {
+      out.push_back(isa);
+    }
+  }
+  return out;
+}
+
+std::vector<Isa> cpu_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : kAllIsas) {
+    if (cpu_runs(isa)) {
+      out.push_back(isa);
+    }
+  }
+  return out;
+}
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : kAllIsas) {
+    if (compiled(isa) && cpu_runs(isa)) {
+      out.push_back(isa);
+    }
+  }
+  return out;
+}
+
+Isa active_isa() { return active_slot().load(std::memory_order_relaxed); }
+
+void set_active_isa(Isa isa) {
+  if (!compiled(isa)) {
+    throw std::runtime_error(std::string("instruction set '") + isa_name(isa) +
+                             "' was not compiled into this build of rmsprop_ext");
+  }
+  if (!cpu_runs(isa)) {
+    throw std::runtime_error(std::string("instruction set '") + isa_name(isa) +
+                             "' is not supported by this CPU (or not enabled by the OS)");
+  }
+  active_slot().store(isa, std::memory_order_relaxed);
+}
+
+void apply_isa_from_environment() {
+  const char* value = std::getenv("RMSPROP_EXT_ISA");
+  if (value == nullptr || *value == '\0') {
+    return;
+  }
+  try {
+    set_active_isa(parse_isa(value));
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("RMSPROP_EXT_ISA: ") + e.what());
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string("RMSPROP_EXT_ISA: ") + e.what());
+  }
+}
+
+}  // namespace rmsprop_ext

@@ -1,0 +1,35 @@
+// Instruction-set levels: which ones were compiled, which ones the CPU runs, and which one is used.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rmsprop_ext {
+
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+const char* isa_name(Isa isa);
+
+// Parses "scalar", "avx2" or "avx512"; throws std::invalid_argument for anything else.
+Isa parse_isa(const std::string& name);
+
+// Levels with a kernel in this build, lowest first.
+std::vector<Isa> compiled_isas();
+
+// Levels this CPU and operating system can execute (AVX state enabled in XCR0), lowest first.
+std::vector<Isa> cpu_isas();
+
+// Compiled and runnable on this CPU, lowest first.
+std::vector<Isa> available_isas();
+
+// The level step() dispatches to. Starts as the highest available level.
+Isa active_isa();
+
+// Throws std::runtime_error naming the missing feature when `isa` is not available here.
+void set_active_isa(Isa isa);
+
+// Applies RMSPROP_EXT_ISA when it is set; throws (invalid_argument / runtime_error) when it names
+// an unknown level or one this CPU or build lacks.
+void apply_isa_from_environment();
+
+}  // namespace rmsprop_ext

@@ -1,0 +1,92 @@
+// The update loop for one instruction set. CMake builds this file once per level with that level's
+// compiler flags and RMSPROP_KERNEL_NS set to scalar, avx2 or avx512; nothing here may run before
+// the dispatcher has checked that the CPU supports the level.
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels.h"
+#include "simd_ops.h"
+#include "update_math.h"
+
+#ifndef RMSPROP_KERNEL_NS
+#error "RMSPROP_KERNEL_NS must name the instruction set this file is compiled for"
+#endif
+
+namespace rmsprop_ext::RMSPROP_KERNEL_NS {
+namespace {
+
+#if defined(__AVX512F__)
+template <typename T>
+using VectorOps = Avx512Ops<T>;
+constexpr bool kHasFma = true;
+#elif defined(__AVX2__) && defined(__FMA__)
+template <typename T>
+using VectorOps = Avx2Ops<T>;
+constexpr bool kHasFma = true;
+#else
+template <typename T>
+using VectorOps = ScalarOps<T, false>;
+constexpr bool kHasFma = false;
+#endif
+
+// Lanes of the tail round exactly like lanes of the body: both fuse multiply-adds or neither does.
+template <typename T>
+using TailOps = ScalarOps<T, kHasFma>;
+
+template <typename T, class V>
+void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+                          const Hyperparams& hp) {
+  using Vector = VectorOps<T>;
+  using Tail = TailOps<T>;
+  const Coefficients<Vector> vector_coefficients(hp);
+  const Coefficients<Tail> tail_coefficients(hp);
+
+  std::int64_t i = begin;
+  for (; i + Vector::kWidth <= end; i += Vector::kWidth) {
+    update_lanes<Vector, V>(vector_coefficients, b, i);
+  }
+  for (; i < end; ++i) {
+    update_lanes<Tail, V>(tail_coefficients, b, i);
+  }
+}
+
+// Calls f with std::true_type or std::false_type, turning a run-time flag into a template argument.
+template <typename F>
+void with_flag(bool flag, F&& f) {
+  if (flag) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+template <typename T>
+void update_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+                      const Hyperparams& hp) {
+  const bool coupled_decay = hp.weight_decay != 0.0 && !hp.decoupled_weight_decay;
+  with_flag(hp.centered, [&](auto centered) {
+    with_flag(hp.momentum > 0.0, [&](auto momentum) {
+      with_flag(hp.eps_in_sqrt, [&](auto eps_in_sqrt) {
+        with_flag(coupled_decay, [&](auto decay) {
+          using V = Variant<decltype(centered)::value, decltype(momentum)::value,
+                            decltype(eps_in_sqrt)::value, decltype(decay)::value>;
+          update_range_variant<T, V>(b, begin, end, hp);
+        });
+      });
+    });
+  });
+}
+
+}  // namespace
+
+void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,
+                  const Hyperparams& hp) {
+  update_range_any(b, begin, end, hp);
+}
+
+void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,
+                  const Hyperparams& hp) {
+  update_range_any(b, begin, end, hp);
+}
+
+}  // namespace rmsprop_ext::RMSPROP_KERNEL_NS

@@ -1,0 +1,32 @@
+// Entry points of kernel.cpp, which CMake compiles once per instruction set into its own namespace.
+#pragma once
+
+#include <cstdint>
+
+#include "rmsprop.h"
+
+namespace rmsprop_ext {
+
+template <typename T>
+using UpdateRangeFn = void (*)(const ParamBuffers<T>&, std::int64_t begin, std::int64_t end,
+                               const Hyperparams&);
+
+#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                        \
+  namespace ns {                                                                               \
+  void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,        \
+                    const Hyperparams& hp);                                                    \
+  void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,       \
+                    const Hyperparams& hp);                                                    \
+  }
+
+RMSPROP_EXT_DECLARE_KERNELS(scalar)
+#if RMSPROP_EXT_HAVE_AVX2
+RMSPROP_EXT_DECLARE_KERNELS(avx2)
+#endif
+#if RMSPROP_EXT_HAVE_AVX512
+RMSPROP_EXT_DECLARE_KERNELS(avx512)
+#endif
+
+#undef RMSPROP_EXT_DECLARE_KERNELS
+
+}  // namespace rmsprop_ext

@@ -1,0 +1,55 @@
+// Public C++ API of the fused RMSProp update: plain pointers and lengths, no Python or torch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace rmsprop_ext {
+
+// Hyperparameters of one update, in the vocabulary of torch.optim.RMSprop plus the extensions
+// (eps inside the square root, decoupled weight decay).
+struct Hyperparams {
+  double lr = 1e-2;
+  double alpha = 0.99;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum = 0.0;
+  bool centered = false;
+  bool maximize = false;
+  bool eps_in_sqrt = false;
+  bool decoupled_weight_decay = false;
+};
+
+// The buffers of one parameter. All have `size` elements; momentum_buffer is read and written only
+// when momentum > 0, grad_avg only when centered. Buffers must not overlap.
+template <typename T>
+struct ParamBuffers {
+  T* param = nullptr;
+  const T* grad = nullptr;
+  T* square_avg = nullptr;
+  T* momentum_buffer = nullptr;
+  T* grad_avg = nullptr;
+  std::int64_t size = 0;
+};
+
+// Returns an empty string when the hyperparameters are usable, otherwise a message that names the
+// offending one. The step functions assume this check has passed.
+std::string check_hyperparams(const Hyperparams& hp);
+
+// One RMSProp step over every element of every parameter, in place, in a single pass over memory.
+// num_threads <= 0 means "use get_num_threads()".
+void step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
+          int num_threads = 0);
+void step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
+          int num_threads = 0);
+
+// Threads used by step(): the value given to set_num_threads, else OpenMP's default (which honours
+// OMP_NUM_THREADS). set_num_threads(0) returns to OpenMP's default.
+void set_num_threads(int num_threads);
+int get_num_threads();
+
+// OpenMP version as the _OPENMP date (e.g. 201511), or 0 when built without OpenMP.
+int openmp_version();
+
+}  // namespace rmsprop_ext

@@ -1,0 +1,176 @@
+// The driver: validates nothing it does not have to, splits the work over OpenMP threads on
+// cache-line boundaries, and calls the kernel of the active instruction set.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+
+#include "isa.h"
+#include "kernels.h"
+#include "rmsprop.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace rmsprop_ext {
+namespace {
+
+constexpr std::int64_t kCacheLineBytes = 64;
+
+// Below this many elements in one call a fork/join costs more than a second thread saves.
+constexpr std::int64_t kSerialBelowElements = std::int64_t{1} << 15;
+// Each thread gets at least this many elements, so small calls use fewer threads.
+constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
+
+std::atomic<int> requested_threads{0};
+
+template <typename T>
+UpdateRangeFn<T> kernel_for(Isa isa) {
+  switch (isa) {
+#if RMSPROP_EXT_HAVE_AVX512
+    case Isa::kAvx512:
+      return &avx512::update_range;
+#endif
+#if RMSPROP_EXT_HAVE_AVX2
+    case Isa::kAvx2:
+      return &avx2::update_range;
+#endif
+    default:
+      return &scalar::update_range;
+  }
+}
+
+// A place in the concatenation of all parameters: element `offset` of item `item`.
+struct Position {
+  std::size_t item;
+  std::int64_t offset;
+};
+
+// Where the global element index `target` falls, moved forward to the next cache-line boundary of
+// that item's param buffer so two threads never write the same line. Every thread computes the
+// same boundaries, so one thread's end is exactly the next one's start.
+template <typename T>
+Position boundary(const ParamBuffers<T>* items, std::size_t count, std::int64_t target) {
+  std::size_t item = 0;
+  while (item < count && target >= items[item].size) {
+    target -= items[item].size;
+    ++item;
+  }
+  if (item == count || target == 0) {
+    return {item, 0};
+  }
+  const auto address = reinterpret_cast<std::uintptr_t>(items[item].param + target);
+  const auto misalignment = static_cast<std::int64_t>(address % kCacheLineBytes);
+  if (misalignment != 0) {
+    target += (kCacheLineBytes - misalignment) / static_cast<std::int64_t>(sizeof(T));
+  }
+  if (target >= items[item].size) {
+    return {item + 1, 0};
+  }
+  return {item, target};
+}
+
+// Runs the kernel from `from` up to, not including, `to`.
+template <typename T>
+void run_span(const ParamBuffers<T>* items, std::size_t count, Position from, Position to,
+              UpdateRangeFn<T> kernel, const Hyperparams& hp) {
+  for (std::size_t item = from.item; item < count; ++item) {
+    const std::int64_t begin = item == from.item ? from.offset : 0;
+    const std::int64_t end = item == to.item ? to.offset : items[item].size;
+    if (begin < end) {
+      kernel(items[item], begin, end, hp);
+    }
+    if (item == to.item) {
+      break;
+    }
+  }
+}
+
+template <typename T>
+void step_any(const ParamBuffers<T>* items, std::size_t count, const Hyperparams& hp,
+              int num_threads) {
+  const UpdateRangeFn<T> kernel = kernel_for<T>(active_isa());
+  std::int64_t total = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    total += items[i].size;
+  }
+  const int wanted = num_threads > 0 ? num_threads : get_num_threads();
+  const std::int64_t useful = std::max<std::int64_t>(1, total / kMinElementsPerThread);
+  const int threads =
+      total < kSerialBelowElements ? 1 : static_cast<int>(std::min<std::int64_t>(wanted, useful));
+
+  if (threads <= 1) {
+    for (std::size_t i = 0; i < count; ++i) {
+      kernel(items[i], 0, items[i].size, hp);
+    }
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+  {
+    const std::int64_t team = omp_get_num_threads();
+    const std::int64_t rank = omp_get_thread_num();
+    const Position from = boundary(items, count, total * rank / team);
+    const Position to = boundary(items, count, total * (rank + 1) / team);
+    run_span(items, count, from, to, kernel, hp);
+  }
+#endif
+}
+
+bool finite_non_negative(double v) { return std::isfinite(v) && v >= 0.0; }
+
+}  // namespace
+
+std::string check_hyperparams(const Hyperparams& hp) {
+  std::ostringstream message;
+  if (!finite_non_negative(hp.lr)) {
+    message << "lr must be a finite number >= 0, got " << hp.lr;
+  } else if (!(hp.alpha >= 0.0 && hp.alpha <= 1.0)) {
+    message << "alpha must be in [0, 1], got " << hp.alpha;
+  } else if (!finite_non_negative(hp.eps)) {
+    message << "eps must be a finite number >= 0, got " << hp.eps;
+  } else if (!finite_non_negative(hp.weight_decay)) {
+    message << "weight_decay must be a finite number >= 0, got " << hp.weight_decay;
+  } else if (!finite_non_negative(hp.momentum)) {
+    message << "momentum must be a finite number >= 0, got " << hp.momentum;
+  }
+  return message.str();
+}
+
+void step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
+          int num_threads) {
+  step_any(items, count, hp, num_threads);
+}
+
+void step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
+          int num_threads) {
+  step_any(items, count, hp, num_threads);
+}
+
+void set_num_threads(int num_threads) {
+  requested_threads.store(std::max(0, num_threads), std::memory_order_relaxed);
+}
+
+int get_num_threads() {
+  const int requested = requested_threads.load(std::memory_order_relaxed);
+  if (requested > 0) {
+    return requested;
+  }
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+int openmp_version() {
+#ifdef _OPENMP
+  return _OPENMP;
+#else
+  return 0;
+#endif
+}
+
+}  // namespace rmsprop_ext

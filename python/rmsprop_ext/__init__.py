@@ -1,0 +1,53 @@
+"""rmsprop_ext: a fused, compiled RMSProp optimizer for CPUs.
+
+``RMSprop`` (needs torch) is a drop-in for ``torch.optim.RMSprop``; ``rmsprop_step`` and
+``rmsprop_step_many`` are the functional API for numpy arrays and torch CPU tensors;
+``NumpyRMSprop`` is an optimizer for numpy-only code; ``reference`` holds the pure-Python versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import reference
+from ._core import get_isa, get_num_threads, set_isa, set_num_threads
+from ._core import build_info as _core_build_info
+from .functional import rmsprop_step, rmsprop_step_many
+from .numpy_optimizer import NumpyRMSprop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NumpyRMSprop",
+    "RMSprop",
+    "__version__",
+    "build_info",
+    "get_isa",
+    "get_num_threads",
+    "reference",
+    "rmsprop_step",
+    "rmsprop_step_many",
+    "set_isa",
+    "set_num_threads",
+]
+
+
+def build_info() -> dict[str, Any]:
+    """Instruction sets compiled, supported by this CPU, available and in use; OpenMP; threads."""
+    return {"version": __version__, **_core_build_info()}
+
+
+def __getattr__(name: str) -> Any:
+    # RMSprop subclasses torch.optim.Optimizer; importing it lazily keeps torch optional.
+    if name == "RMSprop":
+        try:
+            from .optimizer import RMSprop
+        except ModuleNotFoundError as error:
+            if error.name != "torch":
+                raise
+            raise ImportError(
+                "rmsprop_ext.RMSprop needs PyTorch (pip install 'torch>=2.2'); "
+                "the numpy API (rmsprop_step, NumpyRMSprop) works without it"
+            ) from error
+        return RMSprop
+    raise AttributeError(f"module 'rmsprop_ext' has no attribute '{name}'")

@@ -1,0 +1,46 @@
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+def rmsprop_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    momentum_buffer: Optional[np.ndarray] = None,
+    grad_avg: Optional[np.ndarray] = None,
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    eps_in_sqrt: bool,
+    decoupled_weight_decay: bool,
+    num_threads: int = 0,
+) -> None: ...
+def rmsprop_step_many(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    square_avgs: Sequence[np.ndarray],
+    momentum_buffers: Optional[Sequence[np.ndarray]] = None,
+    grad_avgs: Optional[Sequence[np.ndarray]] = None,
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    eps_in_sqrt: bool,
+    decoupled_weight_decay: bool,
+    num_threads: int = 0,
+    check_only: bool = False,
+) -> None: ...
+def set_num_threads(num_threads: int) -> None: ...
+def get_num_threads() -> int: ...
+def set_isa(name: str) -> None: ...
+def get_isa() -> str: ...
+def build_info() -> dict[str, Any]: ...

@@ -1,0 +1,173 @@
+"""The functional API: one in-place RMSProp step on numpy arrays or torch CPU tensors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import numpy as np
+
+from . import _core
+
+if TYPE_CHECKING:
+    import torch
+
+    Buffer = Union[np.ndarray, torch.Tensor]
+else:
+    Buffer = Any
+
+__all__ = ["as_native_array", "rmsprop_step", "rmsprop_step_many"]
+
+
+def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
+    import torch
+
+    if tensor.layout != torch.strided:
+        raise TypeError(f"{name} is a {tensor.layout} tensor; rmsprop_ext needs dense tensors")
+    if tensor.device.type != "cpu":
+        raise ValueError(f"{name} is on device '{tensor.device}'; the native kernel takes CPU tensors")
+    if tensor.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {tensor.dtype}")
+    if tensor.is_conj() or tensor.is_neg():
+        raise ValueError(f"{name} has a lazy conjugate/negative bit; call .resolve_conj() first")
+    # Shares memory with the tensor: the update lands in the tensor itself.
+    return tensor.detach().numpy()
+
+
+def as_native_array(obj: Any, name: str) -> Any:
+    """A numpy view of a torch CPU tensor (sharing its memory), an ndarray as is, None as None.
+
+    Anything else raises TypeError naming `name`.
+    """
+    if obj is None or isinstance(obj, np.ndarray):
+        return obj
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return _tensor_as_array(obj, name)
+    raise TypeError(f"{name} must be a numpy.ndarray or a torch CPU tensor, got {type(obj).__name__}")
+
+
+def _as_arrays(objs: Optional[Sequence[Any]], name: str) -> Optional[list[Any]]:
+    if objs is None:
+        return None
+    if isinstance(objs, (np.ndarray, str, bytes)) or not isinstance(objs, Sequence):
+        raise TypeError(f"{name} must be a list or tuple of arrays, got {type(objs).__name__}")
+    return [as_native_array(obj, f"{name}[{i}]") for i, obj in enumerate(objs)]
+
+
+def _real(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
+def hyperparams(
+    lr: Any,
+    alpha: Any,
+    eps: Any,
+    weight_decay: Any,
+    momentum: Any,
+    centered: Any,
+    maximize: Any,
+    eps_in_sqrt: Any,
+    decoupled_weight_decay: Any,
+) -> dict[str, Any]:
+    """The keyword arguments of the native calls, converted with errors that name the argument."""
+    return {
+        "lr": _real(lr, "lr"),
+        "alpha": _real(alpha, "alpha"),
+        "eps": _real(eps, "eps"),
+        "weight_decay": _real(weight_decay, "weight_decay"),
+        "momentum": _real(momentum, "momentum"),
+        "centered": bool(centered),
+        "maximize": bool(maximize),
+        "eps_in_sqrt": bool(eps_in_sqrt),
+        "decoupled_weight_decay": bool(decoupled_weight_decay),
+    }
+
+
+def _threads(num_threads: Optional[int]) -> int:
+    if num_threads is None:
+        return 0
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+    return num_threads
+
+
+def rmsprop_step(
+    param: Buffer,
+    grad: Buffer,
+    square_avg: Buffer,
+    *,
+    lr: float,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    momentum_buffer: Optional[Buffer] = None,
+    centered: bool = False,
+    grad_avg: Optional[Buffer] = None,
+    maximize: bool = False,
+    eps_in_sqrt: bool = False,
+    decoupled_weight_decay: bool = False,
+    num_threads: Optional[int] = None,
+) -> None:
+    """One RMSProp step, in place, in a single fused pass over memory.
+
+    ``param``, ``square_avg`` and, when used, ``momentum_buffer`` (momentum > 0) and ``grad_avg``
+    (centered) are updated in place; ``grad`` is only read. All must be C-contiguous float32 or
+    float64 numpy arrays or torch CPU tensors of one dtype and shape, and must not share memory.
+    Every argument is checked before anything is written: on error nothing changes.
+    """
+    _core.rmsprop_step(
+        as_native_array(param, "param"),
+        as_native_array(grad, "grad"),
+        as_native_array(square_avg, "square_avg"),
+        as_native_array(momentum_buffer, "momentum_buffer"),
+        as_native_array(grad_avg, "grad_avg"),
+        **hyperparams(
+            lr, alpha, eps, weight_decay, momentum, centered, maximize, eps_in_sqrt,
+            decoupled_weight_decay,
+        ),
+        num_threads=_threads(num_threads),
+    )
+
+
+def rmsprop_step_many(
+    params: Sequence[Buffer],
+    grads: Sequence[Buffer],
+    square_avgs: Sequence[Buffer],
+    *,
+    lr: float,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    momentum_buffers: Optional[Sequence[Buffer]] = None,
+    centered: bool = False,
+    grad_avgs: Optional[Sequence[Buffer]] = None,
+    maximize: bool = False,
+    eps_in_sqrt: bool = False,
+    decoupled_weight_decay: bool = False,
+    num_threads: Optional[int] = None,
+) -> None:
+    """`rmsprop_step` over lists of parameters in one native call with the GIL released.
+
+    The threads share the work of all parameters together, so many small tensors cost about as
+    much as one large one. float32 and float64 parameters may be mixed across items. Every item is
+    checked before any is written: a bad item anywhere in the lists leaves all of them unchanged.
+    """
+    _core.rmsprop_step_many(
+        _as_arrays(params, "params"),
+        _as_arrays(grads, "grads"),
+        _as_arrays(square_avgs, "square_avgs"),
+        _as_arrays(momentum_buffers, "momentum_buffers"),
+        _as_arrays(grad_avgs, "grad_avgs"),
+        **hyperparams(
+            lr, alpha, eps, weight_decay, momentum, centered, maximize, eps_in_sqrt,
+            decoupled_weight_decay,
+        ),
+        num_threads=_threads(num_threads),
+    )

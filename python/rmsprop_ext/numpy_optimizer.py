@@ -1,0 +1,184 @@
+"""RMSprop for numpy users: the native update behind a small optimizer object, no torch needed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .functional import hyperparams
+
+__all__ = ["NumpyRMSprop", "check_optimizer_args"]
+
+_STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+
+
+def check_optimizer_args(
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    initial_square_avg: float,
+) -> None:
+    """The constructor checks of torch.optim.RMSprop, with its messages, plus finiteness and alpha <= 1."""
+    checks = (
+        ("learning rate", lr, 0.0, math.inf),
+        ("epsilon value", eps, 0.0, math.inf),
+        ("momentum value", momentum, 0.0, math.inf),
+        ("weight_decay value", weight_decay, 0.0, math.inf),
+        ("alpha value", alpha, 0.0, 1.0),
+        ("initial_square_avg value", initial_square_avg, 0.0, math.inf),
+    )
+    for what, value, low, high in checks:
+        if not (low <= value <= high) or not math.isfinite(value):
+            raise ValueError(f"Invalid {what}: {value}")
+
+
+class NumpyRMSprop:
+    """RMSprop over a fixed list of numpy arrays, updated in place by the native kernel.
+
+    Same hyperparameters and defaults as ``rmsprop_ext.RMSprop``; the state (``step``,
+    ``square_avg`` and, when used, ``momentum_buffer`` and ``grad_avg``) is created at
+    construction. ``step(grads)`` takes one gradient per parameter, in order.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[np.ndarray],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        maximize: bool = False,
+        *,
+        eps_in_sqrt: bool = False,
+        initial_square_avg: float = 0.0,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        check_optimizer_args(lr, alpha, eps, weight_decay, momentum, initial_square_avg)
+        self.params: list[np.ndarray] = list(params)
+        for i, p in enumerate(self.params):
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"params[{i}] must be a numpy.ndarray, got {type(p).__name__}")
+            if p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"params[{i}] must have dtype float32 or float64, got {p.dtype}")
+            if not p.flags.c_contiguous or not p.flags.writeable:
+                raise ValueError(f"params[{i}] must be a writeable C-contiguous array")
+        self.defaults: dict[str, Any] = {
+            "lr": lr,
+            "alpha": alpha,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "centered": centered,
+            "maximize": maximize,
+            "eps_in_sqrt": eps_in_sqrt,
+            "initial_square_avg": initial_square_avg,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        self.state: list[dict[str, Any]] = [self._fresh_state(p) for p in self.params]
+
+    def _fresh_state(self, p: np.ndarray) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": 0,
+            "square_avg": np.full_like(p, self.defaults["initial_square_avg"]),
+        }
+        if self.defaults["momentum"] > 0:
+            state["momentum_buffer"] = np.zeros_like(p)
+        if self.defaults["centered"]:
+            state["grad_avg"] = np.zeros_like(p)
+        return state
+
+    def step(self, grads: Sequence[np.ndarray]) -> None:
+        """Applies one update with one gradient per parameter; nothing changes if any is invalid."""
+        if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
+            raise TypeError(f"grads must be a list or tuple of arrays, got {type(grads).__name__}")
+        if len(grads) != len(self.params):
+            raise ValueError(f"grads has {len(grads)} items but there are {len(self.params)} params")
+        d = self.defaults
+        _core.rmsprop_step_many(
+            self.params,
+            list(grads),
+            [s["square_avg"] for s in self.state],
+            [s["momentum_buffer"] for s in self.state] if d["momentum"] > 0 else None,
+            [s["grad_avg"] for s in self.state] if d["centered"] else None,
+            **hyperparams(
+                d["lr"],
+                d["alpha"],
+                d["eps"],
+                d["weight_decay"],
+                d["momentum"],
+                d["centered"],
+                d["maximize"],
+                d["eps_in_sqrt"],
+                d["decoupled_weight_decay"],
+            ),
+        )
+        for s in self.state:
+            s["step"] += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the state in torch's layout: {"state": {index: {...}}, "param_groups": [...]}."""
+        return {
+            "state": {
+                i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                for i, s in enumerate(self.state)
+            },
+            "param_groups": [{**self.defaults, "params": list(range(len(self.params)))}],
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restores a state_dict() copy; everything is checked before any buffer is overwritten."""
+        if not isinstance(state_dict, Mapping) or "state" not in state_dict:
+            raise ValueError("state_dict must be a mapping with a 'state' entry")
+        saved = state_dict["state"]
+        if not isinstance(saved, Mapping) or sorted(saved) != list(range(len(self.params))):
+            raise ValueError(
+                f"state_dict['state'] must have one entry per parameter, keys 0..{len(self.params) - 1}"
+            )
+        groups = state_dict.get("param_groups", [{}])
+        new_defaults = {**self.defaults, **{k: v for k, v in groups[0].items() if k != "params"}}
+        check_optimizer_args(
+            new_defaults["lr"],
+            new_defaults["alpha"],
+            new_defaults["eps"],
+            new_defaults["weight_decay"],
+            new_defaults["momentum"],
+            new_defaults["initial_square_avg"],
+        )
+        needed = ["square_avg"]
+        if new_defaults["momentum"] > 0:
+            needed.append("momentum_buffer")
+        if new_defaults["centered"]:
+            needed.append("grad_avg")
+        for i, p in enumerate(self.params):
+            entry = saved[i]
+            for key in ["step", *needed]:
+                if key not in entry:
+                    raise ValueError(f"state_dict['state'][{i}] is missing '{key}'")
+            step = entry["step"]
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+                raise ValueError(f"state_dict['state'][{i}]['step'] must be an int >= 0, got {step!r}")
+            for key in needed:
+                value = entry[key]
+                if not isinstance(value, np.ndarray) or value.shape != p.shape:
+                    raise ValueError(
+                        f"state_dict['state'][{i}]['{key}'] must be an array of shape {p.shape}"
+                    )
+                if value.dtype != p.dtype:
+                    raise TypeError(
+                        f"state_dict['state'][{i}]['{key}'] has dtype {value.dtype}, expected {p.dtype}"
+                    )
+        self.defaults = new_defaults
+        for i, p in enumerate(self.params):
+            entry = saved[i]
+            state: dict[str, Any] = {"step": int(entry["step"])}
+            for key in needed:
+                state[key] = np.array(entry[key], dtype=p.dtype, order="C", copy=True)
+            self.state[i] = state

@@ -1,0 +1,316 @@
+r"""RMSprop as a ``torch.optim.Optimizer`` whose step is one fused native pass per param group."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from . import _core
+from ._torch_fallback import native_ok, rmsprop_torch_step
+from .functional import as_native_array, hyperparams
+from .numpy_optimizer import check_optimizer_args
+
+__all__ = ["RMSprop", "rmsprop"]
+
+_EXTENSION_DEFAULTS = {
+    "eps_in_sqrt": False,
+    "initial_square_avg": 0.0,
+    "decoupled_weight_decay": False,
+}
+
+
+def _scalar_dtype() -> torch.dtype:
+    # torch.optim keeps `step` as float32, or float64 when that is the default dtype.
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class RMSprop(Optimizer):
+    def __init__(
+        self,
+        params: Any,
+        lr: Union[float, Tensor] = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        maximize: bool = False,
+        *,
+        eps_in_sqrt: bool = False,
+        initial_square_avg: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        foreach: Optional[bool] = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        check_optimizer_args(float(lr), alpha, eps, weight_decay, momentum, initial_square_avg)
+        if capturable:
+            raise ValueError("capturable=True is not supported: rmsprop_ext steps on the host")
+        if differentiable:
+            raise ValueError("differentiable=True is not supported: the native step is in place")
+
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "alpha": alpha,
+            "eps": eps,
+            "centered": centered,
+            "weight_decay": weight_decay,
+            "capturable": capturable,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "eps_in_sqrt": eps_in_sqrt,
+            "initial_square_avg": initial_square_avg,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Also runs on load_state_dict: groups saved by torch.optim.RMSprop lack our options.
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("momentum", 0)
+            group.setdefault("centered", False)
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("capturable", False)
+            for key, value in _EXTENSION_DEFAULTS.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                p_state = self.state.get(p, [])
+                if len(p_state) != 0 and not torch.is_tensor(p_state["step"]):
+                    p_state["step"] = torch.tensor(float(p_state["step"]), dtype=_scalar_dtype())
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params_with_grad: list[Tensor],
+        grads: list[Tensor],
+        square_avgs: list[Tensor],
+        momentum_buffer_list: list[Tensor],
+        grad_avgs: list[Tensor],
+        state_steps: list[Tensor],
+    ) -> None:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("RMSprop does not support sparse gradients")
+            if torch.is_complex(p):
+                raise TypeError("rmsprop_ext.RMSprop does not support complex parameters")
+            params_with_grad.append(p)
+            grads.append(p.grad)
+
+            state = self.state[p]
+
+            # State initialization
+            if len(state) == 0:
+                state["step"] = torch.zeros((), dtype=_scalar_dtype())
+                state["square_avg"] = torch.full_like(
+                    p, group["initial_square_avg"], memory_format=torch.preserve_format
+                )
+                if group["momentum"] > 0:
+                    state["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+                if group["centered"]:
+                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            square_avgs.append(state["square_avg"])
+            state_steps.append(state["step"])
+
+            if group["momentum"] > 0:
+                momentum_buffer_list.append(state["momentum_buffer"])
+            if group["centered"]:
+                grad_avgs.append(state["grad_avg"])
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
+        """Perform a single optimization step.
+
+        Args:
+            closure (Callable, optional): A closure that reevaluates the model
+                and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        # Every group is gathered and checked before any is updated, so an error leaves all
+        # parameters and state as they were.
+        work = []
+        for group in self.param_groups:
+            params_with_grad: list[Tensor] = []
+            grads: list[Tensor] = []
+            square_avgs: list[Tensor] = []
+            grad_avgs: list[Tensor] = []
+            momentum_buffer_list: list[Tensor] = []
+            state_steps: list[Tensor] = []
+
+            self._init_group(
+                group,
+                params_with_grad,
+                grads,
+                square_avgs,
+                momentum_buffer_list,
+                grad_avgs,
+                state_steps,
+            )
+            work.append(
+                (group, params_with_grad, grads, square_avgs, grad_avgs, momentum_buffer_list, state_steps)
+            )
+
+        for check_only in (True, False):
+            if check_only and len(work) < 2:
+                continue  # a single native call checks everything before it writes
+            for group, *buffers in work:
+                rmsprop(
+                    *buffers,
+                    lr=group["lr"],
+                    alpha=group["alpha"],
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    momentum=group["momentum"],
+                    centered=group["centered"],
+                    maximize=group["maximize"],
+                    eps_in_sqrt=group["eps_in_sqrt"],
+                    decoupled_weight_decay=group["decoupled_weight_decay"],
+                    check_only=check_only,
+                )
+
+        return loss
+
+
+RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; a drop-in for ``torch.optim.RMSprop``.
+
+    .. math::
+       \begin{aligned}
+            &\textbf{input}: \alpha \text{ (alpha)}, \gamma \text{ (lr)}, \theta_0 \text{ (params)},
+                \lambda \text{ (weight decay)}, \mu \text{ (momentum)}, \epsilon \text{ (eps)} \\
+            &\textbf{initialize}: v_0 \leftarrow v_{init} \text{ (initial\_square\_avg)},
+                \textbf{b}_0 \leftarrow 0, g^{ave}_0 \leftarrow 0 \\
+            &\textbf{for} \: t=1 \: \textbf{to} \: \ldots \: \textbf{do} \\
+            &\hspace{5mm} g_t \leftarrow \pm\nabla_{\theta} f_t (\theta_{t-1})
+                \quad (- \text{ if maximize}) \\
+            &\hspace{5mm} \textbf{if} \: \lambda \neq 0: \textbf{if} \: decoupled:
+                \theta_{t-1} \leftarrow (1 - \gamma\lambda)\theta_{t-1}
+                \: \textbf{else} \: g_t \leftarrow g_t + \lambda\theta_{t-1} \\
+            &\hspace{5mm} v_t \leftarrow \alpha v_{t-1} + (1 - \alpha) g^2_t \\
+            &\hspace{5mm} \tilde{v_t} \leftarrow v_t \\
+            &\hspace{5mm} \textbf{if} \: centered: g^{ave}_t \leftarrow \alpha g^{ave}_{t-1}
+                + (1-\alpha) g_t, \quad \tilde{v_t} \leftarrow \tilde{v_t} - (g^{ave}_t)^2 \\
+            &\hspace{5mm} d_t \leftarrow \sqrt{\tilde{v_t} + \epsilon}
+                \: \textbf{if} \: eps\_in\_sqrt \: \textbf{else} \: \sqrt{\tilde{v_t}} + \epsilon \\
+            &\hspace{5mm} \textbf{if} \: \mu > 0: \textbf{b}_t \leftarrow \mu\textbf{b}_{t-1}
+                + g_t / d_t, \quad \theta_t \leftarrow \theta_{t-1} - \gamma\textbf{b}_t \\
+            &\hspace{5mm} \textbf{else}: \theta_t \leftarrow \theta_{t-1} - \gamma g_t / d_t \\
+       \end{aligned}
+
+    With the defaults this is exactly torch.optim.RMSprop's algorithm, with the same defaults,
+    validation, param groups and per-parameter state (``step``, ``square_avg``,
+    ``momentum_buffer``, ``grad_avg``), so state dicts move between the two.
+
+    Contiguous float32/float64 CPU parameters of a group are updated in one native call (SIMD,
+    OpenMP, GIL released); any other parameter (another device, float16/bfloat16, non-contiguous)
+    is updated by the same math in plain torch ops.
+
+    Args:
+        params (iterable): iterable of parameters or dicts defining parameter groups
+        lr (float, Tensor, optional): learning rate (default: 1e-2)
+        alpha (float, optional): smoothing constant, in [0, 1] (default: 0.99)
+        eps (float, optional): term added to the denominator to improve
+            numerical stability (default: 1e-8)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        momentum (float, optional): momentum factor (default: 0)
+        centered (bool, optional): if ``True``, compute the centered RMSProp,
+            the gradient is normalized by an estimation of its variance
+        maximize (bool, optional): maximize the objective instead of minimizing (default: False)
+        eps_in_sqrt (bool, optional): use ``sqrt(v + eps)`` (the textbook, TensorFlow, Keras,
+            optax) instead of torch's ``sqrt(v) + eps`` (default: False)
+        initial_square_avg (float, optional): starting value of ``square_avg``; TF1 used 1.0
+            (default: 0.0)
+        decoupled_weight_decay (bool, optional): shrink the parameters by ``1 - lr * weight_decay``
+            (AdamW style) instead of adding ``weight_decay * param`` to the gradient (default: False)
+        foreach (bool, optional): accepted for compatibility with torch.optim.RMSprop; ignored
+        capturable, differentiable (bool, optional): accepted for compatibility; must be False
+    """
+
+
+def rmsprop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffer_list: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: Union[float, Tensor],
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    eps_in_sqrt: bool = False,
+    decoupled_weight_decay: bool = False,
+    check_only: bool = False,
+) -> None:
+    r"""Functional API that performs the rmsprop_ext algorithm computation (see `RMSprop`).
+
+    Parameters the native kernel takes go through one native call; the rest through plain torch.
+    With ``check_only`` the native buffers are only checked and nothing is written.
+    """
+    if not params:
+        return
+    lr_value = lr.item() if isinstance(lr, Tensor) else float(lr)
+    if not math.isfinite(lr_value):
+        raise ValueError(f"Invalid learning rate: {lr_value}")
+    options = hyperparams(
+        lr_value, alpha, eps, weight_decay, momentum, centered, maximize, eps_in_sqrt,
+        decoupled_weight_decay,
+    )
+    use_momentum = momentum > 0
+
+    native: list[int] = []
+    fallback: list[int] = []
+    for i, p in enumerate(params):
+        (native if native_ok(p) else fallback).append(i)
+
+    def arrays(tensors: list[Tensor], name: str) -> list[Any]:
+        # Non-contiguous gradients (possible when set by hand) are read through a contiguous copy.
+        return [
+            as_native_array(tensors[i] if name != "grads" else tensors[i].contiguous(), f"{name}[{i}]")
+            for i in native
+        ]
+
+    if native:
+        _core.rmsprop_step_many(
+            arrays(params, "params"),
+            arrays(grads, "grads"),
+            arrays(square_avgs, "square_avgs"),
+            arrays(momentum_buffer_list, "momentum_buffers") if use_momentum else None,
+            arrays(grad_avgs, "grad_avgs") if centered else None,
+            **options,
+            check_only=check_only,
+        )
+    if check_only:
+        return
+    for i in fallback:
+        rmsprop_torch_step(
+            params[i],
+            grads[i],
+            square_avgs[i],
+            momentum_buffer_list[i] if use_momentum else None,
+            grad_avgs[i] if centered else None,
+            **options,
+        )
+    torch._foreach_add_(state_steps, 1)

@@ -1,0 +1,161 @@
+"""Pure-Python RMSProp, written plainly: the scratch versions every native result is checked against.
+
+Three layers, from the textbook down to every option of the library:
+
+* ``f_2d``, ``rmsprop_2d`` and ``train_2d``: the scalar two-dimensional example,
+  f(x) = 0.1 * x1**2 + 2 * x2**2, with eta = 0.4 and gamma = 0.9.
+* ``rmsprop_numpy`` and ``rmsprop_torch``: the textbook's ``rmsprop(params, states, hyperparams)``
+  with eps = 1e-6 inside the square root, for numpy arrays and for torch tensors.
+* ``rmsprop_reference``: every variant rmsprop_ext implements, in float64, returning new arrays.
+
+Nothing here imports torch at module level; ``rmsprop_torch`` imports it when called.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = [
+    "ETA_2D",
+    "GAMMA_2D",
+    "f_2d",
+    "init_rmsprop_states",
+    "rmsprop_2d",
+    "rmsprop_numpy",
+    "rmsprop_reference",
+    "rmsprop_torch",
+    "train_2d",
+]
+
+ETA_2D = 0.4
+GAMMA_2D = 0.9
+TEXTBOOK_EPS = 1e-6
+
+Trainer2d = Callable[[float, float, float, float], tuple[float, float, float, float]]
+
+
+def f_2d(x1: float, x2: float) -> float:
+    """The objective of the textbook's two-dimensional example."""
+    return 0.1 * x1**2 + 2 * x2**2
+
+
+def rmsprop_2d(
+    x1: float, x2: float, s1: float, s2: float, eta: float = ETA_2D, gamma: float = GAMMA_2D
+) -> tuple[float, float, float, float]:
+    """One scalar RMSProp step on f_2d; returns the new (x1, x2, s1, s2)."""
+    g1, g2 = 0.2 * x1, 4 * x2
+    s1 = gamma * s1 + (1 - gamma) * g1**2
+    s2 = gamma * s2 + (1 - gamma) * g2**2
+    x1 -= eta / math.sqrt(s1 + TEXTBOOK_EPS) * g1
+    x2 -= eta / math.sqrt(s2 + TEXTBOOK_EPS) * g2
+    return x1, x2, s1, s2
+
+
+def train_2d(
+    trainer: Trainer2d, steps: int = 20, *, verbose: bool = True
+) -> list[tuple[float, float]]:
+    """Runs `trainer` from (-5, -2) with zero state; returns the trajectory, printing the end."""
+    x1, x2, s1, s2 = -5.0, -2.0, 0.0, 0.0
+    results = [(x1, x2)]
+    for _ in range(steps):
+        x1, x2, s1, s2 = trainer(x1, x2, s1, s2)
+        results.append((x1, x2))
+    if verbose:
+        print(format_2d_result(steps, x1, x2))
+    return results
+
+
+def format_2d_result(epoch: int, x1: float, x2: float) -> str:
+    """The line the textbook prints after a 2-D run."""
+    return f"epoch {epoch}, x1: {float(x1):f}, x2: {float(x2):f}"
+
+
+def init_rmsprop_states(params: Sequence[Any]) -> list[Any]:
+    """Zero state shaped like each parameter (numpy arrays, torch tensors, or (value, grad) pairs)."""
+    states = []
+    for p in params:
+        value = p[0] if isinstance(p, tuple) else p
+        if isinstance(value, np.ndarray):
+            states.append(np.zeros_like(value))
+        else:
+            import torch
+
+            states.append(torch.zeros_like(value))
+    return states
+
+
+def rmsprop_numpy(
+    params: Sequence[tuple[np.ndarray, np.ndarray]],
+    states: Sequence[np.ndarray],
+    hyperparams: dict[str, float],
+) -> None:
+    """The textbook step for numpy: params are (value, grad) pairs, updated in place."""
+    gamma, eps = hyperparams["gamma"], TEXTBOOK_EPS
+    for (p, grad), s in zip(params, states):
+        s[:] = gamma * s + (1 - gamma) * np.square(grad)
+        p[:] -= hyperparams["lr"] * grad / np.sqrt(s + eps)
+
+
+def rmsprop_torch(params: Sequence[Any], states: Sequence[Any], hyperparams: dict[str, float]) -> None:
+    """The textbook step for torch tensors with .grad, updated in place; clears the gradients."""
+    import torch
+
+    gamma, eps = hyperparams["gamma"], TEXTBOOK_EPS
+    for p, s in zip(params, states):
+        with torch.no_grad():
+            s[:] = gamma * s + (1 - gamma) * torch.square(p.grad)
+            p[:] -= hyperparams["lr"] * p.grad / torch.sqrt(s + eps)
+        p.grad.data.zero_()
+
+
+def rmsprop_reference(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    momentum_buffer: Optional[np.ndarray] = None,
+    grad_avg: Optional[np.ndarray] = None,
+    *,
+    lr: float,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    maximize: bool = False,
+    eps_in_sqrt: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """One step of every variant in float64; returns new (param, square_avg, momentum_buffer, grad_avg).
+
+    The buffers that an option does not use come back as given (possibly None).
+    """
+    x = np.asarray(param, dtype=np.float64).copy()
+    g = np.asarray(grad, dtype=np.float64)
+    s = np.asarray(square_avg, dtype=np.float64)
+
+    if maximize:
+        g = -g
+    if weight_decay != 0 and decoupled_weight_decay:
+        x = x * (1 - lr * weight_decay)
+    elif weight_decay != 0:
+        g = g + weight_decay * np.asarray(param, dtype=np.float64)
+
+    s = alpha * s + (1 - alpha) * g * g
+    variance = s
+    if centered:
+        assert grad_avg is not None, "centered needs grad_avg"
+        grad_avg = alpha * np.asarray(grad_avg, dtype=np.float64) + (1 - alpha) * g
+        variance = s - grad_avg * grad_avg
+
+    denom = np.sqrt(variance + eps) if eps_in_sqrt else np.sqrt(variance) + eps
+    direction = g / denom
+    if momentum > 0:
+        assert momentum_buffer is not None, "momentum > 0 needs momentum_buffer"
+        momentum_buffer = momentum * np.asarray(momentum_buffer, dtype=np.float64) + direction
+        direction = momentum_buffer
+    x = x - lr * direction
+    return x, s, momentum_buffer, grad_avg
