@@ -66,7 +66,8 @@ Dtype dtype_of(const py::array& a, const Label& label) {
   if (a.dtype().equal(py::dtype::of<double>())) {
     return Dtype::kFloat64;
   }
-  throw py::type_error(label.str() + " must have dtype float32 or float64 in native byte order, got " +
+  throw py::type_error(label.str() +
+                       " must have dtype float32 or float64 in native byte order, got " +
                        std::string(py::str(a.dtype())));
 }
 
@@ -87,9 +88,8 @@ Checked check_buffer(py::handle obj, Label label, bool written, const py::array*
                            " but " + param_label.str() + " has dtype " +
                            std::string(py::str(param->dtype())) + "; they must match");
     }
-    const bool same_shape =
-        array.ndim() == param->ndim() &&
-        std::equal(array.shape(), array.shape() + array.ndim(), param->shape());
+    const bool same_shape = array.ndim() == param->ndim() &&
+                            std::equal(array.shape(), array.shape() + array.ndim(), param->shape());
     if (!same_shape) {
       throw py::value_error(label.str() + " has shape " + shape_str(array) + " but " +
                             param_label.str() + " has shape " + shape_str(*param) +
@@ -97,8 +97,9 @@ Checked check_buffer(py::handle obj, Label label, bool written, const py::array*
     }
   }
   if (!(array.flags() & py::array::c_style)) {
-    throw py::value_error(label.str() + " must be C-contiguous (pass a contiguous array, e.g. "
-                                        "numpy.ascontiguousarray, and keep it as the state)");
+    throw py::value_error(label.str() +
+                          " must be C-contiguous (pass a contiguous array, e.g. "
+                          "numpy.ascontiguousarray, and keep it as the state)");
   }
   if (!(array.flags() & kNumpyAligned)) {
     throw py::value_error(label.str() + " must be aligned to its element size");
@@ -188,7 +189,8 @@ ParamBuffers<T> to_buffers(const Item& item) {
   b.param = pointer<T>(*item.role[kParam]);
   b.grad = pointer<T>(*item.role[kGrad]);
   b.square_avg = pointer<T>(*item.role[kSquareAvg]);
-  b.momentum_buffer = item.role[kMomentumBuffer] ? pointer<T>(*item.role[kMomentumBuffer]) : nullptr;
+  b.momentum_buffer =
+      item.role[kMomentumBuffer] ? pointer<T>(*item.role[kMomentumBuffer]) : nullptr;
   b.grad_avg = item.role[kGradAvg] ? pointer<T>(*item.role[kGradAvg]) : nullptr;
   b.size = static_cast<std::int64_t>(item.role[kParam]->array.size());
   return b;
@@ -249,8 +251,8 @@ void run(const Batch& batch, const Hyperparams& hp, int num_threads) {
 
 std::vector<py::handle> as_items(py::handle obj, Role role, std::size_t expected, bool check_len) {
   if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj)) {
-    throw py::type_error(std::string(kPluralNames[role]) + " must be a list or tuple of arrays, got " +
-                         type_name(obj));
+    throw py::type_error(std::string(kPluralNames[role]) +
+                         " must be a list or tuple of arrays, got " + type_name(obj));
   }
   auto seq = py::reinterpret_borrow<py::sequence>(obj);
   if (check_len && seq.size() != expected) {
@@ -361,13 +363,15 @@ the call only checks, so several calls can all be checked before the first one w
   m.def("get_num_threads", &rmsprop_ext::get_num_threads,
         R"doc(Threads the update uses when a call does not name a count.)doc");
   m.def(
-      "set_isa", [](const std::string& name) { rmsprop_ext::set_active_isa(rmsprop_ext::parse_isa(name)); },
+      "set_isa",
+      [](const std::string& name) { rmsprop_ext::set_active_isa(rmsprop_ext::parse_isa(name)); },
       py::arg("name"),
       R"doc(Selects the kernel: "scalar", "avx2" or "avx512". Raises ValueError for an unknown name and
 RuntimeError for a level this CPU or build lacks.)doc");
   m.def(
       "get_isa", [] { return std::string(rmsprop_ext::isa_name(rmsprop_ext::active_isa())); },
       R"doc(The kernel in use.)doc");
-  m.def("build_info", &build_info,
-        R"doc(Compiled, CPU-supported, available and active instruction sets; OpenMP version; threads.)doc");
+  m.def(
+      "build_info", &build_info,
+      R"doc(Compiled, CPU-supported, available and active instruction sets; OpenMP version; threads.)doc");
 }

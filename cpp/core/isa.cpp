@@ -16,8 +16,8 @@ namespace {
 #if RMSPROP_EXT_X86
 // XCR0 bits the operating system sets when it saves that register state on context switches;
 // without them the instructions fault even when CPUID lists them.
-constexpr unsigned kXcr0SseAvx = 0x6;       // XMM and YMM
-constexpr unsigned kXcr0Avx512 = 0xe6;      // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
+constexpr unsigned kXcr0SseAvx = 0x6;   // XMM and YMM
+constexpr unsigned kXcr0Avx512 = 0xe6;  // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
 
 unsigned read_xcr0() {
   unsigned eax = 0;

@@ -11,12 +11,12 @@ template <typename T>
 using UpdateRangeFn = void (*)(const ParamBuffers<T>&, std::int64_t begin, std::int64_t end,
                                const Hyperparams&);
 
-#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                        \
-  namespace ns {                                                                               \
-  void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,        \
-                    const Hyperparams& hp);                                                    \
-  void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,       \
-                    const Hyperparams& hp);                                                    \
+#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                  \
+  namespace ns {                                                                         \
+  void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,  \
+                    const Hyperparams& hp);                                              \
+  void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end, \
+                    const Hyperparams& hp);                                              \
   }
 
 RMSPROP_EXT_DECLARE_KERNELS(scalar)

@@ -29,9 +29,8 @@ struct Coefficients {
   explicit Coefficients(const Hyperparams& hp)
       : grad_sign(Ops::broadcast(hp.maximize ? T(-1) : T(1))),
         weight_decay(Ops::broadcast(static_cast<T>(hp.weight_decay))),
-        param_decay(Ops::broadcast(hp.decoupled_weight_decay
-                                       ? static_cast<T>(1.0 - hp.lr * hp.weight_decay)
-                                       : T(1))),
+        param_decay(Ops::broadcast(
+            hp.decoupled_weight_decay ? static_cast<T>(1.0 - hp.lr * hp.weight_decay) : T(1))),
         alpha(Ops::broadcast(static_cast<T>(hp.alpha))),
         one_minus_alpha(Ops::broadcast(static_cast<T>(1.0 - hp.alpha))),
         eps(Ops::broadcast(static_cast<T>(hp.eps))),

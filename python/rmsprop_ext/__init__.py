@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import reference
-from ._core import get_isa, get_num_threads, set_isa, set_num_threads
 from ._core import build_info as _core_build_info
+from ._core import get_isa, get_num_threads, set_isa, set_num_threads
 from .functional import rmsprop_step, rmsprop_step_many
 from .numpy_optimizer import NumpyRMSprop
 

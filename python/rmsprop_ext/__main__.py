@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Optional
 
 from . import build_info
 from .bench import format_table, rows_as_dicts, run_benchmark, torch_available
@@ -39,7 +38,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rmsprop_ext", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="print the build and CPU information").set_defaults(run=_info)

@@ -1,4 +1,5 @@
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -6,8 +7,8 @@ def rmsprop_step(
     param: np.ndarray,
     grad: np.ndarray,
     square_avg: np.ndarray,
-    momentum_buffer: Optional[np.ndarray] = None,
-    grad_avg: Optional[np.ndarray] = None,
+    momentum_buffer: np.ndarray | None = None,
+    grad_avg: np.ndarray | None = None,
     *,
     lr: float,
     alpha: float,
@@ -24,8 +25,8 @@ def rmsprop_step_many(
     params: Sequence[np.ndarray],
     grads: Sequence[np.ndarray],
     square_avgs: Sequence[np.ndarray],
-    momentum_buffers: Optional[Sequence[np.ndarray]] = None,
-    grad_avgs: Optional[Sequence[np.ndarray]] = None,
+    momentum_buffers: Sequence[np.ndarray] | None = None,
+    grad_avgs: Sequence[np.ndarray] | None = None,
     *,
     lr: float,
     alpha: float,

@@ -7,8 +7,6 @@ ones.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -19,8 +17,8 @@ def rmsprop_torch_step(
     param: Tensor,
     grad: Tensor,
     square_avg: Tensor,
-    momentum_buffer: Optional[Tensor],
-    grad_avg: Optional[Tensor],
+    momentum_buffer: Tensor | None,
+    grad_avg: Tensor | None,
     *,
     lr: float,
     alpha: float,

@@ -1,4 +1,4 @@
-"""Native-vs-Python benchmark of one RMSProp step: the kernel, torch's optimizers, the scratch formulas.
+"""Native-vs-Python benchmark of one RMSProp step: the kernel, torch, the scratch formulas.
 
 Every implementation runs on buffers of the same size in the same process; each figure is the
 median of repeated timed steps after warm-up, and speedups are ratios within this one run.
@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +113,7 @@ def torch_available() -> bool:
 
 
 def run_benchmark(
-    sizes: Sequence[int], repeat: int, *, use_torch: Optional[bool] = None, log: Any = sys.stderr
+    sizes: Sequence[int], repeat: int, *, use_torch: bool | None = None, log: Any = sys.stderr
 ) -> list[BenchRow]:
     """Times every implementation at each size; returns one row per (implementation, size)."""
     if use_torch is None:
@@ -130,9 +130,12 @@ def run_benchmark(
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
-    """A fixed-width table with, per size, each row's speed relative to the native functional call."""
+    """A fixed-width table: per size, each row's time relative to the native functional call."""
     lines = []
-    header = f"{'implementation':34} {'elements':>11} {'median ms':>10} {'min-max ms':>15} {'GB/s':>7} {'native speedup':>15}"
+    header = (
+        f"{'implementation':34} {'elements':>11} {'median ms':>10} {'min-max ms':>15} "
+        f"{'GB/s':>7} {'native speedup':>15}"
+    )
     for n in sorted({r.elements for r in rows}):
         group = [r for r in rows if r.elements == n]
         native = next(r for r in group if r.implementation.startswith("native rmsprop_step"))

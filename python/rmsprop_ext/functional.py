@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -26,7 +26,9 @@ def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
     if tensor.layout != torch.strided:
         raise TypeError(f"{name} is a {tensor.layout} tensor; rmsprop_ext needs dense tensors")
     if tensor.device.type != "cpu":
-        raise ValueError(f"{name} is on device '{tensor.device}'; the native kernel takes CPU tensors")
+        raise ValueError(
+            f"{name} is on device '{tensor.device}'; the native kernel takes CPU tensors"
+        )
     if tensor.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must have dtype float32 or float64, got {tensor.dtype}")
     if tensor.is_conj() or tensor.is_neg():
@@ -45,10 +47,12 @@ def as_native_array(obj: Any, name: str) -> Any:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(obj, torch.Tensor):
         return _tensor_as_array(obj, name)
-    raise TypeError(f"{name} must be a numpy.ndarray or a torch CPU tensor, got {type(obj).__name__}")
+    raise TypeError(
+        f"{name} must be a numpy.ndarray or a torch CPU tensor, got {type(obj).__name__}"
+    )
 
 
-def _as_arrays(objs: Optional[Sequence[Any]], name: str) -> Optional[list[Any]]:
+def _as_arrays(objs: Sequence[Any] | None, name: str) -> list[Any] | None:
     if objs is None:
         return None
     if isinstance(objs, (np.ndarray, str, bytes)) or not isinstance(objs, Sequence):
@@ -88,7 +92,7 @@ def hyperparams(
     }
 
 
-def _threads(num_threads: Optional[int]) -> int:
+def _threads(num_threads: int | None) -> int:
     if num_threads is None:
         return 0
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
@@ -106,13 +110,13 @@ def rmsprop_step(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     momentum: float = 0.0,
-    momentum_buffer: Optional[Buffer] = None,
+    momentum_buffer: Buffer | None = None,
     centered: bool = False,
-    grad_avg: Optional[Buffer] = None,
+    grad_avg: Buffer | None = None,
     maximize: bool = False,
     eps_in_sqrt: bool = False,
     decoupled_weight_decay: bool = False,
-    num_threads: Optional[int] = None,
+    num_threads: int | None = None,
 ) -> None:
     """One RMSProp step, in place, in a single fused pass over memory.
 
@@ -128,7 +132,14 @@ def rmsprop_step(
         as_native_array(momentum_buffer, "momentum_buffer"),
         as_native_array(grad_avg, "grad_avg"),
         **hyperparams(
-            lr, alpha, eps, weight_decay, momentum, centered, maximize, eps_in_sqrt,
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+            centered,
+            maximize,
+            eps_in_sqrt,
             decoupled_weight_decay,
         ),
         num_threads=_threads(num_threads),
@@ -145,13 +156,13 @@ def rmsprop_step_many(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     momentum: float = 0.0,
-    momentum_buffers: Optional[Sequence[Buffer]] = None,
+    momentum_buffers: Sequence[Buffer] | None = None,
     centered: bool = False,
-    grad_avgs: Optional[Sequence[Buffer]] = None,
+    grad_avgs: Sequence[Buffer] | None = None,
     maximize: bool = False,
     eps_in_sqrt: bool = False,
     decoupled_weight_decay: bool = False,
-    num_threads: Optional[int] = None,
+    num_threads: int | None = None,
 ) -> None:
     """`rmsprop_step` over lists of parameters in one native call with the GIL released.
 
@@ -166,7 +177,14 @@ def rmsprop_step_many(
         _as_arrays(momentum_buffers, "momentum_buffers"),
         _as_arrays(grad_avgs, "grad_avgs"),
         **hyperparams(
-            lr, alpha, eps, weight_decay, momentum, centered, maximize, eps_in_sqrt,
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+            centered,
+            maximize,
+            eps_in_sqrt,
             decoupled_weight_decay,
         ),
         num_threads=_threads(num_threads),

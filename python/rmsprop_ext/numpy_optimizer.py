@@ -24,7 +24,7 @@ def check_optimizer_args(
     momentum: float,
     initial_square_avg: float,
 ) -> None:
-    """The constructor checks of torch.optim.RMSprop, with its messages, plus finiteness and alpha <= 1."""
+    """torch.optim.RMSprop's constructor checks and messages, plus finiteness and alpha <= 1."""
     checks = (
         ("learning rate", lr, 0.0, math.inf),
         ("epsilon value", eps, 0.0, math.inf),
@@ -100,7 +100,9 @@ class NumpyRMSprop:
         if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
             raise TypeError(f"grads must be a list or tuple of arrays, got {type(grads).__name__}")
         if len(grads) != len(self.params):
-            raise ValueError(f"grads has {len(grads)} items but there are {len(self.params)} params")
+            raise ValueError(
+                f"grads has {len(grads)} items but there are {len(self.params)} params"
+            )
         d = self.defaults
         _core.rmsprop_step_many(
             self.params,
@@ -124,7 +126,7 @@ class NumpyRMSprop:
             s["step"] += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """A copy of the state in torch's layout: {"state": {index: {...}}, "param_groups": [...]}."""
+        """A copy of the state in torch's layout: {"state": {i: {...}}, "param_groups": [...]}."""
         return {
             "state": {
                 i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
@@ -140,7 +142,8 @@ class NumpyRMSprop:
         saved = state_dict["state"]
         if not isinstance(saved, Mapping) or sorted(saved) != list(range(len(self.params))):
             raise ValueError(
-                f"state_dict['state'] must have one entry per parameter, keys 0..{len(self.params) - 1}"
+                "state_dict['state'] must have one entry per parameter, "
+                f"keys 0..{len(self.params) - 1}"
             )
         groups = state_dict.get("param_groups", [{}])
         new_defaults = {**self.defaults, **{k: v for k, v in groups[0].items() if k != "params"}}
@@ -164,7 +167,9 @@ class NumpyRMSprop:
                     raise ValueError(f"state_dict['state'][{i}] is missing '{key}'")
             step = entry["step"]
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-                raise ValueError(f"state_dict['state'][{i}]['step'] must be an int >= 0, got {step!r}")
+                raise ValueError(
+                    f"state_dict['state'][{i}]['step'] must be an int >= 0, got {step!r}"
+                )
             for key in needed:
                 value = entry[key]
                 if not isinstance(value, np.ndarray) or value.shape != p.shape:
@@ -173,7 +178,8 @@ class NumpyRMSprop:
                     )
                 if value.dtype != p.dtype:
                     raise TypeError(
-                        f"state_dict['state'][{i}]['{key}'] has dtype {value.dtype}, expected {p.dtype}"
+                        f"state_dict['state'][{i}]['{key}'] has dtype {value.dtype}, "
+                        f"expected {p.dtype}"
                     )
         self.defaults = new_defaults
         for i, p in enumerate(self.params):

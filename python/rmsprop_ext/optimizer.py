@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ class RMSprop(Optimizer):
     def __init__(
         self,
         params: Any,
-        lr: Union[float, Tensor] = 1e-2,
+        lr: float | Tensor = 1e-2,
         alpha: float = 0.99,
         eps: float = 1e-8,
         weight_decay: float = 0,
@@ -44,7 +44,7 @@ class RMSprop(Optimizer):
         eps_in_sqrt: bool = False,
         initial_square_avg: float = 0.0,
         decoupled_weight_decay: bool = False,
-        foreach: Optional[bool] = None,
+        foreach: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
@@ -133,7 +133,7 @@ class RMSprop(Optimizer):
                 grad_avgs.append(state["grad_avg"])
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform a single optimization step.
 
         Args:
@@ -166,7 +166,15 @@ class RMSprop(Optimizer):
                 state_steps,
             )
             work.append(
-                (group, params_with_grad, grads, square_avgs, grad_avgs, momentum_buffer_list, state_steps)
+                (
+                    group,
+                    params_with_grad,
+                    grads,
+                    square_avgs,
+                    grad_avgs,
+                    momentum_buffer_list,
+                    state_steps,
+                )
             )
 
         for check_only in (True, False):
@@ -190,7 +198,7 @@ class RMSprop(Optimizer):
         return loss
 
 
-RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; a drop-in for ``torch.optim.RMSprop``.
+RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for torch.optim.RMSprop.
 
     .. math::
        \begin{aligned}
@@ -239,7 +247,8 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; a drop-in for
         initial_square_avg (float, optional): starting value of ``square_avg``; TF1 used 1.0
             (default: 0.0)
         decoupled_weight_decay (bool, optional): shrink the parameters by ``1 - lr * weight_decay``
-            (AdamW style) instead of adding ``weight_decay * param`` to the gradient (default: False)
+            (AdamW style) instead of adding ``weight_decay * param`` to the gradient
+            (default: False)
         foreach (bool, optional): accepted for compatibility with torch.optim.RMSprop; ignored
         capturable, differentiable (bool, optional): accepted for compatibility; must be False
     """
@@ -253,7 +262,7 @@ def rmsprop(
     momentum_buffer_list: list[Tensor],
     state_steps: list[Tensor],
     *,
-    lr: Union[float, Tensor],
+    lr: float | Tensor,
     alpha: float,
     eps: float,
     weight_decay: float,
@@ -275,7 +284,14 @@ def rmsprop(
     if not math.isfinite(lr_value):
         raise ValueError(f"Invalid learning rate: {lr_value}")
     options = hyperparams(
-        lr_value, alpha, eps, weight_decay, momentum, centered, maximize, eps_in_sqrt,
+        lr_value,
+        alpha,
+        eps,
+        weight_decay,
+        momentum,
+        centered,
+        maximize,
+        eps_in_sqrt,
         decoupled_weight_decay,
     )
     use_momentum = momentum > 0
@@ -288,7 +304,9 @@ def rmsprop(
     def arrays(tensors: list[Tensor], name: str) -> list[Any]:
         # Non-contiguous gradients (possible when set by hand) are read through a contiguous copy.
         return [
-            as_native_array(tensors[i] if name != "grads" else tensors[i].contiguous(), f"{name}[{i}]")
+            as_native_array(
+                tensors[i] if name != "grads" else tensors[i].contiguous(), f"{name}[{i}]"
+            )
             for i in native
         ]
 

@@ -1,4 +1,4 @@
-"""Pure-Python RMSProp, written plainly: the scratch versions every native result is checked against.
+"""Pure-Python RMSProp, written plainly: the scratch versions native results are checked against.
 
 Three layers, from the textbook down to every option of the library:
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def format_2d_result(epoch: int, x1: float, x2: float) -> str:
 
 
 def init_rmsprop_states(params: Sequence[Any]) -> list[Any]:
-    """Zero state shaped like each parameter (numpy arrays, torch tensors, or (value, grad) pairs)."""
+    """Zero state shaped like each parameter: numpy arrays, torch tensors or (value, grad) pairs."""
     states = []
     for p in params:
         value = p[0] if isinstance(p, tuple) else p
@@ -100,7 +100,9 @@ def rmsprop_numpy(
         p[:] -= hyperparams["lr"] * grad / np.sqrt(s + eps)
 
 
-def rmsprop_torch(params: Sequence[Any], states: Sequence[Any], hyperparams: dict[str, float]) -> None:
+def rmsprop_torch(
+    params: Sequence[Any], states: Sequence[Any], hyperparams: dict[str, float]
+) -> None:
     """The textbook step for torch tensors with .grad, updated in place; clears the gradients."""
     import torch
 
@@ -116,8 +118,8 @@ def rmsprop_reference(
     param: np.ndarray,
     grad: np.ndarray,
     square_avg: np.ndarray,
-    momentum_buffer: Optional[np.ndarray] = None,
-    grad_avg: Optional[np.ndarray] = None,
+    momentum_buffer: np.ndarray | None = None,
+    grad_avg: np.ndarray | None = None,
     *,
     lr: float,
     alpha: float = 0.99,
@@ -128,8 +130,10 @@ def rmsprop_reference(
     maximize: bool = False,
     eps_in_sqrt: bool = False,
     decoupled_weight_decay: bool = False,
-) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
-    """One step of every variant in float64; returns new (param, square_avg, momentum_buffer, grad_avg).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """One step of any variant in float64.
+
+    Returns new (param, square_avg, momentum_buffer, grad_avg).
 
     The buffers that an option does not use come back as given (possibly None).
     """

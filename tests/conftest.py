@@ -1,0 +1,33 @@
+"""Every test runs once per instruction set this machine can execute (scalar, avx2, avx512)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+
+import pytest
+import rmsprop_ext
+
+AVAILABLE_ISAS = rmsprop_ext.build_info()["isa_available"]
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+
+
+def pytest_report_header() -> str:
+    return f"rmsprop_ext ISAs under test: {', '.join(AVAILABLE_ISAS)}; torch: {HAS_TORCH}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CI installs torch: a missing torch there is a broken install, not a reason to skip.
+    if os.environ.get("CI") and not HAS_TORCH:
+        raise pytest.UsageError("CI is set but torch is not importable; the torch tests would skip")
+
+
+@pytest.fixture(autouse=True, params=AVAILABLE_ISAS)
+def isa(request: pytest.FixtureRequest) -> Iterator[str]:
+    previous = rmsprop_ext.get_isa()
+    rmsprop_ext.set_isa(request.param)
+    yield request.param
+    rmsprop_ext.set_isa(previous)

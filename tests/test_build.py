@@ -1,0 +1,120 @@
+"""Instruction-set selection, threads, build information, and life without torch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rmsprop_ext
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_the_fixture_selected_isa_is_active(isa: str) -> None:
+    assert rmsprop_ext.get_isa() == isa
+    assert rmsprop_ext.build_info()["isa_active"] == isa
+
+
+@pytest.mark.parametrize("name", ["scalar", "avx2", "avx512"])
+def test_set_isa_accepts_available_levels_and_refuses_others(name: str, isa: str) -> None:
+    info = rmsprop_ext.build_info()
+    if name in info["isa_available"]:
+        rmsprop_ext.set_isa(name)
+        assert rmsprop_ext.get_isa() == name
+    else:
+        with pytest.raises(RuntimeError, match=name):
+            rmsprop_ext.set_isa(name)
+    with pytest.raises(ValueError, match="expected one of"):
+        rmsprop_ext.set_isa("sse9")
+
+
+def test_environment_override(isa: str) -> None:
+    result = run_python("import rmsprop_ext; print(rmsprop_ext.get_isa())", RMSPROP_EXT_ISA=isa)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == isa
+    bad = run_python("import rmsprop_ext", RMSPROP_EXT_ISA="avx1024")
+    assert bad.returncode != 0 and "RMSPROP_EXT_ISA" in bad.stderr and "avx1024" in bad.stderr
+
+
+def test_thread_count_is_honoured_and_does_not_change_results() -> None:
+    default = rmsprop_ext.get_num_threads()
+    try:
+        rmsprop_ext.set_num_threads(1)
+        assert rmsprop_ext.get_num_threads() == 1
+        rmsprop_ext.set_num_threads(3)
+        assert rmsprop_ext.get_num_threads() == 3
+    finally:
+        rmsprop_ext.set_num_threads(0)
+    assert rmsprop_ext.get_num_threads() == default
+    rng = np.random.default_rng(0)
+    grad = rng.standard_normal(300_001).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        param, square_avg = np.ones_like(grad), np.zeros_like(grad)
+        rmsprop_ext.rmsprop_step(param, grad, square_avg, lr=0.1, num_threads=threads)
+        results.append(param)
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+
+
+def test_omp_num_threads_sets_the_default() -> None:
+    result = run_python(
+        "import rmsprop_ext; print(rmsprop_ext.get_num_threads())", OMP_NUM_THREADS="3"
+    )
+    assert result.stdout.strip() == "3", result.stderr
+
+
+def test_build_info_and_cli_info() -> None:
+    info = rmsprop_ext.build_info()
+    assert info["isa_compiled"][0] == "scalar"
+    assert set(info["isa_available"]) <= set(info["isa_compiled"]) & set(info["isa_cpu"])
+    assert info["openmp"] > 0 and info["num_threads"] >= 1
+    result = subprocess.run(
+        [sys.executable, "-m", "rmsprop_ext", "info"], capture_output=True, text=True, check=True
+    )
+    assert "isa_active" in result.stdout
+
+
+def test_import_and_numpy_api_work_without_torch() -> None:
+    code = """
+import sys
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+sys.meta_path.insert(0, BlockTorch())
+import numpy as np, rmsprop_ext
+p, s = np.ones(5), np.zeros(5)
+rmsprop_ext.rmsprop_step(p, np.ones(5), s, lr=0.1)
+assert (p < 1).all() and "torch" not in sys.modules
+try:
+    rmsprop_ext.RMSprop
+except ImportError as e:
+    print("ImportError:", e)
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert "ImportError: rmsprop_ext.RMSprop needs PyTorch" in result.stdout
+
+
+def test_stub_lists_every_public_function_of_the_extension() -> None:
+    import pathlib
+
+    from rmsprop_ext import _core
+
+    stub = (pathlib.Path(rmsprop_ext.__file__).parent / "_core.pyi").read_text()
+    public = sorted(n for n in dir(_core) if not n.startswith("_"))
+    declared = sorted(
+        line.split("(")[0][4:] for line in stub.splitlines() if line.startswith("def ")
+    )
+    assert public == declared
