@@ -99,6 +99,17 @@ Isa highest_available() {
   return best;
 }
 
+template <typename Predicate>
+std::vector<Isa> isas_where(Predicate predicate) {
+  std::vector<Isa> out;
+  for (Isa isa : kAllIsas) {
+    if (predicate(isa)) {
+      out.push_back(isa);
+    }
+  }
+  return out;
+}
+
 std::atomic<Isa>& active_slot() {
   static std::atomic<Isa> active{highest_available()};
   return active;
@@ -128,34 +139,12 @@ Isa parse_isa(const std::string& name) {
                               "'; expected one of: scalar, avx2, avx512");
 }
 
-std::vector<Isa> compiled_isas() {
-  std::vector<Isa> out;
-  for (Isa isa : kAllIsas) {
-    if (compiled(isa)) {
-      out.push_back(isa);
-    }
-  }
-  return out;
-}
+std::vector<Isa> compiled_isas() { return isas_where(compiled); }
 
-std::vector<Isa> cpu_isas() {
-  std::vector<Isa> out;
-  for (Isa isa : kAllIsas) {
-    if (cpu_runs(isa)) {
-      out.push_back(isa);
-    }
-  }
-  return out;
-}
+std::vector<Isa> cpu_isas() { return isas_where(cpu_runs); }
 
 std::vector<Isa> available_isas() {
-  std::vector<Isa> out;
-  for (Isa isa : kAllIsas) {
-    if (compiled(isa) && cpu_runs(isa)) {
-      out.push_back(isa);
-    }
-  }
-  return out;
+  return isas_where([](Isa isa) { return compiled(isa) && cpu_runs(isa); });
 }
 
 Isa active_isa() { return active_slot().load(std::memory_order_relaxed); }
