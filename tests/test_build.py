@@ -115,6 +115,8 @@ def test_stub_lists_every_public_function_of_the_extension() -> None:
     stub = (pathlib.Path(rmsprop_ext.__file__).parent / "_core.pyi").read_text()
     public = sorted(n for n in dir(_core) if not n.startswith("_"))
     declared = sorted(
-        line.split("(")[0][4:] for line in stub.splitlines() if line.startswith("def ")
+        line.split("(")[0].split(":")[0].split()[1]
+        for line in stub.splitlines()
+        if line.startswith(("def ", "class "))
     )
     assert public == declared

@@ -50,6 +50,18 @@ void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int
   }
 }
 
+template <typename T, class V>
+void traffic_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+                           const Hyperparams&) {
+  std::int64_t i = begin;
+  for (; i + VectorOps<T>::kWidth <= end; i += VectorOps<T>::kWidth) {
+    traffic_lanes<VectorOps<T>, V>(b, i);
+  }
+  for (; i < end; ++i) {
+    traffic_lanes<TailOps<T>, V>(b, i);
+  }
+}
+
 // Calls f with std::true_type or std::false_type, turning a run-time flag into a template argument.
 template <typename F>
 void with_flag(bool flag, F&& f) {
@@ -60,8 +72,9 @@ void with_flag(bool flag, F&& f) {
   }
 }
 
-template <typename T>
-void update_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+// Runs Loop<T, Variant<...>>::run with the variant that matches the hyperparameters.
+template <typename T, template <typename, class> class Loop>
+void dispatch_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
                       const Hyperparams& hp) {
   const bool coupled_decay = hp.weight_decay != 0.0 && !hp.decoupled_weight_decay;
   with_flag(hp.centered, [&](auto centered) {
@@ -70,23 +83,49 @@ void update_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t
         with_flag(coupled_decay, [&](auto decay) {
           using V = Variant<decltype(centered)::value, decltype(momentum)::value,
                             decltype(eps_in_sqrt)::value, decltype(decay)::value>;
-          update_range_variant<T, V>(b, begin, end, hp);
+          Loop<T, V>::run(b, begin, end, hp);
         });
       });
     });
   });
 }
 
+template <typename T, class V>
+struct UpdateLoop {
+  static void run(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+                  const Hyperparams& hp) {
+    update_range_variant<T, V>(b, begin, end, hp);
+  }
+};
+
+template <typename T, class V>
+struct TrafficLoop {
+  static void run(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+                  const Hyperparams& hp) {
+    traffic_range_variant<T, V>(b, begin, end, hp);
+  }
+};
+
 }  // namespace
 
 void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,
                   const Hyperparams& hp) {
-  update_range_any(b, begin, end, hp);
+  dispatch_variant<float, UpdateLoop>(b, begin, end, hp);
 }
 
 void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,
                   const Hyperparams& hp) {
-  update_range_any(b, begin, end, hp);
+  dispatch_variant<double, UpdateLoop>(b, begin, end, hp);
+}
+
+void traffic_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,
+                   const Hyperparams& hp) {
+  dispatch_variant<float, TrafficLoop>(b, begin, end, hp);
+}
+
+void traffic_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,
+                   const Hyperparams& hp) {
+  dispatch_variant<double, TrafficLoop>(b, begin, end, hp);
 }
 
 }  // namespace rmsprop_ext::RMSPROP_KERNEL_NS

@@ -11,12 +11,17 @@ template <typename T>
 using UpdateRangeFn = void (*)(const ParamBuffers<T>&, std::int64_t begin, std::int64_t end,
                                const Hyperparams&);
 
-#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                  \
-  namespace ns {                                                                         \
-  void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,  \
-                    const Hyperparams& hp);                                              \
-  void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end, \
-                    const Hyperparams& hp);                                              \
+// update_range runs the RMSProp update; traffic_range the roofline kernel (see roofline_step).
+#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                   \
+  namespace ns {                                                                          \
+  void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,   \
+                    const Hyperparams& hp);                                               \
+  void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,  \
+                    const Hyperparams& hp);                                               \
+  void traffic_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,  \
+                     const Hyperparams& hp);                                              \
+  void traffic_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end, \
+                     const Hyperparams& hp);                                              \
   }
 
 RMSPROP_EXT_DECLARE_KERNELS(scalar)

@@ -44,6 +44,14 @@ void step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams
 void step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
           int num_threads = 0);
 
+// Moves exactly the bytes step() moves for these hyperparameters (same buffers read and written,
+// same threads and blocks) with one add per buffer instead of the RMSProp arithmetic: the memory
+// roofline that step() is measured against. It overwrites the buffers with meaningless values.
+void roofline_step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
+                   int num_threads = 0);
+void roofline_step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
+                   int num_threads = 0);
+
 // Threads used by step(): the value given to set_num_threads, else OpenMP's default (which honours
 // OMP_NUM_THREADS). set_num_threads(0) returns to OpenMP's default.
 void set_num_threads(int num_threads);

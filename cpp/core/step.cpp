@@ -26,20 +26,26 @@ constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
 
 std::atomic<int> requested_threads{0};
 
+enum class Work { kUpdate, kTraffic };
+
 template <typename T>
-UpdateRangeFn<T> kernel_for(Isa isa) {
-  switch (isa) {
-#if RMSPROP_EXT_HAVE_AVX512
-    case Isa::kAvx512:
-      return &avx512::update_range;
-#endif
+UpdateRangeFn<T> kernel_for(Isa isa, Work work) {
+  const bool update = work == Work::kUpdate;
+  UpdateRangeFn<T> update_fn = &scalar::update_range;
+  UpdateRangeFn<T> traffic_fn = &scalar::traffic_range;
 #if RMSPROP_EXT_HAVE_AVX2
-    case Isa::kAvx2:
-      return &avx2::update_range;
-#endif
-    default:
-      return &scalar::update_range;
+  if (isa == Isa::kAvx2) {
+    update_fn = &avx2::update_range;
+    traffic_fn = &avx2::traffic_range;
   }
+#endif
+#if RMSPROP_EXT_HAVE_AVX512
+  if (isa == Isa::kAvx512) {
+    update_fn = &avx512::update_range;
+    traffic_fn = &avx512::traffic_range;
+  }
+#endif
+  return update ? update_fn : traffic_fn;
 }
 
 // A place in the concatenation of all parameters: element `offset` of item `item`.
@@ -90,8 +96,8 @@ void run_span(const ParamBuffers<T>* items, std::size_t count, Position from, Po
 
 template <typename T>
 void step_any(const ParamBuffers<T>* items, std::size_t count, const Hyperparams& hp,
-              int num_threads) {
-  const UpdateRangeFn<T> kernel = kernel_for<T>(active_isa());
+              int num_threads, Work work) {
+  const UpdateRangeFn<T> kernel = kernel_for<T>(active_isa(), work);
   std::int64_t total = 0;
   for (std::size_t i = 0; i < count; ++i) {
     total += items[i].size;
@@ -141,12 +147,22 @@ std::string check_hyperparams(const Hyperparams& hp) {
 
 void step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
           int num_threads) {
-  step_any(items, count, hp, num_threads);
+  step_any(items, count, hp, num_threads, Work::kUpdate);
 }
 
 void step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
           int num_threads) {
-  step_any(items, count, hp, num_threads);
+  step_any(items, count, hp, num_threads, Work::kUpdate);
+}
+
+void roofline_step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
+                   int num_threads) {
+  step_any(items, count, hp, num_threads, Work::kTraffic);
+}
+
+void roofline_step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
+                   int num_threads) {
+  step_any(items, count, hp, num_threads, Work::kTraffic);
 }
 
 void set_num_threads(int num_threads) {

@@ -74,8 +74,10 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Also runs on load_state_dict: groups saved by torch.optim.RMSprop lack our options.
+        # Also runs on load_state_dict: groups saved by torch.optim.RMSprop lack our options, and
+        # the state tensors are new, so the prepared steps are rebuilt.
         super().__setstate__(state)
+        self._plans: list[_GroupPlan | None] = []
         for group in self.param_groups:
             group.setdefault("momentum", 0)
             group.setdefault("centered", False)
@@ -89,6 +91,10 @@ class RMSprop(Optimizer):
                 p_state = self.state.get(p, [])
                 if len(p_state) != 0 and not torch.is_tensor(p_state["step"]):
                     p_state["step"] = torch.tensor(float(p_state["step"]), dtype=_scalar_dtype())
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._plans = []
 
     def _init_group(
         self,
@@ -145,6 +151,49 @@ class RMSprop(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
+        if not self._prepared_step():
+            self._general_step()
+            self._prepare_next_steps()
+        return loss
+
+    def _prepared_step(self) -> bool:
+        """The fast path: one probe-and-update native call per group, no per-tensor Python work.
+
+        Returns False, having written nothing, when any group's prepared step no longer fits (new
+        parameters, a missing or non-contiguous gradient, moved storage, other options).
+        """
+        plans = self.__dict__.get("_plans")
+        if not plans or len(plans) != len(self.param_groups):
+            return False
+        options = []
+        for plan, group in zip(plans, self.param_groups):
+            if plan is None or plan.key != tuple(map(id, group["params"])):
+                return False
+            options.append(_native_options(group))
+        if len(plans) > 1:
+            # All groups are checked before any is written.
+            for plan, opts in zip(plans, options):
+                if not plan.native.step(**opts, check_only=True):
+                    return False
+        for plan, opts in zip(plans, options):
+            if not plan.native.step(**opts):
+                return False  # only the first group can get here, before anything was written
+        for plan in plans:
+            torch.autograd.graph.increment_version(plan.params)
+        return True
+
+    def _prepare_next_steps(self) -> None:
+        """Builds a prepared step for every group whose parameters all run natively."""
+        plans: list[_GroupPlan | None] = []
+        for group in self.param_groups:
+            params = group["params"]
+            ready = all(p.grad is not None and native_ok(p) for p in params) and all(
+                len(self.state[p]) > 0 for p in params
+            )
+            plans.append(_GroupPlan.build(params, self.state, group) if ready else None)
+        self._plans = plans if any(plans) else []
+
+    def _general_step(self) -> None:
         # Every group is gathered and checked before any is updated, so an error leaves all
         # parameters and state as they were.
         work = []
@@ -194,8 +243,6 @@ class RMSprop(Optimizer):
                     decoupled_weight_decay=group["decoupled_weight_decay"],
                     check_only=check_only,
                 )
-
-        return loss
 
 
 RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for torch.optim.RMSprop.
@@ -252,6 +299,55 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
         foreach (bool, optional): accepted for compatibility with torch.optim.RMSprop; ignored
         capturable, differentiable (bool, optional): accepted for compatibility; must be False
     """
+
+
+def _native_options(group: dict[str, Any]) -> dict[str, Any]:
+    lr = group["lr"]
+    return hyperparams(
+        lr.item() if isinstance(lr, Tensor) else lr,
+        group["alpha"],
+        group["eps"],
+        group["weight_decay"],
+        group["momentum"],
+        group["centered"],
+        group["maximize"],
+        group["eps_in_sqrt"],
+        group["decoupled_weight_decay"],
+    )
+
+
+class _GroupPlan:
+    """A group's prepared native step, valid while the group holds the same parameter objects."""
+
+    def __init__(self, key: tuple[int, ...], params: list[Tensor], native: _core.PreparedStep):
+        self.key = key
+        self.params = params
+        self.native = native
+
+    @staticmethod
+    def build(
+        params: list[Tensor], state: dict[Tensor, Any], group: dict[str, Any]
+    ) -> _GroupPlan | None:
+        momentum, centered = group["momentum"] > 0, group["centered"]
+        states = [state[p] for p in params]
+
+        def views(key: str) -> list[Any]:
+            return [s[key].detach().numpy() for s in states]
+
+        try:
+            native = _core.PreparedStep(
+                params,
+                [p.detach().numpy() for p in params],
+                views("square_avg"),
+                views("momentum_buffer") if momentum else None,
+                views("grad_avg") if centered else None,
+                views("step"),
+                momentum=momentum,
+                centered=centered,
+            )
+        except (TypeError, ValueError, KeyError, RuntimeError):
+            return None  # state the fast path cannot hold (e.g. loaded non-contiguous): no plan
+        return _GroupPlan(tuple(map(id, params)), list(params), native)
 
 
 def rmsprop(
@@ -311,6 +407,7 @@ def rmsprop(
         ]
 
     if native:
+        native_params = [params[i] for i in native]
         _core.rmsprop_step_many(
             arrays(params, "params"),
             arrays(grads, "grads"),
@@ -322,6 +419,9 @@ def rmsprop(
         )
     if check_only:
         return
+    if native:
+        # The native kernel writes through pointers; tell autograd the parameters changed.
+        torch.autograd.graph.increment_version(native_params)
     for i in fallback:
         rmsprop_torch_step(
             params[i],

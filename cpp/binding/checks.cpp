@@ -1,0 +1,262 @@
+// Argument checks shared by the binding's entry points.
+#include "binding/checks.h"
+
+#include <algorithm>
+
+namespace rmsprop_ext::binding {
+namespace {
+
+// numpy's NPY_ARRAY_ALIGNED flag: elements sit at addresses that are multiples of their size.
+constexpr int kNumpyAligned = 0x0100;
+
+constexpr const char* kSingularNames[kRoleCount] = {"param", "grad", "square_avg",
+                                                    "momentum_buffer", "grad_avg"};
+constexpr const char* kPluralNames[kRoleCount] = {"params", "grads", "square_avgs",
+                                                  "momentum_buffers", "grad_avgs"};
+
+std::string shape_str(const py::array& a) {
+  std::string out = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+    out += (d > 0 ? ", " : "") + std::to_string(a.shape(d));
+  }
+  return out + (a.ndim() == 1 ? ",)" : ")");
+}
+
+enum class Dtype { kFloat32, kFloat64 };
+
+Dtype dtype_of(const py::array& a, const Label& label) {
+  if (a.dtype().equal(py::dtype::of<float>())) {
+    return Dtype::kFloat32;
+  }
+  if (a.dtype().equal(py::dtype::of<double>())) {
+    return Dtype::kFloat64;
+  }
+  throw py::type_error(label.str() +
+                       " must have dtype float32 or float64 in native byte order, got " +
+                       std::string(py::str(a.dtype())));
+}
+
+template <typename T>
+T* pointer(const Checked& c) {
+  return static_cast<T*>(const_cast<void*>(c.array.data()));
+}
+
+// The checked buffers of one parameter, in Role order; unused roles are absent.
+struct Item {
+  const Checked* role[kRoleCount] = {};
+};
+
+template <typename T>
+ParamBuffers<T> to_buffers(const Item& item) {
+  ParamBuffers<T> b;
+  b.param = pointer<T>(*item.role[kParam]);
+  b.grad = item.role[kGrad] ? pointer<T>(*item.role[kGrad]) : nullptr;
+  b.square_avg = pointer<T>(*item.role[kSquareAvg]);
+  b.momentum_buffer =
+      item.role[kMomentumBuffer] ? pointer<T>(*item.role[kMomentumBuffer]) : nullptr;
+  b.grad_avg = item.role[kGradAvg] ? pointer<T>(*item.role[kGradAvg]) : nullptr;
+  b.size = static_cast<std::int64_t>(item.role[kParam]->array.size());
+  return b;
+}
+
+Extent extent_of(const Checked& b) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(b.array.data());
+  return {begin, begin + static_cast<std::uintptr_t>(b.array.nbytes()), &b};
+}
+
+}  // namespace
+
+std::string Label::str() const {
+  if (index < 0) {
+    return kSingularNames[role];
+  }
+  return std::string(kPluralNames[role]) + "[" + std::to_string(index) + "]";
+}
+
+const char* plural_name(Role role) { return kPluralNames[role]; }
+
+std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
+
+Checked check_buffer(py::handle obj, Label label, bool written, const py::array* param) {
+  if (obj.is_none()) {
+    throw py::value_error(label.str() + " is required for these options but is None");
+  }
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(label.str() + " must be a numpy.ndarray, got " + type_name(obj));
+  }
+  auto array = py::reinterpret_borrow<py::array>(obj);
+  const Dtype dtype = dtype_of(array, label);
+  if (param != nullptr) {
+    const Label param_label{kParam, label.index};
+    if (dtype != dtype_of(*param, param_label)) {
+      throw py::type_error(label.str() + " has dtype " + std::string(py::str(array.dtype())) +
+                           " but " + param_label.str() + " has dtype " +
+                           std::string(py::str(param->dtype())) + "; they must match");
+    }
+    const bool same_shape = array.ndim() == param->ndim() &&
+                            std::equal(array.shape(), array.shape() + array.ndim(), param->shape());
+    if (!same_shape) {
+      throw py::value_error(label.str() + " has shape " + shape_str(array) + " but " +
+                            param_label.str() + " has shape " + shape_str(*param) +
+                            "; they must match");
+    }
+  }
+  if (!(array.flags() & py::array::c_style)) {
+    throw py::value_error(label.str() +
+                          " must be C-contiguous (pass a contiguous array, e.g. "
+                          "numpy.ascontiguousarray, and keep it as the state)");
+  }
+  if (!(array.flags() & kNumpyAligned)) {
+    throw py::value_error(label.str() + " must be aligned to its element size");
+  }
+  if (written && !array.writeable()) {
+    throw py::value_error(label.str() + " is read-only but is updated in place");
+  }
+  return {array, label, written};
+}
+
+void check_no_overlap(const std::vector<Checked>& buffers) {
+  std::vector<Extent> extents;
+  extents.reserve(buffers.size());
+  for (const Checked& b : buffers) {
+    const Extent e = extent_of(b);
+    if (e.end > e.begin) {
+      extents.push_back(e);
+    }
+  }
+  std::sort(extents.begin(), extents.end(),
+            [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
+  // Sweep in address order: an extent overlaps an earlier one exactly when it starts before that
+  // one's end, so remembering the furthest end seen (and the furthest end of a written buffer)
+  // finds every conflicting pair.
+  const Extent* furthest_any = nullptr;
+  const Extent* furthest_written = nullptr;
+  for (const Extent& e : extents) {
+    const Extent* clash = nullptr;
+    if (furthest_written != nullptr && e.begin < furthest_written->end) {
+      clash = furthest_written;
+    } else if (e.buffer->written && furthest_any != nullptr && e.begin < furthest_any->end) {
+      clash = furthest_any;
+    }
+    if (clash != nullptr) {
+      throw py::value_error(clash->buffer->label.str() + " and " + e.buffer->label.str() +
+                            " share memory; every buffer that is updated in place must be "
+                            "separate from all the others");
+    }
+    if (furthest_any == nullptr || e.end > furthest_any->end) {
+      furthest_any = &e;
+    }
+    if (e.buffer->written && (furthest_written == nullptr || e.end > furthest_written->end)) {
+      furthest_written = &e;
+    }
+  }
+}
+
+std::vector<Extent> written_extents(const std::vector<Checked>& buffers) {
+  std::vector<Extent> out;
+  for (const Checked& b : buffers) {
+    const Extent e = extent_of(b);
+    if (b.written && e.end > e.begin) {
+      out.push_back(e);
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
+  return out;
+}
+
+const Extent* find_overlap(const std::vector<Extent>& sorted_written, std::uintptr_t begin,
+                           std::uintptr_t end) {
+  if (end <= begin) {
+    return nullptr;
+  }
+  // Disjoint and sorted by begin, so also sorted by end: the first one ending after `begin` is
+  // the only candidate.
+  auto it = std::upper_bound(sorted_written.begin(), sorted_written.end(), begin,
+                             [](std::uintptr_t value, const Extent& e) { return value < e.end; });
+  if (it != sorted_written.end() && it->begin < end) {
+    return &*it;
+  }
+  return nullptr;
+}
+
+Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_decay,
+                             double momentum, bool centered, bool maximize, bool eps_in_sqrt,
+                             bool decoupled_weight_decay) {
+  Hyperparams hp;
+  hp.lr = lr;
+  hp.alpha = alpha;
+  hp.eps = eps;
+  hp.weight_decay = weight_decay;
+  hp.momentum = momentum;
+  hp.centered = centered;
+  hp.maximize = maximize;
+  hp.eps_in_sqrt = eps_in_sqrt;
+  hp.decoupled_weight_decay = decoupled_weight_decay;
+  const std::string problem = check_hyperparams(hp);
+  if (!problem.empty()) {
+    throw py::value_error(problem);
+  }
+  return hp;
+}
+
+void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bool with_grads,
+            const Hyperparams& hp, Batch& batch) {
+  const bool use_momentum = hp.momentum > 0.0;
+  const std::size_t n = objects[kParam].size();
+  // Reserved up front: items and `param` below point into this vector, so it must never reallocate.
+  batch.buffers.reserve(n * kRoleCount);
+  std::vector<Item> items(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const py::ssize_t index = single ? -1 : static_cast<py::ssize_t>(i);
+    auto add = [&](Role role, bool written, const py::array* param) {
+      batch.buffers.push_back(check_buffer(objects[role][i], {role, index}, written, param));
+      items[i].role[role] = &batch.buffers.back();
+    };
+    add(kParam, true, nullptr);
+    const py::array& param = batch.buffers.back().array;
+    if (with_grads) {
+      add(kGrad, false, &param);
+    }
+    add(kSquareAvg, true, &param);
+    if (use_momentum) {
+      add(kMomentumBuffer, true, &param);
+    }
+    if (hp.centered) {
+      add(kGradAvg, true, &param);
+    }
+  }
+  check_no_overlap(batch.buffers);
+  for (const Item& item : items) {
+    const bool f32 = item.role[kParam]->array.dtype().equal(py::dtype::of<float>());
+    batch.is_f32.push_back(f32);
+    if (f32) {
+      batch.slot.push_back(batch.f32.size());
+      batch.f32.push_back(to_buffers<float>(item));
+    } else {
+      batch.slot.push_back(batch.f64.size());
+      batch.f64.push_back(to_buffers<double>(item));
+    }
+  }
+}
+
+std::vector<py::handle> as_items(py::handle obj, Role role, std::size_t expected, bool check_len) {
+  if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj)) {
+    throw py::type_error(std::string(kPluralNames[role]) +
+                         " must be a list or tuple of arrays, got " + type_name(obj));
+  }
+  auto seq = py::reinterpret_borrow<py::sequence>(obj);
+  if (check_len && seq.size() != expected) {
+    throw py::value_error(std::string(kPluralNames[role]) + " has " + std::to_string(seq.size()) +
+                          " items but params has " + std::to_string(expected) +
+                          "; they must have the same length");
+  }
+  std::vector<py::handle> out;
+  out.reserve(seq.size());
+  for (py::handle item : seq) {
+    out.push_back(item);
+  }
+  return out;
+}
+
+}  // namespace rmsprop_ext::binding

@@ -1,0 +1,90 @@
+// The functions behind the module's defs: convert, check, release the GIL, call the core.
+#include "binding/entry_points.h"
+
+#include <string>
+#include <vector>
+
+#include "binding/checks.h"
+#include "core/isa.h"
+#include "core/rmsprop.h"
+
+namespace rmsprop_ext::binding {
+namespace {
+
+void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work) {
+  if (work == Work::kCheckOnly) {
+    return;
+  }
+  py::gil_scoped_release release;
+  if (work == Work::kRoofline) {
+    roofline_step(batch.f32.data(), batch.f32.size(), hp, num_threads);
+    roofline_step(batch.f64.data(), batch.f64.size(), hp, num_threads);
+    return;
+  }
+  step(batch.f32.data(), batch.f32.size(), hp, num_threads);
+  step(batch.f64.data(), batch.f64.size(), hp, num_threads);
+}
+
+}  // namespace
+
+void step_one(py::handle param, py::handle grad, py::handle square_avg, py::handle momentum_buffer,
+              py::handle grad_avg, double lr, double alpha, double eps, double weight_decay,
+              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
+              bool decoupled_weight_decay, int num_threads) {
+  const Hyperparams hp = make_hyperparams(lr, alpha, eps, weight_decay, momentum, centered,
+                                          maximize, eps_in_sqrt, decoupled_weight_decay);
+  std::vector<std::vector<py::handle>> objects = {
+      {param}, {grad}, {square_avg}, {momentum_buffer}, {grad_avg}};
+  Batch batch;
+  gather(objects, /*single=*/true, /*with_grads=*/true, hp, batch);
+  run(batch, hp, num_threads, Work::kUpdate);
+}
+
+void step_many(py::handle params, py::handle grads, py::handle square_avgs,
+               py::handle momentum_buffers, py::handle grad_avgs, double lr, double alpha,
+               double eps, double weight_decay, double momentum, bool centered, bool maximize,
+               bool eps_in_sqrt, bool decoupled_weight_decay, int num_threads, Work work) {
+  const Hyperparams hp = make_hyperparams(lr, alpha, eps, weight_decay, momentum, centered,
+                                          maximize, eps_in_sqrt, decoupled_weight_decay);
+  std::vector<std::vector<py::handle>> objects(kRoleCount);
+  objects[kParam] = as_items(params, kParam, 0, false);
+  const std::size_t n = objects[kParam].size();
+  objects[kGrad] = as_items(grads, kGrad, n, true);
+  objects[kSquareAvg] = as_items(square_avgs, kSquareAvg, n, true);
+  auto optional_list = [&](py::handle obj, Role role, bool needed, const char* option) {
+    if (!needed) {
+      return;
+    }
+    if (obj.is_none()) {
+      throw py::value_error(std::string(plural_name(role)) + " is required when " + option +
+                            " but is None");
+    }
+    objects[role] = as_items(obj, role, n, true);
+  };
+  optional_list(momentum_buffers, kMomentumBuffer, hp.momentum > 0.0, "momentum > 0");
+  optional_list(grad_avgs, kGradAvg, hp.centered, "centered=True");
+  Batch batch;
+  gather(objects, /*single=*/false, /*with_grads=*/true, hp, batch);
+  run(batch, hp, num_threads, work);
+}
+
+py::dict build_info() {
+  auto names = [](const std::vector<Isa>& isas) {
+    py::list out;
+    for (auto isa : isas) {
+      out.append(isa_name(isa));
+    }
+    return out;
+  };
+  py::dict info;
+  info["isa_compiled"] = names(compiled_isas());
+  info["isa_cpu"] = names(cpu_isas());
+  info["isa_available"] = names(available_isas());
+  info["isa_active"] = isa_name(active_isa());
+  info["openmp"] = openmp_version();
+  info["num_threads"] = get_num_threads();
+  info["compiler"] = __VERSION__;
+  return info;
+}
+
+}  // namespace rmsprop_ext::binding

@@ -1,0 +1,24 @@
+// The functions behind the module's defs: convert, check, release the GIL, call the core.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace rmsprop_ext::binding {
+
+namespace py = pybind11;
+
+enum class Work { kUpdate, kRoofline, kCheckOnly };
+
+void step_one(py::handle param, py::handle grad, py::handle square_avg, py::handle momentum_buffer,
+              py::handle grad_avg, double lr, double alpha, double eps, double weight_decay,
+              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
+              bool decoupled_weight_decay, int num_threads);
+
+void step_many(py::handle params, py::handle grads, py::handle square_avgs,
+               py::handle momentum_buffers, py::handle grad_avgs, double lr, double alpha,
+               double eps, double weight_decay, double momentum, bool centered, bool maximize,
+               bool eps_in_sqrt, bool decoupled_weight_decay, int num_threads, Work work);
+
+py::dict build_info();
+
+}  // namespace rmsprop_ext::binding

@@ -1,0 +1,173 @@
+// The optimizer's fast path; see prepared_step.h.
+#include "binding/prepared_step.h"
+
+#include <string>
+
+#include "core/rmsprop.h"
+
+namespace rmsprop_ext::binding {
+namespace {
+
+// The step probes a handful of attributes of every parameter and gradient; interned names and
+// direct C-API calls keep that near 50 ns each (obj.attr("x") would build the name every time).
+struct AttributeNames {
+  py::str grad{"grad"}, data_ptr{"data_ptr"}, is_contiguous{"is_contiguous"}, dtype{"dtype"},
+      layout{"layout"}, is_cpu{"is_cpu"}, nbytes{"nbytes"};
+};
+
+const AttributeNames& names() {
+  // Never destroyed: Python objects must not be released after the interpreter has finalized.
+  static const auto* interned = new AttributeNames();
+  return *interned;
+}
+
+py::object get(py::handle obj, const py::str& name) {
+  PyObject* result = PyObject_GetAttr(obj.ptr(), name.ptr());
+  if (result == nullptr) {
+    throw py::error_already_set();
+  }
+  return py::reinterpret_steal<py::object>(result);
+}
+
+py::object call(py::handle obj, const py::str& name) {
+  PyObject* result = PyObject_CallMethodNoArgs(obj.ptr(), name.ptr());
+  if (result == nullptr) {
+    throw py::error_already_set();
+  }
+  return py::reinterpret_steal<py::object>(result);
+}
+
+bool truthy(const py::object& value) {
+  const int result = PyObject_IsTrue(value.ptr());
+  if (result < 0) {
+    throw py::error_already_set();
+  }
+  return result == 1;
+}
+
+std::uintptr_t address_of(py::handle tensor) {
+  return call(tensor, names().data_ptr).cast<std::uintptr_t>();
+}
+
+}  // namespace
+
+PreparedStep::PreparedStep(py::handle owners, py::handle params, py::handle square_avgs,
+                           py::handle momentum_buffers, py::handle grad_avgs, py::handle steps,
+                           bool momentum, bool centered)
+    : momentum_(momentum), centered_(centered) {
+  Hyperparams shape_of_state;
+  shape_of_state.momentum = momentum ? 1.0 : 0.0;
+  shape_of_state.centered = centered;
+  std::vector<std::vector<py::handle>> objects(kRoleCount);
+  objects[kParam] = as_items(params, kParam, 0, false);
+  const std::size_t n = objects[kParam].size();
+  const std::vector<py::handle> owner_items = as_items(owners, kParam, n, true);
+  objects[kSquareAvg] = as_items(square_avgs, kSquareAvg, n, true);
+  if (momentum) {
+    objects[kMomentumBuffer] = as_items(momentum_buffers, kMomentumBuffer, n, true);
+  }
+  if (centered) {
+    objects[kGradAvg] = as_items(grad_avgs, kGradAvg, n, true);
+  }
+  gather(objects, /*single=*/false, /*with_grads=*/false, shape_of_state, batch_);
+  written_ = written_extents(batch_.buffers);
+  // Step counters: one writeable float element each, apart from every other buffer.
+  const std::vector<py::handle> step_items = as_items(steps, kParam, n, true);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string label = "steps[" + std::to_string(i) + "]";
+    if (!py::isinstance<py::array>(step_items[i])) {
+      throw py::type_error(label + " must be a numpy.ndarray");
+    }
+    auto counter = py::reinterpret_borrow<py::array>(step_items[i]);
+    if (counter.size() != 1 || !counter.writeable()) {
+      throw py::value_error(label + " must be one writeable element");
+    }
+    const auto begin = reinterpret_cast<std::uintptr_t>(counter.data());
+    if (find_overlap(written_, begin, begin + static_cast<std::uintptr_t>(counter.nbytes()))) {
+      throw py::value_error(label + " shares memory with a parameter or its state");
+    }
+    if (counter.dtype().equal(py::dtype::of<float>())) {
+      steps_f32_.push_back(static_cast<float*>(counter.mutable_data()));
+    } else if (counter.dtype().equal(py::dtype::of<double>())) {
+      steps_f64_.push_back(static_cast<double*>(counter.mutable_data()));
+    } else {
+      throw py::type_error(label + " must be float32 or float64");
+    }
+    step_arrays_.push_back(std::move(counter));
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    py::handle owner = owner_items[i];
+    const py::array& view = py::reinterpret_borrow<py::array>(objects[kParam][i]);
+    if (address_of(owner) != reinterpret_cast<std::uintptr_t>(view.data())) {
+      throw py::value_error("params[" + std::to_string(i) + "] is not a view of its owner");
+    }
+    owners_.push_back(py::reinterpret_borrow<py::object>(owner));
+    owner_addresses_.push_back(address_of(owner));
+    dtypes_.push_back(get(owner, names().dtype));
+    layouts_.push_back(get(owner, names().layout));
+    nbytes_.push_back(static_cast<std::size_t>(view.nbytes()));
+  }
+}
+
+bool PreparedStep::step(double lr, double alpha, double eps, double weight_decay, double momentum,
+                        bool centered, bool maximize, bool eps_in_sqrt, bool decoupled_weight_decay,
+                        int num_threads, bool check_only) {
+  const Hyperparams hp = make_hyperparams(lr, alpha, eps, weight_decay, momentum, centered,
+                                          maximize, eps_in_sqrt, decoupled_weight_decay);
+  if ((hp.momentum > 0.0) != momentum_ || hp.centered != centered_) {
+    return false;
+  }
+  // Keeps every gradient alive while the GIL is released, even if its owner drops it meanwhile.
+  std::vector<py::object> grads;
+  grads.reserve(owners_.size());
+  for (std::size_t i = 0; i < owners_.size(); ++i) {
+    py::handle owner = owners_[i];
+    py::object grad = get(owner, names().grad);
+    if (grad.is_none() || address_of(owner) != owner_addresses_[i] ||
+        !truthy(call(grad, names().is_contiguous))) {
+      return false;
+    }
+    const Label label{kGrad, static_cast<py::ssize_t>(i)};
+    const py::object dtype = get(grad, names().dtype);
+    const py::object layout = get(grad, names().layout);
+    if (!dtype.is(dtypes_[i]) || !layout.is(layouts_[i])) {
+      throw py::type_error(label.str() + " has dtype " + std::string(py::str(dtype)) +
+                           " and layout " + std::string(py::str(layout)) +
+                           "; it must match its parameter's");
+    }
+    if (!truthy(get(grad, names().is_cpu))) {
+      throw py::value_error(label.str() + " is not on the CPU");
+    }
+    if (get(grad, names().nbytes).cast<std::size_t>() != nbytes_[i]) {
+      throw py::value_error(label.str() + " does not have its parameter's size");
+    }
+    const std::uintptr_t begin = address_of(grad);
+    if (const Extent* clash = find_overlap(written_, begin, begin + nbytes_[i])) {
+      throw py::value_error(label.str() + " shares memory with " + clash->buffer->label.str() +
+                            ", which is updated in place");
+    }
+    if (batch_.is_f32[i]) {
+      batch_.f32[batch_.slot[i]].grad = reinterpret_cast<const float*>(begin);
+    } else {
+      batch_.f64[batch_.slot[i]].grad = reinterpret_cast<const double*>(begin);
+    }
+    grads.push_back(std::move(grad));
+  }
+  if (check_only) {
+    return true;
+  }
+  {
+    py::gil_scoped_release release;
+    rmsprop_ext::step(batch_.f32.data(), batch_.f32.size(), hp, num_threads);
+    rmsprop_ext::step(batch_.f64.data(), batch_.f64.size(), hp, num_threads);
+  }
+  for (float* counter : steps_f32_) {
+    *counter += 1.0f;
+  }
+  for (double* counter : steps_f64_) {
+    *counter += 1.0;
+  }
+  return true;
+}
+
+}  // namespace rmsprop_ext::binding

@@ -1,0 +1,49 @@
+// The optimizer's fast path: parameters and state are checked once, and each step only probes
+// what can change between steps (each parameter's gradient, and whether it still owns its memory).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "binding/checks.h"
+
+namespace rmsprop_ext::binding {
+
+class PreparedStep {
+ public:
+  // owners: the parameter objects (torch tensors); params and the state lists: numpy views of
+  // their memory, checked like a rmsprop_step_many call. steps: views of each parameter's step
+  // counter (one float32 or float64 element), incremented after each update. momentum and
+  // centered fix which state buffers the plan holds.
+  PreparedStep(py::handle owners, py::handle params, py::handle square_avgs,
+               py::handle momentum_buffers, py::handle grad_avgs, py::handle steps, bool momentum,
+               bool centered);
+
+  // Reads owner.grad of every parameter, checks it, and runs one update over all of them.
+  // Returns false, writing nothing, when the plan no longer fits: a gradient is None or not
+  // contiguous, a parameter's memory moved, or the options need other state buffers. Raises
+  // TypeError/ValueError, writing nothing, for a gradient that can never be used.
+  bool step(double lr, double alpha, double eps, double weight_decay, double momentum,
+            bool centered, bool maximize, bool eps_in_sqrt, bool decoupled_weight_decay,
+            int num_threads, bool check_only);
+
+  std::size_t size() const { return owners_.size(); }
+
+ private:
+  std::vector<py::object> owners_;
+  std::vector<std::uintptr_t> owner_addresses_;
+  std::vector<py::object> dtypes_;
+  std::vector<py::object> layouts_;
+  std::vector<std::size_t> nbytes_;
+  Batch batch_;
+  std::vector<Extent> written_;
+  std::vector<float*> steps_f32_;
+  std::vector<double*> steps_f64_;
+  std::vector<py::object> step_arrays_;
+  bool momentum_;
+  bool centered_;
+};
+
+}  // namespace rmsprop_ext::binding
