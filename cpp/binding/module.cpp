@@ -83,6 +83,8 @@ returning False (and writing nothing) when the parameters or their gradients no 
 
   m.def("set_num_threads", &rmsprop_ext::set_num_threads, py::arg("num_threads"),
         R"doc(Threads for the update; 0 returns to OpenMP's default (OMP_NUM_THREADS).)doc");
+  m.def("last_num_threads", &rmsprop_ext::last_num_threads,
+        R"doc(Threads the most recent update actually ran on (1 when it stayed serial).)doc");
   m.def("get_num_threads", &rmsprop_ext::get_num_threads,
         R"doc(Threads the update uses when a call does not name a count.)doc");
   m.def(

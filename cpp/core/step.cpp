@@ -25,6 +25,7 @@ constexpr std::int64_t kSerialBelowElements = std::int64_t{1} << 15;
 constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
 
 std::atomic<int> requested_threads{0};
+std::atomic<int> last_team_size{0};
 
 enum class Work { kUpdate, kTraffic };
 
@@ -102,12 +103,16 @@ void step_any(const ParamBuffers<T>* items, std::size_t count, const Hyperparams
   for (std::size_t i = 0; i < count; ++i) {
     total += items[i].size;
   }
+  if (total == 0) {
+    return;  // nothing to do; last_num_threads keeps describing the last real update
+  }
   const int wanted = num_threads > 0 ? num_threads : get_num_threads();
   const std::int64_t useful = std::max<std::int64_t>(1, total / kMinElementsPerThread);
   const int threads =
       total < kSerialBelowElements ? 1 : static_cast<int>(std::min<std::int64_t>(wanted, useful));
 
   if (threads <= 1) {
+    last_team_size.store(1, std::memory_order_relaxed);
     for (std::size_t i = 0; i < count; ++i) {
       kernel(items[i], 0, items[i].size, hp);
     }
@@ -118,6 +123,9 @@ void step_any(const ParamBuffers<T>* items, std::size_t count, const Hyperparams
   {
     const std::int64_t team = omp_get_num_threads();
     const std::int64_t rank = omp_get_thread_num();
+    if (rank == 0) {
+      last_team_size.store(static_cast<int>(team), std::memory_order_relaxed);
+    }
     const Position from = boundary(items, count, total * rank / team);
     const Position to = boundary(items, count, total * (rank + 1) / team);
     run_span(items, count, from, to, kernel, hp);
@@ -180,6 +188,8 @@ int get_num_threads() {
   return 1;
 #endif
 }
+
+int last_num_threads() { return last_team_size.load(std::memory_order_relaxed); }
 
 int openmp_version() {
 #ifdef _OPENMP

@@ -11,7 +11,8 @@ from typing import Any
 
 from . import reference
 from ._core import build_info as _core_build_info
-from ._core import get_isa, get_num_threads, set_isa, set_num_threads
+from ._core import get_isa, last_num_threads, set_isa
+from ._threads import get_num_threads, set_num_threads
 from .functional import rmsprop_step, rmsprop_step_many
 from .numpy_optimizer import NumpyRMSprop
 
@@ -24,6 +25,7 @@ __all__ = [
     "build_info",
     "get_isa",
     "get_num_threads",
+    "last_num_threads",
     "reference",
     "rmsprop_step",
     "rmsprop_step_many",

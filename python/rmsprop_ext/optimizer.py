@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _core
+from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
 from .functional import as_native_array, hyperparams
 from .numpy_optimizer import check_optimizer_args
@@ -166,10 +167,11 @@ class RMSprop(Optimizer):
         if not plans or len(plans) != len(self.param_groups):
             return False
         options = []
+        threads = threads_for_torch()
         for plan, group in zip(plans, self.param_groups):
             if plan is None or plan.key != tuple(map(id, group["params"])):
                 return False
-            options.append(_native_options(group))
+            options.append({**_native_options(group), "num_threads": threads})
         if len(plans) > 1:
             # All groups are checked before any is written.
             for plan, opts in zip(plans, options):
@@ -415,6 +417,7 @@ def rmsprop(
             arrays(momentum_buffer_list, "momentum_buffers") if use_momentum else None,
             arrays(grad_avgs, "grad_avgs") if centered else None,
             **options,
+            num_threads=threads_for_torch(),
             check_only=check_only,
         )
     if check_only:
