@@ -1,6 +1,7 @@
 // The update loop for one instruction set. CMake builds this file once per level with that level's
 // compiler flags and RMSPROP_KERNEL_NS set to scalar, avx2 or avx512; nothing here may run before
 // the dispatcher has checked that the CPU supports the level.
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -33,6 +34,18 @@ constexpr bool kHasFma = false;
 template <typename T>
 using TailOps = ScalarOps<T, kHasFma>;
 
+// Lanes to run one at a time before `p + begin` sits on a vector-width boundary. numpy allocates
+// large arrays 16 bytes past a cache line, so without this every AVX-512 access of a numpy buffer
+// would straddle two lines. The first lanes go through the tail's arithmetic, which rounds exactly
+// like the body's, so where the split falls never changes a result.
+template <class Ops, typename T>
+std::int64_t lanes_to_alignment(const T* p, std::int64_t begin, std::int64_t end) {
+  constexpr auto kBytes = static_cast<std::uintptr_t>(sizeof(typename Ops::Vec));
+  const auto address = reinterpret_cast<std::uintptr_t>(p + begin);
+  const auto lanes = static_cast<std::int64_t>(((kBytes - address % kBytes) % kBytes) / sizeof(T));
+  return std::min(lanes, end - begin);
+}
+
 template <typename T, class V>
 void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
                           const Hyperparams& hp) {
@@ -42,6 +55,10 @@ void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int
   const Coefficients<Tail> tail_coefficients(hp);
 
   std::int64_t i = begin;
+  for (const std::int64_t peel_end = begin + lanes_to_alignment<Vector>(b.param, begin, end);
+       i < peel_end; ++i) {
+    update_lanes<Tail, V>(tail_coefficients, b, i);
+  }
   for (; i + Vector::kWidth <= end; i += Vector::kWidth) {
     update_lanes<Vector, V>(vector_coefficients, b, i);
   }
@@ -54,6 +71,10 @@ template <typename T, class V>
 void traffic_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
                            const Hyperparams&) {
   std::int64_t i = begin;
+  for (const std::int64_t peel_end = begin + lanes_to_alignment<VectorOps<T>>(b.param, begin, end);
+       i < peel_end; ++i) {
+    traffic_lanes<TailOps<T>, V>(b, i);
+  }
   for (; i + VectorOps<T>::kWidth <= end; i += VectorOps<T>::kWidth) {
     traffic_lanes<VectorOps<T>, V>(b, i);
   }

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from . import build_info
-from .bench import format_table, rows_as_dicts, run_benchmark, torch_available
+from .bench import BenchConfig, machine_info, run_benchmark, torch_available
+from .bench_report import format_report, summary_lines
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -19,22 +20,42 @@ def _info(_: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    sizes = args.sizes or ([1 << 20, 1 << 24] if args.quick else [1 << 16, 1 << 20, 1 << 24])
-    repeat = args.repeat or (5 if args.quick else 15)
-    use_torch = torch_available()
-    info = build_info()
-    print(
-        f"rmsprop_ext {info['version']}: isa {info['isa_active']}, {info['num_threads']} threads, "
-        f"float32, median of {repeat} steps after warm-up"
+    use_torch = torch_available() and not args.no_torch
+    info, machine = build_info(), machine_info()
+    threads = args.threads or info["num_threads"]
+    config = BenchConfig.make(args.quick, use_torch, threads, args.sizes, args.repeat)
+    config.progress = not args.no_progress
+    headline = (
+        f"rmsprop_ext {info['version']} on {machine['cpu'] or 'this CPU'}: isa "
+        f"{info['isa_active']}, up to {threads} threads, float32, median of up to "
+        f"{config.repeat} timed steps after 2 warm-up steps"
     )
+    print(headline)
     if not use_torch:
         print("torch is not installed: the torch peers were skipped")
-    rows = run_benchmark(sizes, repeat, use_torch=use_torch)
-    print(format_table(rows))
+    rows = run_benchmark(config)
+    print(format_report(rows))
+    print("Summary (median [worst-best] over the repeated steps):")
+    for line in summary_lines(rows):
+        print(f"  {line}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"build_info": info, "rows": rows_as_dicts(rows)}, f, indent=2)
+            json.dump(
+                {
+                    "build_info": info,
+                    "machine": machine,
+                    "rows": [r.as_dict() for r in rows],
+                    "summary": summary_lines(rows),
+                },
+                f,
+                indent=2,
+            )
         print(f"wrote {args.json}")
+    if args.plot:
+        from .bench_plot import write_plot
+
+        write_plot(rows, args.plot, headline)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -42,11 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rmsprop_ext", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="print the build and CPU information").set_defaults(run=_info)
-    bench = commands.add_parser("bench", help="compare native RMSProp with torch and Python")
+    bench = commands.add_parser("bench", help="compare native RMSProp with torch, numpy, Python")
     bench.add_argument("--quick", action="store_true", help="fewer sizes and repeats (< 1 minute)")
-    bench.add_argument("--sizes", type=int, nargs="+", help="element counts to time")
-    bench.add_argument("--repeat", type=int, help="timed steps per implementation and size")
+    bench.add_argument("--sizes", type=int, nargs="+", help="element counts of the size sweep")
+    bench.add_argument("--repeat", type=int, help="timed steps per case (at most)")
+    bench.add_argument("--threads", type=int, help="most threads to use (default: all)")
+    bench.add_argument("--no-torch", action="store_true", help="skip the torch peers")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bench.add_argument("--json", metavar="PATH", help="also write the raw figures as JSON")
+    bench.add_argument("--plot", metavar="PATH", help="also write a PNG (needs matplotlib)")
     bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     return int(args.run(args))

@@ -1,0 +1,162 @@
+"""Tables and the target summary for `python -m rmsprop_ext bench`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .bench import Measurement
+
+__all__ = ["format_report", "summary_lines"]
+
+NATIVE = "native rmsprop_step"
+ROOFLINE = "roofline kernel"
+
+
+def _find(rows: Iterable[Measurement], **match: object) -> Measurement | None:
+    for r in rows:
+        if all(getattr(r, k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def _ratio(slow: Measurement, fast: Measurement) -> str:
+    """How many times `fast` beats `slow`: ratio of medians, [worst, best] from the extremes."""
+    median = slow.median_s / fast.median_s
+    worst, best = slow.min_s / fast.max_s, slow.max_s / fast.min_s
+    return f"{median:.2f}x [{worst:.2f}-{best:.2f}]"
+
+
+def _fraction(native: Measurement, roof: Measurement) -> str:
+    median = roof.median_s / native.median_s
+    worst, best = roof.min_s / native.max_s, roof.max_s / native.min_s
+    return f"{median:.2f} [{worst:.2f}-{best:.2f}]"
+
+
+def _table(
+    title: str, rows: Sequence[Measurement], baseline: Measurement | None, roof: Measurement | None
+) -> list[str]:
+    header = (
+        f"{'implementation':24} {'tensors':>7} {'elements':>11} {'thr':>3} {'median ms':>10} "
+        f"{'min-max ms':>17} {'Gelem/s':>8} {'GB/s':>6} {'roofline':>8} {'native is':>10}"
+    )
+    lines = [title, header, "-" * len(header)]
+    for r in rows:
+        spread = f"{r.min_s * 1e3:.3f}-{r.max_s * 1e3:.3f}"
+        frac = f"{roof.median_s / r.median_s:.2f}" if roof else ""
+        faster = f"{r.median_s / baseline.median_s:.2f}x" if baseline else ""
+        note = f"  ({r.note})" if r.note else ""
+        lines.append(
+            f"{r.implementation:24} {r.tensors:>7} {r.elements:>11,} {r.threads:>3} "
+            f"{r.median_s * 1e3:>10.3f} {spread:>17} {r.elements_per_s / 1e9:>8.2f} "
+            f"{r.gbytes_per_s:>6.1f} {frac:>8} {faster:>10}{note}"
+        )
+    return [*lines, ""]
+
+
+def format_report(rows: Sequence[Measurement]) -> str:
+    """Every section as tables; 'native is' = the row's time / the native kernel's time."""
+    out: list[str] = []
+    sizes = [r for r in rows if r.section == "sizes"]
+    for n in sorted({r.elements for r in sizes}):
+        group = [r for r in sizes if r.elements == n]
+        out += _table(
+            f"Single float32 tensor of {n:,} elements",
+            group,
+            _find(group, implementation=NATIVE),
+            _find(group, implementation=ROOFLINE),
+        )
+    variants = [r for r in rows if r.section == "variants"]
+    for v in sorted({r.variant for r in variants}):
+        group = [r for r in variants if r.variant == v]
+        out += _table(
+            f"Variant '{v}' ({group[0].bytes_per_element} B/element)",
+            group,
+            _find(group, implementation=NATIVE),
+            _find(group, implementation=ROOFLINE),
+        )
+    many = [r for r in rows if r.section == "many tensors"]
+    if many:
+        out += _table(
+            "Many tensors, same total size (RMSprop.step over a list of parameters)",
+            many,
+            _find(many, implementation="native RMSprop.step", tensors=many[1].tensors),
+            None,
+        )
+    small = [r for r in rows if r.section == "small model"]
+    if small:
+        out += _table(
+            "Small model: per-step overhead",
+            small,
+            _find(small, implementation="native RMSprop.step"),
+            None,
+        )
+    threads = [r for r in rows if r.section == "threads"]
+    for n in sorted({r.elements for r in threads}):
+        group = sorted(
+            (r for r in threads if r.elements == n), key=lambda r: (r.implementation, r.threads)
+        )
+        one = _find(group, implementation=NATIVE, threads=1)
+        out += _table(
+            f"Threads, {n:,} elements ('native is' = time / 1-thread native time)", group, one, None
+        )
+    return "\n".join(out)
+
+
+def summary_lines(rows: Sequence[Measurement]) -> list[str]:
+    """The issue-3 targets, each with its measured ratio: median [worst-best]."""
+    lines = []
+    sizes = [r for r in rows if r.section == "sizes"]
+    if sizes:
+        n = max(r.elements for r in sizes)
+        native = _find(sizes, implementation=NATIVE, elements=n)
+        roof = _find(sizes, implementation=ROOFLINE, elements=n)
+        if native and roof:
+            lines.append(
+                f"{n:,} elements: native / roofline throughput = {_fraction(native, roof)}"
+            )
+        for peer in (
+            "torch fused Adagrad",
+            "numpy scratch formula",
+            "torch scratch formula",
+            "Python scalar loop",
+        ):
+            other = _find(sizes, implementation=peer, elements=n)
+            if native and other:
+                lines.append(f"{n:,} elements: native vs {peer} = {_ratio(other, native)}")
+        torch_rows = [
+            r for r in sizes if r.elements == n and r.implementation.startswith("torch RMSprop")
+        ]
+        if native and torch_rows:
+            best = min(torch_rows, key=lambda r: r.median_s)
+            label = f"{best.implementation} (the faster)"
+            lines.append(f"{n:,} elements: native vs {label} = {_ratio(best, native)}")
+    for r in rows:
+        if r.section == "variants" and r.implementation == NATIVE:
+            roof = _find(rows, section="variants", variant=r.variant, implementation=ROOFLINE)
+            if roof:
+                lines.append(f"variant {r.variant}: native / its roofline = {_fraction(r, roof)}")
+    many = [
+        r for r in rows if r.section == "many tensors" and r.implementation == "native RMSprop.step"
+    ]
+    if len(many) == 2:
+        one, lots = sorted(many, key=lambda r: r.tensors)
+        lines.append(
+            f"{lots.tensors} tensors vs 1 tensor, same total, through RMSprop.step: throughput "
+            f"ratio = {_fraction(lots, one)}"
+        )
+    small = [r for r in rows if r.section == "small model"]
+    ours = _find(small, implementation="native RMSprop.step")
+    if ours:
+        for r in small:
+            if r is not ours:
+                lines.append(
+                    f"small model ({r.tensors} x {r.elements // r.tensors}): native vs "
+                    f"{r.implementation} = {_ratio(r, ours)}"
+                )
+    threads = [r for r in rows if r.section == "threads" and r.implementation == NATIVE]
+    for n in sorted({r.elements for r in threads}):
+        one = _find(threads, elements=n, threads=1)
+        for r in threads:
+            if r.elements == n and r.threads > 1 and one:
+                lines.append(f"{n:,} elements: {r.threads} threads vs 1 = {_ratio(one, r)}")
+    return lines
