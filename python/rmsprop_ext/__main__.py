@@ -25,6 +25,14 @@ def _bench(args: argparse.Namespace) -> int:
     threads = args.threads or info["num_threads"]
     config = BenchConfig.make(args.quick, use_torch, threads, args.sizes, args.repeat)
     config.progress = not args.no_progress
+    if args.variant_size:
+        config.variant_size = args.variant_size
+    if args.many:
+        config.many = (args.many[0], args.many[1])
+    if args.small_model:
+        config.small_model = (args.small_model[0], args.small_model[1])
+    if args.scaling_sizes:
+        config.scaling_sizes = args.scaling_sizes
     headline = (
         f"rmsprop_ext {info['version']} on {machine['cpu'] or 'this CPU'}: isa "
         f"{info['isa_active']}, up to {threads} threads, float32, median of up to "
@@ -67,6 +75,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="fewer sizes and repeats (< 1 minute)")
     bench.add_argument("--sizes", type=int, nargs="+", help="element counts of the size sweep")
     bench.add_argument("--repeat", type=int, help="timed steps per case (at most)")
+    bench.add_argument("--variant-size", type=int, help="elements for momentum/centered (2**24)")
+    bench.add_argument(
+        "--many",
+        type=int,
+        nargs=2,
+        metavar=("COUNT", "SIZE"),
+        help="the many-tensor case (default 1000 16384)",
+    )
+    bench.add_argument(
+        "--small-model",
+        type=int,
+        nargs=2,
+        metavar=("COUNT", "SIZE"),
+        help="the per-step overhead case (default 100 4096)",
+    )
+    bench.add_argument("--scaling-sizes", type=int, nargs="+", help="sizes of the thread sweep")
     bench.add_argument("--threads", type=int, help="most threads to use (default: all)")
     bench.add_argument("--no-torch", action="store_true", help="skip the torch peers")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -1,0 +1,87 @@
+"""The benchmark CLI runs end to end (tiny sizes: this checks it works, it measures nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rmsprop_ext.__main__ import main
+
+TINY = [
+    "bench",
+    "--sizes",
+    "4096",
+    "--variant-size",
+    "4096",
+    "--many",
+    "4",
+    "1024",
+    "--small-model",
+    "4",
+    "256",
+    "--scaling-sizes",
+    "4096",
+    "--repeat",
+    "3",
+    "--no-progress",
+]
+
+
+def test_bench_writes_tables_json_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert main([*TINY, "--json", str(out_json), "--plot", str(out_png)]) == 0
+    printed = capsys.readouterr().out
+    for heading in (
+        "Single float32 tensor of 4,096",
+        "Variant 'centered' (28 B/element)",
+        "Many tensors",
+        "Small model",
+        "Threads, 4,096",
+        "Summary",
+    ):
+        assert heading in printed
+    data = json.loads(out_json.read_text())
+    names = {row["implementation"] for row in data["rows"]}
+    assert {
+        "roofline kernel",
+        "native rmsprop_step",
+        "numpy scratch formula",
+        "Python scalar loop",
+    } <= names
+    if "torch" in sys.modules:
+        assert {"torch RMSprop foreach", "torch fused Adagrad", "native RMSprop.step"} <= names
+    assert all(
+        row["median_s"] > 0 and row["min_s"] <= row["median_s"] <= row["max_s"]
+        for row in data["rows"]
+    )
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_runs_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "class BlockTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+        "sys.meta_path.insert(0, BlockTorch())\n"
+        "from rmsprop_ext.__main__ import main\n"
+        f"sys.exit(main({TINY!r}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "torch is not installed: the torch peers were skipped" in result.stdout
+    assert "native rmsprop_step" in result.stdout and "torch RMSprop" not in result.stdout
