@@ -28,6 +28,9 @@ __all__ = ["VARIANTS", "BenchConfig", "Measurement", "run_benchmark", "torch_ava
 
 LR, ALPHA = 1e-4, 0.99
 PYTHON_LOOP_SAMPLE = 2000
+# The small-model section measures per-step overhead, so its data stays in cache: every case
+# runs this many steps back to back in each round.
+SMALL_MODEL_STEPS_PER_ROUND = 20
 
 # Bytes one step must move per float32 element: read param, grad, square_avg and write param,
 # square_avg (20), plus a read and a write of momentum_buffer or grad_avg (+8).
@@ -132,19 +135,42 @@ def torch_available() -> bool:
 # ---------------------------------------------------------------- timing
 
 
-def time_step(step: StepFn, repeat: int, budget_s: float) -> tuple[float, float, float, int]:
-    """Median, min and max seconds of `step` over up to `repeat` timed calls after warm-up."""
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    step()  # a second warm-up: lazy state, page faults and caches settle
-    repeats = max(3, min(repeat, int(budget_s / max(first, 1e-9))))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+BLOCK_S = 1e-3  # a round runs each case for about this long, so tiny steps are not timer noise
+
+
+def time_interleaved(
+    steps: Sequence[StepFn],
+    repeat: int,
+    budget_s: float,
+    inner: int = 0,
+    pace: Sequence[bool] | None = None,
+) -> list[list[float]]:
+    """Seconds per step of each of `steps`, timed round-robin: one block of each per round.
+
+    Interleaving makes every case see the same machine: on a shared, noisy host a slow spell then
+    hits all of them alike instead of whichever case happened to run during it. Every case runs
+    the same number of steps back to back in a round (`inner`, or enough for the slowest case to
+    fill BLOCK_S), so all of them start each block with the same cache state. `pace` marks the
+    cases that count for that choice (a case timed on a sample does not).
+    """
+    first = []
+    for step in steps:
+        start = time.perf_counter()
         step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), max(times), repeats
+        first.append(time.perf_counter() - start)
+        step()  # a second warm-up: lazy state, page faults and caches settle
+    pacing = [f for f, p in zip(first, pace or [True] * len(steps)) if p] or first
+    if inner <= 0:
+        inner = max(1, int(BLOCK_S / max(max(pacing), 1e-9)))
+    rounds = max(3, min(repeat, int(budget_s / max(sum(first) * inner, 1e-9))))
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                step()
+            times[i].append((time.perf_counter() - t0) / inner)
+    return times
 
 
 @contextmanager
@@ -199,12 +225,12 @@ def _arrays(n: int, count: int, seed: int = 0) -> list[np.ndarray]:
 
 def native_functional(n: int, variant: str, threads: int) -> StepFn:
     options, _ = VARIANTS[variant]
-    x, g, s, b, a = _arrays(n, 5)
+    x, g, s, *extra = _arrays(n, 3 + len(options))
     state = {}
     if "momentum" in options:
-        state["momentum_buffer"] = b
+        state["momentum_buffer"] = extra[0]
     if "centered" in options:
-        state["grad_avg"] = a
+        state["grad_avg"] = extra[0]
 
     def step() -> None:
         rmsprop_step(x, g, s, lr=LR, alpha=ALPHA, num_threads=threads, **options, **state)
@@ -214,9 +240,9 @@ def native_functional(n: int, variant: str, threads: int) -> StepFn:
 
 def roofline(n: int, variant: str, threads: int) -> StepFn:
     options, _ = VARIANTS[variant]
-    x, g, s, b, a = _arrays(n, 5)
-    momentum = [b] if "momentum" in options else None
-    centered = [a] if "centered" in options else None
+    x, g, s, *extra = _arrays(n, 3 + len(options))
+    momentum = extra if "momentum" in options else None
+    centered = extra if "centered" in options else None
 
     def step() -> None:
         _core.roofline_step_many(
@@ -335,152 +361,151 @@ SINGLE_TENSOR_CASES: list[SingleTensorCase] = [
 # ---------------------------------------------------------------- the sections
 
 
+@dataclass
+class Case:
+    label: str
+    make: Callable[[], StepFn]
+    variant: str = "plain"
+    tensors: int = 1
+    note: str = ""
+    extrapolate_from: int = 0  # timed on this many elements, reported for `elements`
+
+
 class Runner:
     def __init__(self, config: BenchConfig) -> None:
         self.config = config
         self.results: list[Measurement] = []
         self.progress = Progress(0, config.progress)
 
-    def measure(
-        self,
-        section: str,
-        label: str,
-        factory: Callable[[], StepFn],
-        *,
-        variant: str,
-        elements: int,
-        tensors: int,
-        threads: int,
-        note: str = "",
-        extrapolate_from: int = 0,
+    def measure_group(
+        self, section: str, cases: Sequence[Case], elements: int, threads: int, inner: int = 0
     ) -> None:
-        self.progress.show(f"{section}: {label} @ {elements:,}")
-        step = factory()
+        """Times `cases` interleaved with each other; one Measurement each."""
+        self.progress.show(f"{section}: {len(cases)} implementations @ {elements:,}, {threads} thr")
         with torch_threads(threads, self.config.use_torch):
-            median, low, high, repeats = time_step(step, self.config.repeat, self.config.budget_s)
-        del step
+            steps = [case.make() for case in cases]
+            pace = [not case.extrapolate_from for case in cases]
+            times = time_interleaved(steps, self.config.repeat, self.config.budget_s, inner, pace)
+        del steps
         gc.collect()
-        if extrapolate_from:
-            scale = elements / extrapolate_from
-            median, low, high = median * scale, low * scale, high * scale
-        self.results.append(
-            Measurement(
-                section,
-                label,
-                variant,
-                elements,
-                tensors,
-                threads,
-                VARIANTS[variant][1],
-                median,
-                low,
-                high,
-                repeats,
-                note,
+        for case, t in zip(cases, times):
+            scale = elements / case.extrapolate_from if case.extrapolate_from else 1.0
+            self.results.append(
+                Measurement(
+                    section,
+                    case.label,
+                    case.variant,
+                    elements,
+                    case.tensors,
+                    threads,
+                    VARIANTS[case.variant][1],
+                    statistics.median(t) * scale,
+                    min(t) * scale,
+                    max(t) * scale,
+                    len(t),
+                    case.note,
+                )
             )
-        )
         self.progress.advance()
 
-    def single_tensor_cases(self, variants: Sequence[str]) -> list[SingleTensorCase]:
-        return [
-            c
-            for c in SINGLE_TENSOR_CASES
-            if (self.config.use_torch or not c[3]) and any(v in c[2] for v in variants)
-        ]
+    def single_tensor_group(self, n: int, variant: str, threads: int) -> list[Case]:
+        cases = []
+        for label, make, variants, needs_torch, note in SINGLE_TENSOR_CASES:
+            if variant not in variants or (needs_torch and not self.config.use_torch):
+                continue
+            extrapolate = PYTHON_LOOP_SAMPLE if make is python_loop else 0
+            cases.append(
+                Case(label, lambda m=make: m(n, variant, threads), variant, 1, note, extrapolate)
+            )
+        return cases
 
     def plan(self) -> list[Callable[[], None]]:
         c, threads = self.config, max(self.config.thread_counts)
         jobs: list[Callable[[], None]] = []
+
+        def group(section: str, cases: list[Case], elements: int, t: int, inner: int = 0) -> None:
+            jobs.append(lambda: self.measure_group(section, cases, elements, t, inner))
+
         for n in c.sizes:
-            for label, make, _variants, _, note in self.single_tensor_cases(["plain"]):
-                jobs.append(self._single(label, make, "sizes", n, "plain", threads, note))
+            group("sizes", self.single_tensor_group(n, "plain", threads), n, threads)
         for variant in ("momentum", "centered"):
-            for label, make, variants, _, note in self.single_tensor_cases([variant]):
-                if variant in variants:
-                    jobs.append(
-                        self._single(
-                            label, make, "variants", c.variant_size, variant, threads, note
-                        )
-                    )
+            group(
+                "variants",
+                self.single_tensor_group(c.variant_size, variant, threads),
+                c.variant_size,
+                threads,
+            )
         if c.use_torch:
-            jobs += self._many_tensor_jobs(*c.many, threads)
-            jobs += self._small_model_jobs(*c.small_model, threads)
+            many_count, many_n = c.many
+            group(
+                "many tensors",
+                [
+                    Case(
+                        "native RMSprop.step",
+                        lambda: ours_optimizer(1, many_count * many_n, "plain"),
+                    ),
+                    Case(
+                        "native RMSprop.step",
+                        lambda: ours_optimizer(many_count, many_n, "plain"),
+                        tensors=many_count,
+                    ),
+                    Case(
+                        "torch RMSprop foreach",
+                        lambda: torch_rmsprop(many_count, many_n, "plain", True),
+                        tensors=many_count,
+                    ),
+                    Case(
+                        "torch fused Adagrad",
+                        lambda: torch_fused_adagrad(many_count, many_n, "plain"),
+                        tensors=many_count,
+                    ),
+                ],
+                many_count * many_n,
+                threads,
+            )
+            small_count, small_n = c.small_model
+            group(
+                "small model",
+                [
+                    Case(
+                        "native RMSprop.step",
+                        lambda: ours_optimizer(small_count, small_n, "plain"),
+                        tensors=small_count,
+                    ),
+                    Case(
+                        "torch RMSprop for-loop",
+                        lambda: torch_rmsprop(small_count, small_n, "plain", False),
+                        tensors=small_count,
+                    ),
+                    Case(
+                        "torch RMSprop foreach",
+                        lambda: torch_rmsprop(small_count, small_n, "plain", True),
+                        tensors=small_count,
+                    ),
+                    Case(
+                        "torch fused Adagrad",
+                        lambda: torch_fused_adagrad(small_count, small_n, "plain"),
+                        tensors=small_count,
+                    ),
+                ],
+                small_count * small_n,
+                threads,
+                inner=SMALL_MODEL_STEPS_PER_ROUND,
+            )
         for n in c.scaling_sizes:
             for t in c.thread_counts:
-                for label, make in (
-                    ("roofline kernel", roofline),
-                    ("native rmsprop_step", native_functional),
-                ):
-                    jobs.append(self._single(label, make, "threads", n, "plain", t, ""))
+                group(
+                    "threads",
+                    [
+                        Case("roofline kernel", lambda n=n, t=t: roofline(n, "plain", t)),
+                        Case(
+                            "native rmsprop_step", lambda n=n, t=t: native_functional(n, "plain", t)
+                        ),
+                    ],
+                    n,
+                    t,
+                )
         return jobs
-
-    def _single(
-        self,
-        label: str,
-        make: Callable[[int, str, int], StepFn],
-        section: str,
-        n: int,
-        variant: str,
-        threads: int,
-        note: str,
-    ) -> Callable[[], None]:
-        extrapolate = PYTHON_LOOP_SAMPLE if make is python_loop else 0
-        return lambda: self.measure(
-            section,
-            label,
-            lambda: make(n, variant, threads),
-            variant=variant,
-            elements=n,
-            tensors=1,
-            threads=threads,
-            note=note,
-            extrapolate_from=extrapolate,
-        )
-
-    def _many_tensor_jobs(self, count: int, n: int, threads: int) -> list[Callable[[], None]]:
-        total = count * n
-        makers: list[tuple[str, int, Callable[[], StepFn]]] = [
-            ("native RMSprop.step", 1, lambda: ours_optimizer(1, total, "plain")),
-            ("native RMSprop.step", count, lambda: ours_optimizer(count, n, "plain")),
-            ("torch RMSprop foreach", count, lambda: torch_rmsprop(count, n, "plain", True)),
-            ("torch fused Adagrad", count, lambda: torch_fused_adagrad(count, n, "plain")),
-        ]
-        return [
-            self._job("many tensors", label, make, "plain", total, tensors, threads)
-            for label, tensors, make in makers
-        ]
-
-    def _small_model_jobs(self, count: int, n: int, threads: int) -> list[Callable[[], None]]:
-        makers: list[tuple[str, Callable[[], StepFn]]] = [
-            ("native RMSprop.step", lambda: ours_optimizer(count, n, "plain")),
-            ("torch RMSprop for-loop", lambda: torch_rmsprop(count, n, "plain", False)),
-            ("torch RMSprop foreach", lambda: torch_rmsprop(count, n, "plain", True)),
-            ("torch fused Adagrad", lambda: torch_fused_adagrad(count, n, "plain")),
-        ]
-        return [
-            self._job("small model", label, make, "plain", count * n, count, threads)
-            for label, make in makers
-        ]
-
-    def _job(
-        self,
-        section: str,
-        label: str,
-        make: Callable[[], StepFn],
-        variant: str,
-        elements: int,
-        tensors: int,
-        threads: int,
-    ) -> Callable[[], None]:
-        return lambda: self.measure(
-            section,
-            label,
-            make,
-            variant=variant,
-            elements=elements,
-            tensors=tensors,
-            threads=threads,
-        )
 
     def run(self) -> list[Measurement]:
         jobs = self.plan()
