@@ -63,7 +63,8 @@ the call only checks, so several calls can all be checked before the first one w
       py::arg("momentum") = 0.0, py::arg("centered") = false, py::arg("num_threads") = 0,
       R"doc(The memory roofline of rmsprop_step_many: the same buffers read and written (momentum > 0
 adds momentum_buffers, centered adds grad_avgs) on the same threads, with one add per buffer
-instead of the RMSProp arithmetic. It overwrites the buffers; use it only to measure.)doc");
+instead of the RMSProp arithmetic. It writes the buffers back unchanged (for finite grads), so it
+can be timed on the same buffers as the real update.)doc");
 
   py::class_<PreparedStep>(m, "PreparedStep", R"doc(The optimizer's fast path over one param group.
 

@@ -46,7 +46,8 @@ void step(const ParamBuffers<double>* items, std::size_t count, const Hyperparam
 
 // Moves exactly the bytes step() moves for these hyperparameters (same buffers read and written,
 // same threads and blocks) with one add per buffer instead of the RMSProp arithmetic: the memory
-// roofline that step() is measured against. It overwrites the buffers with meaningless values.
+// roofline that step() is measured against. It writes every buffer back unchanged (for finite
+// grads), so it can run on the same buffers as step() and see the same memory.
 void roofline_step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
                    int num_threads = 0);
 void roofline_step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,

@@ -83,7 +83,8 @@ class BenchConfig:
     scaling_sizes: list[int]
     thread_counts: list[int]
     repeat: int
-    budget_s: float  # time one case may take, past its warm-up, before repeats are cut
+    budget_s: float  # time one group may take, past its warm-up, before rounds are cut
+    min_rounds: int = 3  # rounds even when that takes longer than budget_s
     use_torch: bool = True
     progress: bool = True
     total_cases: int = field(default=0, init=False)
@@ -119,7 +120,8 @@ class BenchConfig:
             scaling_sizes=[1 << 18, 1 << 24],
             thread_counts=all_threads,
             repeat=repeat or 21,
-            budget_s=3.0,
+            budget_s=10.0,
+            min_rounds=7,
             use_torch=use_torch,
         )
 
@@ -144,14 +146,16 @@ def time_interleaved(
     budget_s: float,
     inner: int = 0,
     pace: Sequence[bool] | None = None,
+    min_rounds: int = 3,
 ) -> list[list[float]]:
     """Seconds per step of each of `steps`, timed round-robin: one block of each per round.
 
     Interleaving makes every case see the same machine: on a shared, noisy host a slow spell then
     hits all of them alike instead of whichever case happened to run during it. Every case runs
     the same number of steps back to back in a round (`inner`, or enough for the slowest case to
-    fill BLOCK_S), so all of them start each block with the same cache state. `pace` marks the
-    cases that count for that choice (a case timed on a sample does not).
+    fill BLOCK_S) after one untimed step, so each is timed as a loop of its own steps would run,
+    whichever case (perhaps sharing its buffers) ran before. `pace` marks the cases that count
+    for the choice of `inner` (a case timed on a sample does not).
     """
     first = []
     for step in steps:
@@ -162,10 +166,11 @@ def time_interleaved(
     pacing = [f for f, p in zip(first, pace or [True] * len(steps)) if p] or first
     if inner <= 0:
         inner = max(1, int(BLOCK_S / max(max(pacing), 1e-9)))
-    rounds = max(3, min(repeat, int(budget_s / max(sum(first) * inner, 1e-9))))
+    rounds = max(min_rounds, min(repeat, int(budget_s / max(sum(first) * (inner + 1), 1e-9))))
     times: list[list[float]] = [[] for _ in steps]
     for _ in range(rounds):
         for i, step in enumerate(steps):
+            step()  # untimed: its own data is back in cache, whatever case ran before it
             t0 = time.perf_counter()
             for _ in range(inner):
                 step()
@@ -216,11 +221,63 @@ class Progress:
 # ---------------------------------------------------------------- the implementations
 
 
-def _arrays(n: int, count: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = [rng.standard_normal(n, dtype=np.float32) for _ in range(count)]
-    out[2] = np.abs(out[2])  # square_avg >= 0
-    return out
+# Buffers shared by the cases of one group that run on numpy arrays (the roofline kernel, the
+# native call, every thread count): in a virtual machine two allocations of the same size can
+# sit on memory of different speed, so a ratio is only fair on the very same buffers.
+_SHARED: dict[tuple[int, int], list[np.ndarray]] = {}
+
+
+def _arrays(n: int, count: int) -> list[np.ndarray]:
+    """param, grad, square_avg and `count - 3` more state buffers of n float32, shared per group."""
+    key = (n, count)
+    if key not in _SHARED:
+        rng = np.random.default_rng(0)
+        out = [rng.standard_normal(n, dtype=np.float32) for _ in range(count)]
+        out[2] = np.abs(out[2])  # square_avg >= 0
+        _SHARED[key] = out
+    return _SHARED[key]
+
+
+_SHARED_TORCH: dict[int, list[Any]] = {}
+
+
+def _flat_tensors(total: int) -> list[Any]:
+    """param, grad and square_avg of `total` float32 elements, shared by the cases of a group."""
+    if total not in _SHARED_TORCH:
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        _SHARED_TORCH[total] = [
+            torch.randn(total, generator=gen),
+            torch.randn(total, generator=gen),
+            torch.rand(total, generator=gen),
+        ]
+    return _SHARED_TORCH[total]
+
+
+def ours_on_shared_memory(count: int, n: int) -> StepFn:
+    """rmsprop_ext.RMSprop over `count` parameters of `n` elements that are views of one flat
+    param, grad and square_avg, so that 1 x N and count x n run on the very same memory and their
+    ratio shows the per-tensor overhead alone."""
+    import torch
+
+    from .optimizer import RMSprop
+
+    param, grad, square_avg = _flat_tensors(count * n)
+    params = [torch.nn.Parameter(param[i * n : (i + 1) * n]) for i in range(count)]
+    for i, p in enumerate(params):
+        p.grad = grad[i * n : (i + 1) * n]
+    opt = RMSprop(params, lr=LR, alpha=ALPHA)
+    opt.step()  # creates the state, which is then pointed at the shared square_avg
+    for i, p in enumerate(params):
+        opt.state[p]["square_avg"] = square_avg[i * n : (i + 1) * n]
+    opt._plans = []  # the prepared step is rebuilt over the new state on the next step
+    return opt.step
+
+
+def release_shared_buffers() -> None:
+    _SHARED.clear()
+    _SHARED_TORCH.clear()
 
 
 def native_functional(n: int, variant: str, threads: int) -> StepFn:
@@ -260,7 +317,7 @@ def roofline(n: int, variant: str, threads: int) -> StepFn:
 
 
 def numpy_scratch(n: int, variant: str, threads: int) -> StepFn:
-    x, g, s = _arrays(n, 3)
+    x, g, s = (a.copy() for a in _arrays(n, 3))  # the formula may not disturb the shared buffers
     hyper = {"lr": LR, "gamma": ALPHA}
     return lambda: reference.rmsprop_numpy([(x, g)], [s], hyper)
 
@@ -369,6 +426,7 @@ class Case:
     tensors: int = 1
     note: str = ""
     extrapolate_from: int = 0  # timed on this many elements, reported for `elements`
+    threads: int = 0  # the native threads of this case when it differs from the group's
 
 
 class Runner:
@@ -385,8 +443,11 @@ class Runner:
         with torch_threads(threads, self.config.use_torch):
             steps = [case.make() for case in cases]
             pace = [not case.extrapolate_from for case in cases]
-            times = time_interleaved(steps, self.config.repeat, self.config.budget_s, inner, pace)
+            times = time_interleaved(
+                steps, self.config.repeat, self.config.budget_s, inner, pace, self.config.min_rounds
+            )
         del steps
+        release_shared_buffers()
         gc.collect()
         for case, t in zip(cases, times):
             scale = elements / case.extrapolate_from if case.extrapolate_from else 1.0
@@ -397,7 +458,7 @@ class Runner:
                     case.variant,
                     elements,
                     case.tensors,
-                    threads,
+                    case.threads or threads,
                     VARIANTS[case.variant][1],
                     statistics.median(t) * scale,
                     min(t) * scale,
@@ -437,30 +498,41 @@ class Runner:
             )
         if c.use_torch:
             many_count, many_n = c.many
+            total = many_count * many_n
             group(
                 "many tensors",
                 [
                     Case(
                         "native RMSprop.step",
-                        lambda: ours_optimizer(1, many_count * many_n, "plain"),
+                        lambda: ours_on_shared_memory(1, total),
+                        note="same memory as the next row",
+                    ),
+                    Case(
+                        "native RMSprop.step",
+                        lambda: ours_on_shared_memory(many_count, many_n),
+                        tensors=many_count,
+                        note="views of the row above's memory",
                     ),
                     Case(
                         "native RMSprop.step",
                         lambda: ours_optimizer(many_count, many_n, "plain"),
                         tensors=many_count,
+                        note="allocated one by one",
                     ),
                     Case(
                         "torch RMSprop foreach",
                         lambda: torch_rmsprop(many_count, many_n, "plain", True),
                         tensors=many_count,
+                        note="allocated one by one",
                     ),
                     Case(
                         "torch fused Adagrad",
                         lambda: torch_fused_adagrad(many_count, many_n, "plain"),
                         tensors=many_count,
+                        note="allocated one by one",
                     ),
                 ],
-                many_count * many_n,
+                total,
                 threads,
             )
             small_count, small_n = c.small_model
@@ -493,18 +565,20 @@ class Runner:
                 inner=SMALL_MODEL_STEPS_PER_ROUND,
             )
         for n in c.scaling_sizes:
+            # One group per size: every thread count is timed interleaved with the others.
+            scaling = []
             for t in c.thread_counts:
-                group(
-                    "threads",
-                    [
-                        Case("roofline kernel", lambda n=n, t=t: roofline(n, "plain", t)),
-                        Case(
-                            "native rmsprop_step", lambda n=n, t=t: native_functional(n, "plain", t)
-                        ),
-                    ],
-                    n,
-                    t,
+                scaling.append(
+                    Case("roofline kernel", lambda n=n, t=t: roofline(n, "plain", t), threads=t)
                 )
+                scaling.append(
+                    Case(
+                        "native rmsprop_step",
+                        lambda n=n, t=t: native_functional(n, "plain", t),
+                        threads=t,
+                    )
+                )
+            group("threads", scaling, n, threads)
         return jobs
 
     def run(self) -> list[Measurement]:
