@@ -35,8 +35,8 @@ def _bench(args: argparse.Namespace) -> int:
         config.scaling_sizes = args.scaling_sizes
     headline = (
         f"rmsprop_ext {info['version']} on {machine['cpu'] or 'this CPU'}: isa "
-        f"{info['isa_active']}, up to {threads} threads, float32, median of up to "
-        f"{config.repeat} timed steps after 2 warm-up steps"
+        f"{info['isa_active']}, up to {threads} threads, float32; medians over up to "
+        f"{config.repeat} interleaved rounds"
     )
     print(headline)
     if not use_torch:
