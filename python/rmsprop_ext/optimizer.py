@@ -93,6 +93,38 @@ class RMSprop(Optimizer):
                 if len(p_state) != 0 and not torch.is_tensor(p_state["step"]):
                     p_state["step"] = torch.tensor(float(p_state["step"]), dtype=_scalar_dtype())
 
+    def native_coverage(self) -> dict[str, Any]:
+        """Which parameters the native kernel updates and which take the pure-torch path.
+
+        Returns {"native": n, "fallback": m, "native_fraction": share of elements updated
+        natively, "fallback_params": [(group index, param index, reason), ...]}. The native kernel
+        takes contiguous float32/float64 CPU tensors; others (another device, float16/bfloat16,
+        non-contiguous views) train with the same math in plain torch ops.
+        """
+        native = fallback = native_elements = total_elements = 0
+        reasons: list[tuple[int, int, str]] = []
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                total_elements += p.numel()
+                if native_ok(p):
+                    native += 1
+                    native_elements += p.numel()
+                    continue
+                fallback += 1
+                if p.device.type != "cpu":
+                    why = f"on {p.device}"
+                elif p.dtype not in (torch.float32, torch.float64):
+                    why = f"dtype {p.dtype}"
+                else:
+                    why = "not contiguous"
+                reasons.append((g, i, why))
+        return {
+            "native": native,
+            "fallback": fallback,
+            "native_fraction": native_elements / total_elements if total_elements else 1.0,
+            "fallback_params": reasons,
+        }
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         self._plans = []
