@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from . import reference
@@ -18,7 +19,15 @@ from .numpy_optimizer import NumpyRMSprop
 
 __version__ = "0.1.0"
 
+# Public names that subclass or hook into torch: imported on first use, so torch stays optional.
+_NEEDS_TORCH = {
+    "RMSprop": (".optimizer", "RMSprop"),
+    "InBackwardRMSprop": (".in_backward", "InBackwardRMSprop"),
+    "step_in_backward": (".in_backward", "step_in_backward"),
+}
+
 __all__ = [
+    "InBackwardRMSprop",
     "NumpyRMSprop",
     "RMSprop",
     "__version__",
@@ -31,6 +40,7 @@ __all__ = [
     "rmsprop_step_many",
     "set_isa",
     "set_num_threads",
+    "step_in_backward",
 ]
 
 
@@ -41,15 +51,16 @@ def build_info() -> dict[str, Any]:
 
 def __getattr__(name: str) -> Any:
     # RMSprop subclasses torch.optim.Optimizer; importing it lazily keeps torch optional.
-    if name == "RMSprop":
+    if name in _NEEDS_TORCH:
+        module_name, attribute = _NEEDS_TORCH[name]
         try:
-            from .optimizer import RMSprop
+            module = importlib.import_module(module_name, __name__)
         except ModuleNotFoundError as error:
             if error.name != "torch":
                 raise
             raise ImportError(
-                "rmsprop_ext.RMSprop needs PyTorch (pip install 'torch>=2.2'); "
+                f"rmsprop_ext.{name} needs PyTorch (pip install 'torch>=2.2'); "
                 "the numpy API (rmsprop_step, NumpyRMSprop) works without it"
             ) from error
-        return RMSprop
+        return getattr(module, attribute)
     raise AttributeError(f"module 'rmsprop_ext' has no attribute '{name}'")
