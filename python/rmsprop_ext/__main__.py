@@ -67,6 +67,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    for line in run_demo(args.out, args.steps, args.width, not args.no_progress):
+        print(line)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rmsprop_ext", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--json", metavar="PATH", help="also write the raw figures as JSON")
     bench.add_argument("--plot", metavar="PATH", help="also write a PNG (needs matplotlib)")
     bench.set_defaults(run=_bench)
+    demo = commands.add_parser("demo", help="the textbook chapter as pictures, and a training run")
+    demo.add_argument("--out", default="rmsprop_demo", help="folder for the PNG files")
+    demo.add_argument("--steps", type=int, default=300, help="training steps per optimizer")
+    demo.add_argument("--width", type=int, default=2048, help="hidden width of the MLP")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    demo.set_defaults(run=_demo)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -195,14 +195,20 @@ def torch_threads(threads: int, use_torch: bool) -> Iterator[None]:
 
 
 class Progress:
-    """A one-line progress bar on stderr."""
+    """A one-line progress bar on stderr, drawn only on a terminal and at most 10 times a second:
+    redrawing it on every step woke the process reading the output often enough to slow the
+    very steps being timed."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled and total > 0
+        self.total, self.done = total, 0
+        self.enabled = enabled and total > 0 and sys.stderr.isatty()
+        self.last_draw = 0.0
 
     def show(self, label: str) -> None:
-        if not self.enabled:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last_draw < 0.1 and self.done < self.total):
             return
+        self.last_draw = now
         width = 30
         filled = int(width * self.done / self.total)
         bar = "#" * filled + "." * (width - filled)
