@@ -206,3 +206,14 @@ def test_compiled_model_trains() -> None:
         opt_ours.step()
     train(theirs, opt_theirs, batches)
     assert_close_models(ours, theirs, rtol=1e-4)
+
+
+def test_parameters_on_another_device_take_the_torch_path() -> None:
+    # No GPU here: the meta device stands in for any non-CPU device (same dispatch, no data).
+    p = torch.nn.Parameter(torch.empty(8, 4, device="meta"))
+    p.grad = torch.empty(8, 4, device="meta")
+    opt = RMSprop([p], momentum=0.9, centered=True)
+    opt.step()
+    assert opt.native_coverage()["fallback_params"] == [(0, 0, "on meta")]
+    assert opt.state[p]["square_avg"].device.type == "meta"
+    assert opt.state[p]["step"].item() == 1
