@@ -24,7 +24,8 @@ def test_matches_reference_and_counts_steps() -> None:
             )
     for p, e in zip(params, expected):
         np.testing.assert_allclose(p, e, rtol=1e-12)
-    assert [s["step"] for s in opt.state] == [20, 20]
+    assert opt.steps() == [20, 20]
+    assert [sd["step"] for sd in opt.state_dict()["state"].values()] == [20, 20]
 
 
 def test_state_dict_round_trip_continues_identically() -> None:

@@ -11,6 +11,50 @@
 namespace rmsprop_ext::binding {
 namespace {
 
+// Step counters to add one to after the update, in the same call, so no Python exception (a
+// KeyboardInterrupt) can land between a parameter's update and its counter.
+struct StepCounters {
+  std::vector<float*> f32;
+  std::vector<double*> f64;
+  std::vector<py::object> keep_alive;
+
+  void increment() const {
+    for (float* c : f32) {
+      *c += 1.0f;
+    }
+    for (double* c : f64) {
+      *c += 1.0;
+    }
+  }
+};
+
+StepCounters step_counters(py::handle steps, std::size_t expected) {
+  StepCounters counters;
+  if (steps.is_none()) {
+    return counters;
+  }
+  const std::vector<py::handle> items = as_items(steps, kParam, expected, true);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::string label = "steps[" + std::to_string(i) + "]";
+    if (!py::isinstance<py::array>(items[i])) {
+      throw py::type_error(label + " must be a numpy.ndarray");
+    }
+    auto counter = py::reinterpret_borrow<py::array>(items[i]);
+    if (counter.size() != 1 || !counter.writeable()) {
+      throw py::value_error(label + " must be one writeable element");
+    }
+    if (counter.dtype().equal(py::dtype::of<float>())) {
+      counters.f32.push_back(static_cast<float*>(counter.mutable_data()));
+    } else if (counter.dtype().equal(py::dtype::of<double>())) {
+      counters.f64.push_back(static_cast<double*>(counter.mutable_data()));
+    } else {
+      throw py::type_error(label + " must be float32 or float64");
+    }
+    counters.keep_alive.push_back(std::move(counter));
+  }
+  return counters;
+}
+
 void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work) {
   if (work == Work::kCheckOnly) {
     return;
@@ -43,7 +87,8 @@ void step_one(py::handle param, py::handle grad, py::handle square_avg, py::hand
 void step_many(py::handle params, py::handle grads, py::handle square_avgs,
                py::handle momentum_buffers, py::handle grad_avgs, double lr, double alpha,
                double eps, double weight_decay, double momentum, bool centered, bool maximize,
-               bool eps_in_sqrt, bool decoupled_weight_decay, int num_threads, Work work) {
+               bool eps_in_sqrt, bool decoupled_weight_decay, int num_threads, Work work,
+               py::handle steps) {
   const Hyperparams hp = make_hyperparams(lr, alpha, eps, weight_decay, momentum, centered,
                                           maximize, eps_in_sqrt, decoupled_weight_decay);
   std::vector<std::vector<py::handle>> objects(kRoleCount);
@@ -63,9 +108,13 @@ void step_many(py::handle params, py::handle grads, py::handle square_avgs,
   };
   optional_list(momentum_buffers, kMomentumBuffer, hp.momentum > 0.0, "momentum > 0");
   optional_list(grad_avgs, kGradAvg, hp.centered, "centered=True");
+  const StepCounters counters = step_counters(steps, n);
   Batch batch;
   gather(objects, /*single=*/false, /*with_grads=*/true, hp, batch);
   run(batch, hp, num_threads, work);
+  if (work == Work::kUpdate) {
+    counters.increment();
+  }
 }
 
 py::dict build_info() {

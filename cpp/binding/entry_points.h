@@ -17,7 +17,8 @@ void step_one(py::handle param, py::handle grad, py::handle square_avg, py::hand
 void step_many(py::handle params, py::handle grads, py::handle square_avgs,
                py::handle momentum_buffers, py::handle grad_avgs, double lr, double alpha,
                double eps, double weight_decay, double momentum, bool centered, bool maximize,
-               bool eps_in_sqrt, bool decoupled_weight_decay, int num_threads, Work work);
+               bool eps_in_sqrt, bool decoupled_weight_decay, int num_threads, Work work,
+               py::handle steps = py::none());
 
 py::dict build_info();
 

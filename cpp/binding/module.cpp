@@ -35,16 +35,17 @@ All arguments are checked before any buffer is written; the GIL is released duri
       [](py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
          py::handle grad_avgs, double lr, double alpha, double eps, double weight_decay,
          double momentum, bool centered, bool maximize, bool eps_in_sqrt,
-         bool decoupled_weight_decay, int num_threads, bool check_only) {
+         bool decoupled_weight_decay, int num_threads, bool check_only, py::handle steps) {
         step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps,
                   weight_decay, momentum, centered, maximize, eps_in_sqrt, decoupled_weight_decay,
-                  num_threads, check_only ? Work::kCheckOnly : Work::kUpdate);
+                  num_threads, check_only ? Work::kCheckOnly : Work::kUpdate, steps);
       },
       py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
       py::arg("momentum_buffers") = py::none(), py::arg("grad_avgs") = py::none(), py::kw_only(),
       py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
       py::arg("centered"), py::arg("maximize"), py::arg("eps_in_sqrt"),
       py::arg("decoupled_weight_decay"), py::arg("num_threads") = 0, py::arg("check_only") = false,
+      py::arg("steps") = py::none(),
       R"doc(The fused RMSProp step over lists of numpy arrays, in one call.
 
 float32 and float64 parameters may be mixed across items; within an item every buffer must have
@@ -84,8 +85,11 @@ returning False (and writing nothing) when the parameters or their gradients no 
 
   m.def("set_num_threads", &rmsprop_ext::set_num_threads, py::arg("num_threads"),
         R"doc(Threads for the update; 0 returns to OpenMP's default (OMP_NUM_THREADS).)doc");
-  m.def("last_num_threads", &rmsprop_ext::last_num_threads,
-        R"doc(Threads the most recent update actually ran on (1 when it stayed serial).)doc");
+  m.def(
+      "last_num_threads", &rmsprop_ext::last_num_threads,
+      R"doc(Threads the most recent update from this thread actually ran on (1 when serial).)doc");
+  m.def("_updates_in_flight", &rmsprop_ext::updates_in_flight_now,
+        R"doc(Updates running right now, from all threads (for tests and diagnostics).)doc");
   m.def("get_num_threads", &rmsprop_ext::get_num_threads,
         R"doc(Threads the update uses when a call does not name a count.)doc");
   m.def(

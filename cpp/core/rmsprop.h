@@ -58,9 +58,13 @@ void roofline_step(const ParamBuffers<double>* items, std::size_t count, const H
 void set_num_threads(int num_threads);
 int get_num_threads();
 
-// Threads the most recent step() or roofline_step() in this process actually ran on (1 when it
-// stayed serial): lets callers and tests see that a requested count was honoured.
+// Threads the most recent step() or roofline_step() called from this thread actually ran on (1
+// when it stayed serial): lets callers and tests see that a requested count was honoured.
 int last_num_threads();
+
+// Updates running at this moment, from all caller threads. An update that starts while another
+// runs stays on one thread, so concurrent callers do not oversubscribe the cores.
+int updates_in_flight_now();
 
 // OpenMP version as the _OPENMP date (e.g. 201511), or 0 when built without OpenMP.
 int openmp_version();

@@ -25,7 +25,24 @@ constexpr std::int64_t kSerialBelowElements = std::int64_t{1} << 15;
 constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
 
 std::atomic<int> requested_threads{0};
-std::atomic<int> last_team_size{0};
+// Per calling thread: OpenMP makes the caller the team's thread 0, so it records its own team.
+thread_local int last_team_size = 0;
+// Updates running right now, from any number of caller threads.
+std::atomic<int> updates_in_flight{0};
+
+// Counts this update as running for as long as it lives.
+class InFlight {
+ public:
+  InFlight() : others_(updates_in_flight.fetch_add(1, std::memory_order_acq_rel)) {}
+  ~InFlight() { updates_in_flight.fetch_sub(1, std::memory_order_acq_rel); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+  // True when another update was already running as this one started.
+  bool concurrent() const { return others_ > 0; }
+
+ private:
+  int others_;
+};
 
 enum class Work { kUpdate, kTraffic };
 
@@ -106,13 +123,16 @@ void step_any(const ParamBuffers<T>* items, std::size_t count, const Hyperparams
   if (total == 0) {
     return;  // nothing to do; last_num_threads keeps describing the last real update
   }
+  const InFlight in_flight;
   const int wanted = num_threads > 0 ? num_threads : get_num_threads();
   const std::int64_t useful = std::max<std::int64_t>(1, total / kMinElementsPerThread);
-  const int threads =
-      total < kSerialBelowElements ? 1 : static_cast<int>(std::min<std::int64_t>(wanted, useful));
+  // Callers on several threads at once (the GIL is released) already keep the cores busy: a team
+  // each would oversubscribe them, so an update that starts while another runs stays serial.
+  const bool serial = total < kSerialBelowElements || in_flight.concurrent();
+  const int threads = serial ? 1 : static_cast<int>(std::min<std::int64_t>(wanted, useful));
 
   if (threads <= 1) {
-    last_team_size.store(1, std::memory_order_relaxed);
+    last_team_size = 1;
     for (std::size_t i = 0; i < count; ++i) {
       kernel(items[i], 0, items[i].size, hp);
     }
@@ -124,7 +144,7 @@ void step_any(const ParamBuffers<T>* items, std::size_t count, const Hyperparams
     const std::int64_t team = omp_get_num_threads();
     const std::int64_t rank = omp_get_thread_num();
     if (rank == 0) {
-      last_team_size.store(static_cast<int>(team), std::memory_order_relaxed);
+      last_team_size = static_cast<int>(team);
     }
     const Position from = boundary(items, count, total * rank / team);
     const Position to = boundary(items, count, total * (rank + 1) / team);
@@ -189,7 +209,9 @@ int get_num_threads() {
 #endif
 }
 
-int last_num_threads() { return last_team_size.load(std::memory_order_relaxed); }
+int last_num_threads() { return last_team_size; }
+
+int updates_in_flight_now() { return updates_in_flight.load(std::memory_order_acquire); }
 
 int openmp_version() {
 #ifdef _OPENMP

@@ -82,11 +82,16 @@ class NumpyRMSprop:
             "initial_square_avg": initial_square_avg,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        self.state: list[dict[str, Any]] = [self._fresh_state(p) for p in self.params]
+        # Step counters live in one array and are bumped by the native call itself, in the same
+        # call as the update, so an interrupt can never separate the two.
+        self._steps = np.zeros(len(self.params), np.float64)
+        self.state: list[dict[str, Any]] = [
+            self._fresh_state(p, self._steps[i : i + 1]) for i, p in enumerate(self.params)
+        ]
 
-    def _fresh_state(self, p: np.ndarray) -> dict[str, Any]:
+    def _fresh_state(self, p: np.ndarray, step: np.ndarray) -> dict[str, Any]:
         state: dict[str, Any] = {
-            "step": 0,
+            "step": step,
             "square_avg": np.full_like(p, self.defaults["initial_square_avg"]),
         }
         if self.defaults["momentum"] > 0:
@@ -121,15 +126,18 @@ class NumpyRMSprop:
                 d["eps_in_sqrt"],
                 d["decoupled_weight_decay"],
             ),
+            steps=[s["step"] for s in self.state],
         )
-        for s in self.state:
-            s["step"] += 1
+
+    def steps(self) -> list[int]:
+        """How many updates each parameter has had."""
+        return [int(n) for n in self._steps]
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the state in torch's layout: {"state": {i: {...}}, "param_groups": [...]}."""
         return {
             "state": {
-                i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                i: {k: (int(v[0]) if k == "step" else v.copy()) for k, v in s.items()}
                 for i, s in enumerate(self.state)
             },
             "param_groups": [{**self.defaults, "params": list(range(len(self.params)))}],
@@ -184,7 +192,8 @@ class NumpyRMSprop:
         self.defaults = new_defaults
         for i, p in enumerate(self.params):
             entry = saved[i]
-            state: dict[str, Any] = {"step": int(entry["step"])}
+            self._steps[i] = int(entry["step"])
+            state: dict[str, Any] = {"step": self._steps[i : i + 1]}
             for key in needed:
                 state[key] = np.array(entry[key], dtype=p.dtype, order="C", copy=True)
             self.state[i] = state

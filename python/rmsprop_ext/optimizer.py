@@ -151,18 +151,22 @@ class RMSprop(Optimizer):
 
             state = self.state[p]
 
-            # State initialization
+            # State initialization, built aside and installed by one assignment: a
+            # KeyboardInterrupt can then never leave a half-built state behind.
             if len(state) == 0:
-                state["step"] = torch.zeros((), dtype=_scalar_dtype())
-                state["square_avg"] = torch.full_like(
-                    p, group["initial_square_avg"], memory_format=torch.preserve_format
-                )
+                fresh = {
+                    "step": torch.zeros((), dtype=_scalar_dtype()),
+                    "square_avg": torch.full_like(
+                        p, group["initial_square_avg"], memory_format=torch.preserve_format
+                    ),
+                }
                 if group["momentum"] > 0:
-                    state["momentum_buffer"] = torch.zeros_like(
+                    fresh["momentum_buffer"] = torch.zeros_like(
                         p, memory_format=torch.preserve_format
                     )
                 if group["centered"]:
-                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    fresh["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self.state[p] = state = fresh
             square_avgs.append(state["square_avg"])
             state_steps.append(state["step"])
 
@@ -451,6 +455,8 @@ def rmsprop(
             **options,
             num_threads=threads_for_torch(),
             check_only=check_only,
+            # counted in the same native call as the update: nothing can interrupt in between
+            steps=[state_steps[i].numpy() for i in native],
         )
     if check_only:
         return
@@ -466,4 +472,5 @@ def rmsprop(
             grad_avgs[i] if centered else None,
             **options,
         )
-    torch._foreach_add_(state_steps, 1)
+    if fallback:
+        torch._foreach_add_([state_steps[i] for i in fallback], 1)
