@@ -8,6 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 import rmsprop_ext
+from hypothesis import HealthCheck, settings
+
+# Property tests: a bounded run in CI, a long one on request (HYPOTHESIS_PROFILE=long).
+_HYPOTHESIS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
+settings.register_profile("ci", max_examples=200, derandomize=True, **_HYPOTHESIS)
+settings.register_profile("long", max_examples=3000, **_HYPOTHESIS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 AVAILABLE_ISAS = rmsprop_ext.build_info()["isa_available"]
 HAS_TORCH = importlib.util.find_spec("torch") is not None

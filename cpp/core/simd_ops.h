@@ -24,6 +24,8 @@ struct ScalarOps {
   static Vec mul(Vec a, Vec b) { return a * b; }
   static Vec div(Vec a, Vec b) { return a / b; }
   static Vec sqrt(Vec a) { return std::sqrt(a); }
+  // Like x86 max: the second operand when either is NaN or both are zeros.
+  static Vec max(Vec a, Vec b) { return a > b ? a : b; }
   // a * b + c
   static Vec mul_add(Vec a, Vec b, Vec c) {
     if constexpr (kFused) {
@@ -58,6 +60,7 @@ struct Avx2Ops<float> {
   static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_ps(a); }
+  static Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
 };
@@ -74,6 +77,7 @@ struct Avx2Ops<double> {
   static Vec mul(Vec a, Vec b) { return _mm256_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_pd(a); }
+  static Vec max(Vec a, Vec b) { return _mm256_max_pd(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_pd(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm256_fnmadd_pd(a, b, c); }
 };
@@ -95,6 +99,7 @@ struct Avx512Ops<float> {
   static Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
   static Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm512_sqrt_ps(a); }
+  static Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
 };
@@ -111,6 +116,7 @@ struct Avx512Ops<double> {
   static Vec mul(Vec a, Vec b) { return _mm512_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm512_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm512_sqrt_pd(a); }
+  static Vec max(Vec a, Vec b) { return _mm512_max_pd(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_pd(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm512_fnmadd_pd(a, b, c); }
 };

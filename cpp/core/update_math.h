@@ -24,7 +24,7 @@ template <class Ops>
 struct Coefficients {
   using T = typename Ops::Scalar;
   using Vec = typename Ops::Vec;
-  Vec grad_sign, weight_decay, param_decay, alpha, one_minus_alpha, eps, momentum, neg_lr;
+  Vec grad_sign, weight_decay, param_decay, alpha, one_minus_alpha, eps, momentum, neg_lr, zero;
 
   explicit Coefficients(const Hyperparams& hp)
       : grad_sign(Ops::broadcast(hp.maximize ? T(-1) : T(1))),
@@ -35,7 +35,8 @@ struct Coefficients {
         one_minus_alpha(Ops::broadcast(static_cast<T>(1.0 - hp.alpha))),
         eps(Ops::broadcast(static_cast<T>(hp.eps))),
         momentum(Ops::broadcast(static_cast<T>(hp.momentum))),
-        neg_lr(Ops::broadcast(static_cast<T>(-hp.lr))) {}
+        neg_lr(Ops::broadcast(static_cast<T>(-hp.lr))),
+        zero(Ops::broadcast(T(0))) {}
 };
 
 // Updates lanes [i, i + Ops::kWidth) of one parameter: reads param, grad and state once, writes
@@ -61,7 +62,11 @@ inline void update_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename
     const Vec grad_avg =
         Ops::mul_add(c.alpha, Ops::load(b.grad_avg + i), Ops::mul(c.one_minus_alpha, grad));
     Ops::store(b.grad_avg + i, grad_avg);
-    variance = Ops::neg_mul_add(grad_avg, grad_avg, square_avg);
+    // s - a^2 is a variance, but once a has converged on a steady gradient rounding can leave it
+    // a hair below zero, where the square root would turn the whole update into NaN. Clamp it.
+    // The operand order matters: x86 max returns its second operand when either is NaN, so
+    // max(0, v) keeps a NaN v (NaN inputs still propagate); ScalarOps::max matches this.
+    variance = Ops::max(c.zero, Ops::neg_mul_add(grad_avg, grad_avg, square_avg));
   }
 
   Vec denom;

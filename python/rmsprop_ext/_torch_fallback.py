@@ -42,7 +42,10 @@ def rmsprop_torch_step(
     if centered:
         assert grad_avg is not None
         grad_avg.mul_(alpha).add_(grad, alpha=1 - alpha)
+        # Clamped at 0 like the native kernel (NaN passes through): rounding can leave s - a^2
+        # a hair below zero.
         variance = square_avg.addcmul(grad_avg, grad_avg, value=-1)
+        variance = torch.where(variance < 0, 0.0, variance)
     else:
         variance = square_avg
     denom = variance.add(eps).sqrt_() if eps_in_sqrt else variance.sqrt().add_(eps)

@@ -153,7 +153,8 @@ def rmsprop_reference(
     if centered:
         assert grad_avg is not None, "centered needs grad_avg"
         grad_avg = alpha * np.asarray(grad_avg, dtype=np.float64) + (1 - alpha) * g
-        variance = s - grad_avg * grad_avg
+        # Clamped at 0 (NaN passes through): rounding can leave s - a^2 a hair below zero.
+        variance = np.where(s - grad_avg * grad_avg < 0, 0.0, s - grad_avg * grad_avg)
 
     denom = np.sqrt(variance + eps) if eps_in_sqrt else np.sqrt(variance) + eps
     direction = g / denom
