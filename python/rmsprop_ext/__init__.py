@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 _NEEDS_TORCH = {
     "RMSprop": (".optimizer", "RMSprop"),
     "InBackwardRMSprop": (".in_backward", "InBackwardRMSprop"),
+    "SparseGradientError": (".optimizer", "SparseGradientError"),
     "step_in_backward": (".in_backward", "step_in_backward"),
 }
 
@@ -30,6 +31,7 @@ __all__ = [
     "InBackwardRMSprop",
     "NumpyRMSprop",
     "RMSprop",
+    "SparseGradientError",
     "__version__",
     "build_info",
     "get_isa",

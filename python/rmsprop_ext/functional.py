@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
@@ -78,8 +79,9 @@ def hyperparams(
     eps_in_sqrt: Any,
     decoupled_weight_decay: Any,
 ) -> dict[str, Any]:
-    """The keyword arguments of the native calls, converted with errors that name the argument."""
-    return {
+    """The keyword arguments of the native calls, converted and checked, with errors that name
+    the argument (the native code checks again; this also covers the pure-torch path)."""
+    options = {
         "lr": _real(lr, "lr"),
         "alpha": _real(alpha, "alpha"),
         "eps": _real(eps, "eps"),
@@ -90,6 +92,12 @@ def hyperparams(
         "eps_in_sqrt": bool(eps_in_sqrt),
         "decoupled_weight_decay": bool(decoupled_weight_decay),
     }
+    for name in ("lr", "eps", "weight_decay", "momentum"):
+        if not (math.isfinite(options[name]) and options[name] >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {options[name]}")
+    if not 0.0 <= options["alpha"] <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {options['alpha']}")
+    return options
 
 
 def _threads(num_threads: int | None) -> int:

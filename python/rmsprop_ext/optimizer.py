@@ -2,7 +2,6 @@ r"""RMSprop as a ``torch.optim.Optimizer`` whose step is one fused native pass p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,13 @@ from ._torch_fallback import native_ok, rmsprop_torch_step
 from .functional import as_native_array, hyperparams
 from .numpy_optimizer import check_optimizer_args
 
-__all__ = ["RMSprop", "rmsprop"]
+__all__ = ["RMSprop", "SparseGradientError", "rmsprop"]
+
+
+class SparseGradientError(RuntimeError, TypeError):
+    """A sparse gradient reached RMSprop. A RuntimeError, as torch.optim.RMSprop raises, and a
+    TypeError, as rmsprop_ext raises for every argument of the wrong kind."""
+
 
 _EXTENSION_DEFAULTS = {
     "eps_in_sqrt": False,
@@ -125,6 +130,15 @@ class RMSprop(Optimizer):
             "fallback_params": reasons,
         }
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's load_state_dict, after checking that every state entry fits its parameter.
+
+        torch does not check state shapes or missing buffers (a wrong checkpoint would only fail
+        at a later step); here anything wrong raises before any state is replaced.
+        """
+        _check_state_dict(self.param_groups, state_dict)
+        super().load_state_dict(state_dict)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         self._plans = []
@@ -142,8 +156,10 @@ class RMSprop(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise RuntimeError("RMSprop does not support sparse gradients")
+            if p.grad.layout != torch.strided:
+                raise SparseGradientError(
+                    f"RMSprop does not support sparse gradients (a {p.grad.layout} grad)"
+                )
             if torch.is_complex(p):
                 raise TypeError("rmsprop_ext.RMSprop does not support complex parameters")
             params_with_grad.append(p)
@@ -339,6 +355,50 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
     """
 
 
+def _check_state_dict(groups: list[dict[str, Any]], state_dict: Any) -> None:
+    """ValueError/TypeError naming the entry, for a state dict that cannot fit these groups."""
+    if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+        raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+    saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+    if len(saved_groups) != len(groups):
+        raise ValueError(
+            f"state_dict has {len(saved_groups)} param groups, the optimizer {len(groups)}"
+        )
+    for g, (group, saved) in enumerate(zip(groups, saved_groups)):
+        if len(saved["params"]) != len(group["params"]):
+            raise ValueError(
+                f"state_dict['param_groups'][{g}] has {len(saved['params'])} params, "
+                f"the optimizer's group has {len(group['params'])}"
+            )
+        options = {**group, **{k: v for k, v in saved.items() if k != "params"}}
+        needed = ["step", "square_avg"]
+        if options.get("momentum", 0) > 0:
+            needed.append("momentum_buffer")
+        if options.get("centered", False):
+            needed.append("grad_avg")
+        for key, p in zip(saved["params"], group["params"]):
+            entry = saved_state.get(key)
+            if entry is None:
+                continue  # a parameter that had no step yet
+            where = f"state_dict['state'][{key!r}]"
+            for name in needed:
+                if name not in entry:
+                    raise ValueError(f"{where} is missing '{name}'")
+            for name in needed[1:]:
+                value = entry[name]
+                if not isinstance(value, Tensor):
+                    raise TypeError(
+                        f"{where}['{name}'] must be a tensor, got {type(value).__name__}"
+                    )
+                if value.shape != p.shape:
+                    raise ValueError(
+                        f"{where}['{name}'] has shape {tuple(value.shape)}, "
+                        f"its parameter {tuple(p.shape)}"
+                    )
+                if not (value.is_floating_point() or value.is_complex()):
+                    raise TypeError(f"{where}['{name}'] has dtype {value.dtype}, not a float")
+
+
 def _native_options(group: dict[str, Any]) -> dict[str, Any]:
     lr = group["lr"]
     return hyperparams(
@@ -414,9 +474,7 @@ def rmsprop(
     """
     if not params:
         return
-    lr_value = lr.item() if isinstance(lr, Tensor) else float(lr)
-    if not math.isfinite(lr_value):
-        raise ValueError(f"Invalid learning rate: {lr_value}")
+    lr_value = lr.item() if isinstance(lr, Tensor) else lr
     options = hyperparams(
         lr_value,
         alpha,
