@@ -50,6 +50,14 @@ SINGLE_CASES: list[
         "square_avg",
     ),
     ("grad-shape", lambda b: {"grad": b["grad"][:-1].copy()}, {}, ValueError, "grad"),
+    ("grad-zero-size", lambda b: {"grad": b["grad"][:0].copy()}, {}, ValueError, "grad"),
+    (
+        "square-avg-zero-size",
+        lambda b: {"square_avg": b["square_avg"][:0].copy()},
+        {},
+        ValueError,
+        "square_avg",
+    ),
     (
         "square-avg-2d",
         lambda b: {"square_avg": b["square_avg"].reshape(3, 11)},
