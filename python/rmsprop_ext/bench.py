@@ -345,8 +345,16 @@ def python_loop(n: int, variant: str, threads: int) -> StepFn:
 
 
 def _torch_params(count: int, n: int) -> list[Any]:
+    """count parameters of n elements with gradients. A single one is a view of the group's
+    shared flat tensors, so every optimizer of a size group steps on the same parameter and
+    gradient memory (each keeps its own state)."""
     import torch
 
+    if count == 1:
+        param, grad, _ = _flat_tensors(n)
+        p = torch.nn.Parameter(param)
+        p.grad = grad
+        return [p]
     gen = torch.Generator().manual_seed(0)
     params = []
     for _ in range(count):
