@@ -316,7 +316,8 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
             &\hspace{5mm} v_t \leftarrow \alpha v_{t-1} + (1 - \alpha) g^2_t \\
             &\hspace{5mm} \tilde{v_t} \leftarrow v_t \\
             &\hspace{5mm} \textbf{if} \: centered: g^{ave}_t \leftarrow \alpha g^{ave}_{t-1}
-                + (1-\alpha) g_t, \quad \tilde{v_t} \leftarrow \max(0, \tilde{v_t} - (g^{ave}_t)^2) \\
+                + (1-\alpha) g_t, \quad
+                \tilde{v_t} \leftarrow \max(0, \tilde{v_t} - (g^{ave}_t)^2) \\
             &\hspace{5mm} d_t \leftarrow \sqrt{\tilde{v_t} + \epsilon}
                 \: \textbf{if} \: eps\_in\_sqrt \: \textbf{else} \: \sqrt{\tilde{v_t}} + \epsilon \\
             &\hspace{5mm} \textbf{if} \: \mu > 0: \textbf{b}_t \leftarrow \mu\textbf{b}_{t-1}
