@@ -240,6 +240,48 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
   }
 }
 
+void StepCounters::increment() const {
+  for (float* c : f32) {
+    *c += 1.0f;
+  }
+  for (double* c : f64) {
+    *c += 1.0;
+  }
+}
+
+StepCounters step_counters(py::handle steps, std::size_t expected,
+                           const std::vector<Extent>* written) {
+  StepCounters counters;
+  if (steps.is_none()) {
+    return counters;
+  }
+  const std::vector<py::handle> items = as_items(steps, kParam, expected, true);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::string label = "steps[" + std::to_string(i) + "]";
+    if (!py::isinstance<py::array>(items[i])) {
+      throw py::type_error(label + " must be a numpy.ndarray");
+    }
+    auto counter = py::reinterpret_borrow<py::array>(items[i]);
+    if (counter.size() != 1 || !counter.writeable()) {
+      throw py::value_error(label + " must be one writeable element");
+    }
+    const auto begin = reinterpret_cast<std::uintptr_t>(counter.data());
+    const auto end = begin + static_cast<std::uintptr_t>(counter.nbytes());
+    if (written != nullptr && find_overlap(*written, begin, end) != nullptr) {
+      throw py::value_error(label + " shares memory with a parameter or its state");
+    }
+    if (counter.dtype().equal(py::dtype::of<float>())) {
+      counters.f32.push_back(static_cast<float*>(counter.mutable_data()));
+    } else if (counter.dtype().equal(py::dtype::of<double>())) {
+      counters.f64.push_back(static_cast<double*>(counter.mutable_data()));
+    } else {
+      throw py::type_error(label + " must be float32 or float64");
+    }
+    counters.keep_alive.push_back(std::move(counter));
+  }
+  return counters;
+}
+
 std::vector<py::handle> as_items(py::handle obj, Role role, std::size_t expected, bool check_len) {
   if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj)) {
     throw py::type_error(std::string(kPluralNames[role]) +

@@ -76,6 +76,21 @@ struct Batch {
 void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bool with_grads,
             const Hyperparams& hp, Batch& batch);
 
+// Step counters to add one to right after an update, in the same native call, so that no Python
+// exception (a KeyboardInterrupt) can land between a parameter's update and its counter.
+struct StepCounters {
+  std::vector<float*> f32;
+  std::vector<double*> f64;
+  std::vector<py::object> keep_alive;
+
+  void increment() const;
+};
+
+// Checks `steps` (None, or `expected` one-element float32/float64 arrays, each writeable and,
+// when `written` is given, apart from those buffers) before anything is written.
+StepCounters step_counters(py::handle steps, std::size_t expected,
+                           const std::vector<Extent>* written = nullptr);
+
 // A list or tuple's items; TypeError/ValueError naming `role` when it is not one or when its
 // length is not `expected` (with check_len).
 std::vector<py::handle> as_items(py::handle obj, Role role, std::size_t expected, bool check_len);

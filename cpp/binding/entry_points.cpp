@@ -11,50 +11,6 @@
 namespace rmsprop_ext::binding {
 namespace {
 
-// Step counters to add one to after the update, in the same call, so no Python exception (a
-// KeyboardInterrupt) can land between a parameter's update and its counter.
-struct StepCounters {
-  std::vector<float*> f32;
-  std::vector<double*> f64;
-  std::vector<py::object> keep_alive;
-
-  void increment() const {
-    for (float* c : f32) {
-      *c += 1.0f;
-    }
-    for (double* c : f64) {
-      *c += 1.0;
-    }
-  }
-};
-
-StepCounters step_counters(py::handle steps, std::size_t expected) {
-  StepCounters counters;
-  if (steps.is_none()) {
-    return counters;
-  }
-  const std::vector<py::handle> items = as_items(steps, kParam, expected, true);
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    const std::string label = "steps[" + std::to_string(i) + "]";
-    if (!py::isinstance<py::array>(items[i])) {
-      throw py::type_error(label + " must be a numpy.ndarray");
-    }
-    auto counter = py::reinterpret_borrow<py::array>(items[i]);
-    if (counter.size() != 1 || !counter.writeable()) {
-      throw py::value_error(label + " must be one writeable element");
-    }
-    if (counter.dtype().equal(py::dtype::of<float>())) {
-      counters.f32.push_back(static_cast<float*>(counter.mutable_data()));
-    } else if (counter.dtype().equal(py::dtype::of<double>())) {
-      counters.f64.push_back(static_cast<double*>(counter.mutable_data()));
-    } else {
-      throw py::type_error(label + " must be float32 or float64");
-    }
-    counters.keep_alive.push_back(std::move(counter));
-  }
-  return counters;
-}
-
 void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work) {
   if (work == Work::kCheckOnly) {
     return;
@@ -108,9 +64,10 @@ void step_many(py::handle params, py::handle grads, py::handle square_avgs,
   };
   optional_list(momentum_buffers, kMomentumBuffer, hp.momentum > 0.0, "momentum > 0");
   optional_list(grad_avgs, kGradAvg, hp.centered, "centered=True");
-  const StepCounters counters = step_counters(steps, n);
   Batch batch;
   gather(objects, /*single=*/false, /*with_grads=*/true, hp, batch);
+  const std::vector<Extent> written = written_extents(batch.buffers);
+  const StepCounters counters = step_counters(steps, n, &written);
   run(batch, hp, num_threads, work);
   if (work == Work::kUpdate) {
     counters.increment();

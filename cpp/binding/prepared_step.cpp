@@ -72,29 +72,7 @@ PreparedStep::PreparedStep(py::handle owners, py::handle params, py::handle squa
   gather(objects, /*single=*/false, /*with_grads=*/false, shape_of_state, batch_);
   written_ = written_extents(batch_.buffers);
   // Step counters: one writeable float element each, apart from every other buffer.
-  const std::vector<py::handle> step_items = as_items(steps, kParam, n, true);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::string label = "steps[" + std::to_string(i) + "]";
-    if (!py::isinstance<py::array>(step_items[i])) {
-      throw py::type_error(label + " must be a numpy.ndarray");
-    }
-    auto counter = py::reinterpret_borrow<py::array>(step_items[i]);
-    if (counter.size() != 1 || !counter.writeable()) {
-      throw py::value_error(label + " must be one writeable element");
-    }
-    const auto begin = reinterpret_cast<std::uintptr_t>(counter.data());
-    if (find_overlap(written_, begin, begin + static_cast<std::uintptr_t>(counter.nbytes()))) {
-      throw py::value_error(label + " shares memory with a parameter or its state");
-    }
-    if (counter.dtype().equal(py::dtype::of<float>())) {
-      steps_f32_.push_back(static_cast<float*>(counter.mutable_data()));
-    } else if (counter.dtype().equal(py::dtype::of<double>())) {
-      steps_f64_.push_back(static_cast<double*>(counter.mutable_data()));
-    } else {
-      throw py::type_error(label + " must be float32 or float64");
-    }
-    step_arrays_.push_back(std::move(counter));
-  }
+  steps_ = step_counters(steps, n, &written_);
   for (std::size_t i = 0; i < n; ++i) {
     py::handle owner = owner_items[i];
     const py::array& view = py::reinterpret_borrow<py::array>(objects[kParam][i]);
@@ -161,12 +139,7 @@ bool PreparedStep::step(double lr, double alpha, double eps, double weight_decay
     rmsprop_ext::step(batch_.f32.data(), batch_.f32.size(), hp, num_threads);
     rmsprop_ext::step(batch_.f64.data(), batch_.f64.size(), hp, num_threads);
   }
-  for (float* counter : steps_f32_) {
-    *counter += 1.0f;
-  }
-  for (double* counter : steps_f64_) {
-    *counter += 1.0;
-  }
+  steps_.increment();
   return true;
 }
 

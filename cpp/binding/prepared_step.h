@@ -39,9 +39,7 @@ class PreparedStep {
   std::vector<std::size_t> nbytes_;
   Batch batch_;
   std::vector<Extent> written_;
-  std::vector<float*> steps_f32_;
-  std::vector<double*> steps_f64_;
-  std::vector<py::object> step_arrays_;
+  StepCounters steps_;
   bool momentum_;
   bool centered_;
 };
