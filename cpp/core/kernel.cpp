@@ -46,41 +46,45 @@ std::int64_t lanes_to_alignment(const T* p, std::int64_t begin, std::int64_t end
   return std::min(lanes, end - begin);
 }
 
-template <typename T, class V>
-void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
-                          const Hyperparams& hp) {
+// Runs lanes(ops, i) over [begin, end): one lane at a time up to the vector boundary, full
+// vectors, then the tail one lane at a time. `ops` is VectorOps<T>{} or TailOps<T>{}, so the
+// caller picks the arithmetic by type and the same lane function serves body, peel and tail.
+template <typename T, typename Lanes>
+void for_each_lane_group(const T* param, std::int64_t begin, std::int64_t end, Lanes&& lanes) {
   using Vector = VectorOps<T>;
   using Tail = TailOps<T>;
-  const Coefficients<Vector> vector_coefficients(hp);
-  const Coefficients<Tail> tail_coefficients(hp);
-
   std::int64_t i = begin;
-  for (const std::int64_t peel_end = begin + lanes_to_alignment<Vector>(b.param, begin, end);
+  for (const std::int64_t peel_end = begin + lanes_to_alignment<Vector>(param, begin, end);
        i < peel_end; ++i) {
-    update_lanes<Tail, V>(tail_coefficients, b, i);
+    lanes(Tail{}, i);
   }
   for (; i + Vector::kWidth <= end; i += Vector::kWidth) {
-    update_lanes<Vector, V>(vector_coefficients, b, i);
+    lanes(Vector{}, i);
   }
   for (; i < end; ++i) {
-    update_lanes<Tail, V>(tail_coefficients, b, i);
+    lanes(Tail{}, i);
   }
 }
 
 template <typename T, class V>
-void traffic_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
-                           const Hyperparams&) {
-  std::int64_t i = begin;
-  for (const std::int64_t peel_end = begin + lanes_to_alignment<VectorOps<T>>(b.param, begin, end);
-       i < peel_end; ++i) {
-    traffic_lanes<TailOps<T>, V>(b, i);
-  }
-  for (; i + VectorOps<T>::kWidth <= end; i += VectorOps<T>::kWidth) {
-    traffic_lanes<VectorOps<T>, V>(b, i);
-  }
-  for (; i < end; ++i) {
-    traffic_lanes<TailOps<T>, V>(b, i);
-  }
+void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+                          const Hyperparams& hp) {
+  const Coefficients<VectorOps<T>> vector_coefficients(hp);
+  const Coefficients<TailOps<T>> tail_coefficients(hp);
+  for_each_lane_group(b.param, begin, end, [&](auto ops, std::int64_t i) {
+    using Ops = decltype(ops);
+    if constexpr (std::is_same_v<Ops, VectorOps<T>>) {
+      update_lanes<Ops, V>(vector_coefficients, b, i);
+    } else {
+      update_lanes<Ops, V>(tail_coefficients, b, i);
+    }
+  });
+}
+
+template <typename T, class V>
+void traffic_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end) {
+  for_each_lane_group(b.param, begin, end,
+                      [&](auto ops, std::int64_t i) { traffic_lanes<decltype(ops), V>(b, i); });
 }
 
 // Calls f with std::true_type or std::false_type, turning a run-time flag into a template argument.
@@ -93,60 +97,56 @@ void with_flag(bool flag, F&& f) {
   }
 }
 
-// Runs Loop<T, Variant<...>>::run with the variant that matches the hyperparameters.
-template <typename T, template <typename, class> class Loop>
-void dispatch_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
-                      const Hyperparams& hp) {
+// Calls f(V{}) with the Variant that matches the hyperparameters.
+template <typename F>
+void dispatch_variant(const Hyperparams& hp, F&& f) {
   const bool coupled_decay = hp.weight_decay != 0.0 && !hp.decoupled_weight_decay;
   with_flag(hp.centered, [&](auto centered) {
     with_flag(hp.momentum > 0.0, [&](auto momentum) {
       with_flag(hp.eps_in_sqrt, [&](auto eps_in_sqrt) {
         with_flag(coupled_decay, [&](auto decay) {
-          using V = Variant<decltype(centered)::value, decltype(momentum)::value,
-                            decltype(eps_in_sqrt)::value, decltype(decay)::value>;
-          Loop<T, V>::run(b, begin, end, hp);
+          f(Variant<decltype(centered)::value, decltype(momentum)::value,
+                    decltype(eps_in_sqrt)::value, decltype(decay)::value>{});
         });
       });
     });
   });
 }
 
-template <typename T, class V>
-struct UpdateLoop {
-  static void run(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
-                  const Hyperparams& hp) {
-    update_range_variant<T, V>(b, begin, end, hp);
-  }
-};
+template <typename T>
+void update_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+                      const Hyperparams& hp) {
+  dispatch_variant(
+      hp, [&](auto variant) { update_range_variant<T, decltype(variant)>(b, begin, end, hp); });
+}
 
-template <typename T, class V>
-struct TrafficLoop {
-  static void run(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
-                  const Hyperparams& hp) {
-    traffic_range_variant<T, V>(b, begin, end, hp);
-  }
-};
+template <typename T>
+void traffic_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+                       const Hyperparams& hp) {
+  dispatch_variant(
+      hp, [&](auto variant) { traffic_range_variant<T, decltype(variant)>(b, begin, end); });
+}
 
 }  // namespace
 
 void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,
                   const Hyperparams& hp) {
-  dispatch_variant<float, UpdateLoop>(b, begin, end, hp);
+  update_range_any(b, begin, end, hp);
 }
 
 void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,
                   const Hyperparams& hp) {
-  dispatch_variant<double, UpdateLoop>(b, begin, end, hp);
+  update_range_any(b, begin, end, hp);
 }
 
 void traffic_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,
                    const Hyperparams& hp) {
-  dispatch_variant<float, TrafficLoop>(b, begin, end, hp);
+  traffic_range_any(b, begin, end, hp);
 }
 
 void traffic_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,
                    const Hyperparams& hp) {
-  dispatch_variant<double, TrafficLoop>(b, begin, end, hp);
+  traffic_range_any(b, begin, end, hp);
 }
 
 }  // namespace rmsprop_ext::RMSPROP_KERNEL_NS
