@@ -9,7 +9,6 @@
 #include "core/rmsprop.h"
 
 namespace rmsprop_ext::binding {
-namespace {
 
 void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work) {
   if (work == Work::kCheckOnly) {
@@ -24,8 +23,6 @@ void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work) 
   step(batch.f32.data(), batch.f32.size(), hp, num_threads);
   step(batch.f64.data(), batch.f64.size(), hp, num_threads);
 }
-
-}  // namespace
 
 void step_one(py::handle param, py::handle grad, py::handle square_avg, py::handle momentum_buffer,
               py::handle grad_avg, double lr, double alpha, double eps, double weight_decay,

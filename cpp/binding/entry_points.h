@@ -3,11 +3,18 @@
 
 #include <pybind11/pybind11.h>
 
+#include "core/rmsprop.h"
+
 namespace rmsprop_ext::binding {
 
 namespace py = pybind11;
 
 enum class Work { kUpdate, kRoofline, kCheckOnly };
+
+struct Batch;
+
+// Runs the checked batch (both dtypes) with the GIL released; kCheckOnly does nothing.
+void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work);
 
 void step_one(py::handle param, py::handle grad, py::handle square_avg, py::handle momentum_buffer,
               py::handle grad_avg, double lr, double alpha, double eps, double weight_decay,

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "binding/entry_points.h"
 #include "core/rmsprop.h"
 
 namespace rmsprop_ext::binding {
@@ -76,11 +77,12 @@ PreparedStep::PreparedStep(py::handle owners, py::handle params, py::handle squa
   for (std::size_t i = 0; i < n; ++i) {
     py::handle owner = owner_items[i];
     const py::array& view = py::reinterpret_borrow<py::array>(objects[kParam][i]);
-    if (address_of(owner) != reinterpret_cast<std::uintptr_t>(view.data())) {
+    const std::uintptr_t address = address_of(owner);
+    if (address != reinterpret_cast<std::uintptr_t>(view.data())) {
       throw py::value_error("params[" + std::to_string(i) + "] is not a view of its owner");
     }
     owners_.push_back(py::reinterpret_borrow<py::object>(owner));
-    owner_addresses_.push_back(address_of(owner));
+    owner_addresses_.push_back(address);
     dtypes_.push_back(get(owner, names().dtype));
     layouts_.push_back(get(owner, names().layout));
     nbytes_.push_back(static_cast<std::size_t>(view.nbytes()));
@@ -134,11 +136,7 @@ bool PreparedStep::step(double lr, double alpha, double eps, double weight_decay
   if (check_only) {
     return true;
   }
-  {
-    py::gil_scoped_release release;
-    rmsprop_ext::step(batch_.f32.data(), batch_.f32.size(), hp, num_threads);
-    rmsprop_ext::step(batch_.f64.data(), batch_.f64.size(), hp, num_threads);
-  }
+  run(batch_, hp, num_threads, Work::kUpdate);
   steps_.increment();
   return true;
 }
