@@ -18,7 +18,19 @@ if TYPE_CHECKING:
 else:
     Buffer = Any
 
-__all__ = ["as_native_array", "rmsprop_step", "rmsprop_step_many"]
+__all__ = ["as_native_array", "hyperparams", "options_from", "rmsprop_step", "rmsprop_step_many"]
+
+HYPERPARAM_NAMES = (
+    "lr",
+    "alpha",
+    "eps",
+    "weight_decay",
+    "momentum",
+    "centered",
+    "maximize",
+    "eps_in_sqrt",
+    "decoupled_weight_decay",
+)
 
 
 def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
@@ -82,7 +94,7 @@ def hyperparams(
     """The keyword arguments of the native calls, converted and checked, with errors that name
     the argument (the native code checks again; this also covers the pure-torch path)."""
     options = {
-        "lr": _real(lr, "lr"),
+        "lr": _real(lr, "lr"),  # float() also takes torch's one-element tensor lr
         "alpha": _real(alpha, "alpha"),
         "eps": _real(eps, "eps"),
         "weight_decay": _real(weight_decay, "weight_decay"),
@@ -98,6 +110,11 @@ def hyperparams(
     if not 0.0 <= options["alpha"] <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {options['alpha']}")
     return options
+
+
+def options_from(settings: Any) -> dict[str, Any]:
+    """hyperparams() read from a mapping with those names (a param group, NumpyRMSprop.defaults)."""
+    return hyperparams(*(settings[name] for name in HYPERPARAM_NAMES))
 
 
 def _threads(num_threads: int | None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .functional import hyperparams
+from .functional import options_from
 
 __all__ = ["NumpyRMSprop", "check_optimizer_args"]
 
@@ -115,17 +115,7 @@ class NumpyRMSprop:
             [s["square_avg"] for s in self.state],
             [s["momentum_buffer"] for s in self.state] if d["momentum"] > 0 else None,
             [s["grad_avg"] for s in self.state] if d["centered"] else None,
-            **hyperparams(
-                d["lr"],
-                d["alpha"],
-                d["eps"],
-                d["weight_decay"],
-                d["momentum"],
-                d["centered"],
-                d["maximize"],
-                d["eps_in_sqrt"],
-                d["decoupled_weight_decay"],
-            ),
+            **options_from(d),
             steps=[s["step"] for s in self.state],
         )
 

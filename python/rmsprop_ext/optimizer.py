@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from . import _core
 from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
-from .functional import as_native_array, hyperparams
+from .functional import as_native_array, hyperparams, options_from
 from .numpy_optimizer import check_optimizer_args
 
 __all__ = ["RMSprop", "SparseGradientError", "rmsprop"]
@@ -83,7 +83,7 @@ class RMSprop(Optimizer):
         # Also runs on load_state_dict: groups saved by torch.optim.RMSprop lack our options, and
         # the state tensors are new, so the prepared steps are rebuilt.
         super().__setstate__(state)
-        self._plans: list[_GroupPlan | None] = []
+        self._plans: list[_GroupPlan] = []
         for group in self.param_groups:
             group.setdefault("momentum", 0)
             group.setdefault("centered", False)
@@ -221,9 +221,9 @@ class RMSprop(Optimizer):
         options = []
         threads = threads_for_torch()
         for plan, group in zip(plans, self.param_groups):
-            if plan is None or plan.key != tuple(map(id, group["params"])):
+            if plan.key != tuple(map(id, group["params"])):
                 return False
-            options.append({**_native_options(group), "num_threads": threads})
+            options.append({**options_from(group), "num_threads": threads})
         if len(plans) > 1:
             # All groups are checked before any is written.
             for plan, opts in zip(plans, options):
@@ -237,15 +237,21 @@ class RMSprop(Optimizer):
         return True
 
     def _prepare_next_steps(self) -> None:
-        """Builds a prepared step for every group whose parameters all run natively."""
-        plans: list[_GroupPlan | None] = []
+        """Builds the prepared steps when every group can have one.
+
+        _prepared_step runs only when all groups have a plan, so nothing is built while any
+        group has a parameter without a gradient or state, or one the native kernel cannot take.
+        """
+        self._plans = []
         for group in self.param_groups:
             params = group["params"]
-            ready = all(p.grad is not None and native_ok(p) for p in params) and all(
-                len(self.state[p]) > 0 for p in params
-            )
-            plans.append(_GroupPlan.build(params, self.state, group) if ready else None)
-        self._plans = plans if any(plans) else []
+            if not all(p.grad is not None and native_ok(p) for p in params):
+                return
+            if not all(len(self.state[p]) > 0 for p in params):
+                return
+        plans = [_GroupPlan.build(g["params"], self.state, g) for g in self.param_groups]
+        if all(plans):
+            self._plans = plans
 
     def _general_step(self) -> None:
         # Every group is gathered and checked before any is updated, so an error leaves all
@@ -400,21 +406,6 @@ def _check_state_dict(groups: list[dict[str, Any]], state_dict: Any) -> None:
                     raise TypeError(f"{where}['{name}'] has dtype {value.dtype}, not a float")
 
 
-def _native_options(group: dict[str, Any]) -> dict[str, Any]:
-    lr = group["lr"]
-    return hyperparams(
-        lr.item() if isinstance(lr, Tensor) else lr,
-        group["alpha"],
-        group["eps"],
-        group["weight_decay"],
-        group["momentum"],
-        group["centered"],
-        group["maximize"],
-        group["eps_in_sqrt"],
-        group["decoupled_weight_decay"],
-    )
-
-
 class _GroupPlan:
     """A group's prepared native step, valid while the group holds the same parameter objects."""
 
@@ -475,9 +466,8 @@ def rmsprop(
     """
     if not params:
         return
-    lr_value = lr.item() if isinstance(lr, Tensor) else lr
     options = hyperparams(
-        lr_value,
+        lr,
         alpha,
         eps,
         weight_decay,
