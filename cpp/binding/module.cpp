@@ -90,6 +90,8 @@ returning False (and writing nothing) when the parameters or their gradients no 
       R"doc(Threads the most recent update from this thread actually ran on (1 when serial).)doc");
   m.def("_updates_in_flight", &rmsprop_ext::updates_in_flight_now,
         R"doc(Updates running right now, from all threads (for tests and diagnostics).)doc");
+  m.def("requested_num_threads", &rmsprop_ext::requested_num_threads,
+        R"doc(The count given to set_num_threads, or 0 when none is set.)doc");
   m.def("get_num_threads", &rmsprop_ext::get_num_threads,
         R"doc(Threads the update uses when a call does not name a count.)doc");
   m.def(

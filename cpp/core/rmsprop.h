@@ -57,6 +57,8 @@ void roofline_step(const ParamBuffers<double>* items, std::size_t count, const H
 // OMP_NUM_THREADS). set_num_threads(0) returns to OpenMP's default.
 void set_num_threads(int num_threads);
 int get_num_threads();
+// The count given to set_num_threads, or 0 when none is set (OpenMP's default applies).
+int requested_num_threads();
 
 // Threads the most recent step() or roofline_step() called from this thread actually ran on (1
 // when it stayed serial): lets callers and tests see that a requested count was honoured.

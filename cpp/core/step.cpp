@@ -197,8 +197,10 @@ void set_num_threads(int num_threads) {
   requested_threads.store(std::max(0, num_threads), std::memory_order_relaxed);
 }
 
+int requested_num_threads() { return requested_threads.load(std::memory_order_relaxed); }
+
 int get_num_threads() {
-  const int requested = requested_threads.load(std::memory_order_relaxed);
+  const int requested = requested_num_threads();
   if (requested > 0) {
     return requested;
   }

@@ -12,16 +12,12 @@ from . import _core
 
 __all__ = ["get_num_threads", "set_num_threads", "threads_for_torch"]
 
-_explicit = 0
-
 
 def set_num_threads(num_threads: int) -> None:
     """Threads for every native update; 0 returns to the defaults described above."""
-    global _explicit
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
         raise ValueError(f"num_threads must be an int >= 0, got {num_threads!r}")
     _core.set_num_threads(num_threads)
-    _explicit = num_threads
 
 
 def get_num_threads() -> int:
@@ -31,8 +27,9 @@ def get_num_threads() -> int:
 
 def threads_for_torch() -> int:
     """Threads for rmsprop_ext.RMSprop: set_num_threads if called, else torch.get_num_threads()."""
-    if _explicit:
-        return _explicit
+    requested = _core.requested_num_threads()
+    if requested:
+        return requested
     import torch
 
     return torch.get_num_threads()
