@@ -227,63 +227,87 @@ class Progress:
 # ---------------------------------------------------------------- the implementations
 
 
-# Buffers shared by the cases of one group that run on numpy arrays (the roofline kernel, the
-# native call, every thread count): in a virtual machine two allocations of the same size can
-# sit on memory of different speed, so a ratio is only fair on the very same buffers.
-_SHARED: dict[tuple[int, int], list[np.ndarray]] = {}
+# Buffers shared by every case of one group: the roofline kernel, the native calls, each torch
+# optimizer (its parameter, gradient and state) and the Python formulas all step on the very same
+# memory. In a virtual machine two allocations of the same size can sit on memory of different
+# speed (30% and more here), so a ratio between kernels is only fair on the same buffers.
+_SHARED: dict[int, list[np.ndarray]] = {}
+
+CACHE_LINE_BYTES = 64
+
+
+def _aligned(n: int) -> np.ndarray:
+    """n float32 starting on a cache line, as torch's allocator returns them."""
+    raw = np.empty(n + CACHE_LINE_BYTES // 4, dtype=np.float32)
+    skip = (-raw.ctypes.data % CACHE_LINE_BYTES) // 4
+    return raw[skip : skip + n]
 
 
 def _arrays(n: int, count: int) -> list[np.ndarray]:
-    """param, grad, square_avg and `count - 3` more state buffers of n float32, shared per group."""
-    key = (n, count)
-    if key not in _SHARED:
-        rng = np.random.default_rng(0)
-        out = [rng.standard_normal(n, dtype=np.float32) for _ in range(count)]
-        out[2] = np.abs(out[2])  # square_avg >= 0
-        _SHARED[key] = out
-    return _SHARED[key]
-
-
-_SHARED_TORCH: dict[int, list[Any]] = {}
-
-
-def _flat_tensors(total: int) -> list[Any]:
-    """param, grad and square_avg of `total` float32 elements, shared by the cases of a group."""
-    if total not in _SHARED_TORCH:
-        import torch
-
-        gen = torch.Generator().manual_seed(0)
-        _SHARED_TORCH[total] = [
-            torch.randn(total, generator=gen),
-            torch.randn(total, generator=gen),
-            torch.rand(total, generator=gen),
-        ]
-    return _SHARED_TORCH[total]
-
-
-def ours_on_shared_memory(count: int, n: int) -> StepFn:
-    """rmsprop_ext.RMSprop over `count` parameters of `n` elements that are views of one flat
-    param, grad and square_avg, so that 1 x N and count x n run on the very same memory and their
-    ratio shows the per-tensor overhead alone."""
-    import torch
-
-    from .optimizer import RMSprop
-
-    param, grad, square_avg = _flat_tensors(count * n)
-    params = [torch.nn.Parameter(param[i * n : (i + 1) * n]) for i in range(count)]
-    for i, p in enumerate(params):
-        p.grad = grad[i * n : (i + 1) * n]
-    opt = RMSprop(params, lr=LR, alpha=ALPHA)
-    opt.step()  # creates the state, which is then pointed at the shared square_avg
-    for i, p in enumerate(params):
-        opt.state[p]["square_avg"] = square_avg[i * n : (i + 1) * n]
-    opt._plans = []  # the prepared step is rebuilt over the new state on the next step
-    return opt.step
+    """param, grad, square_avg and `count - 3` more state buffers (momentum_buffer or grad_avg,
+    zero) of n float32: the group's shared set, grown when a case needs more buffers."""
+    arrays = _SHARED.setdefault(n, [])
+    rng = np.random.default_rng(len(arrays))
+    while len(arrays) < count:
+        a = _aligned(n)
+        if len(arrays) < 3:
+            a[:] = rng.standard_normal(n, dtype=np.float32)
+        else:
+            a[:] = 0.0
+        if len(arrays) == 2:
+            np.abs(a, out=a)  # square_avg >= 0
+        arrays.append(a)
+    return arrays[:count]
 
 
 def release_shared_buffers() -> None:
     _SHARED.clear()
-    _SHARED_TORCH.clear()
+
+
+def _params_on_shared_memory(
+    count: int, n: int, variant: str = "plain"
+) -> tuple[list[Any], dict[str, Any]]:
+    """count parameters of n elements, with gradients, that are views of the group's shared flat
+    param and grad of count * n elements; returns them and the shared RMSProp state by name."""
+    import torch
+
+    options, _ = VARIANTS[variant]
+    param, grad, square_avg, *extra = map(torch.from_numpy, _arrays(count * n, 3 + len(options)))
+    params = [torch.nn.Parameter(param[i * n : (i + 1) * n]) for i in range(count)]
+    for i, p in enumerate(params):
+        p.grad = grad[i * n : (i + 1) * n]
+    state = {"square_avg": square_avg}
+    if "momentum" in options:
+        state["momentum_buffer"] = extra[0]
+    if "centered" in options:
+        state["grad_avg"] = extra[0]
+    return params, state
+
+
+def _share_state(opt: Any, state: dict[str, Any], n: int) -> None:
+    """Points the optimizer's per-parameter state at views of the shared buffers: after one
+    step (which builds the state), every optimizer updates the same state memory."""
+    opt.step()
+    for group in opt.param_groups:
+        for i, p in enumerate(group["params"]):
+            for key, buffer in state.items():
+                if key not in opt.state[p]:
+                    raise KeyError(f"{type(opt).__name__} keeps no {key!r} state")
+                opt.state[p][key] = buffer[i * n : (i + 1) * n]
+    if hasattr(opt, "_plans"):
+        opt._plans = []  # rmsprop_ext prepares its step again, over the new state
+
+
+def ours_on_shared_memory(count: int, n: int, variant: str = "plain") -> StepFn:
+    """rmsprop_ext.RMSprop over `count` parameters of `n` elements that are views of the group's
+    shared buffers: 1 x N and count x n then run on the very same memory, and their ratio shows
+    the per-tensor overhead alone."""
+    from .optimizer import RMSprop
+
+    params, state = _params_on_shared_memory(count, n, variant)
+    opt = RMSprop(params, lr=LR, alpha=ALPHA, **VARIANTS[variant][0])
+    _share_state(opt, state, n)
+    return opt.step
 
 
 def native_functional(n: int, variant: str, threads: int) -> StepFn:
@@ -323,7 +347,7 @@ def roofline(n: int, variant: str, threads: int) -> StepFn:
 
 
 def numpy_scratch(n: int, variant: str, threads: int) -> StepFn:
-    x, g, s = (a.copy() for a in _arrays(n, 3))  # the formula may not disturb the shared buffers
+    x, g, s = _arrays(n, 3)
     hyper = {"lr": LR, "gamma": ALPHA}
     return lambda: reference.rmsprop_numpy([(x, g)], [s], hyper)
 
@@ -345,16 +369,9 @@ def python_loop(n: int, variant: str, threads: int) -> StepFn:
 
 
 def _torch_params(count: int, n: int) -> list[Any]:
-    """count parameters of n elements with gradients. A single one is a view of the group's
-    shared flat tensors, so every optimizer of a size group steps on the same parameter and
-    gradient memory (each keeps its own state)."""
+    """count parameters of n elements with gradients, each allocated on its own."""
     import torch
 
-    if count == 1:
-        param, grad, _ = _flat_tensors(n)
-        p = torch.nn.Parameter(param)
-        p.grad = grad
-        return [p]
     gen = torch.Generator().manual_seed(0)
     params = []
     for _ in range(count):
@@ -365,31 +382,44 @@ def _torch_params(count: int, n: int) -> list[Any]:
 
 
 def ours_optimizer(count: int, n: int, variant: str) -> StepFn:
+    """rmsprop_ext.RMSprop: on the shared buffers for one tensor, else on its own tensors."""
     from .optimizer import RMSprop
 
+    if count == 1:
+        return ours_on_shared_memory(1, n, variant)
     return RMSprop(_torch_params(count, n), lr=LR, alpha=ALPHA, **VARIANTS[variant][0]).step
 
 
 def torch_rmsprop(count: int, n: int, variant: str, foreach: bool) -> StepFn:
     import torch
 
-    opt = torch.optim.RMSprop(
-        _torch_params(count, n), lr=LR, alpha=ALPHA, foreach=foreach, **VARIANTS[variant][0]
-    )
+    if count > 1:
+        params = _torch_params(count, n)
+        return torch.optim.RMSprop(
+            params, lr=LR, alpha=ALPHA, foreach=foreach, **VARIANTS[variant][0]
+        ).step
+    params, state = _params_on_shared_memory(1, n, variant)
+    opt = torch.optim.RMSprop(params, lr=LR, alpha=ALPHA, foreach=foreach, **VARIANTS[variant][0])
+    _share_state(opt, state, n)
     return opt.step
 
 
 def torch_fused_adagrad(count: int, n: int, variant: str) -> StepFn:
     import torch
 
-    return torch.optim.Adagrad(_torch_params(count, n), lr=LR, fused=True).step
+    if count > 1:
+        return torch.optim.Adagrad(_torch_params(count, n), lr=LR, fused=True).step
+    params, state = _params_on_shared_memory(1, n)
+    opt = torch.optim.Adagrad(params, lr=LR, fused=True)
+    # Adagrad's sum takes square_avg's memory: the same 20 bytes per element on the same buffers
+    # as rmsprop_ext. One sums squares and the other averages them, so the values stay finite.
+    _share_state(opt, {"sum": state["square_avg"]}, n)
+    return opt.step
 
 
 def torch_scratch(n: int, variant: str, threads: int) -> StepFn:
-    import torch
-
-    (p,) = _torch_params(1, n)
-    s = torch.zeros(n)
+    (p,), state = _params_on_shared_memory(1, n)
+    s = state["square_avg"]
     grad = p.grad.clone()
     hyper = {"lr": LR, "gamma": ALPHA}
 
