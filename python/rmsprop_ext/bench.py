@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -313,7 +314,7 @@ def ours_on_shared_memory(count: int, n: int, variant: str = "plain") -> StepFn:
 def native_functional(n: int, variant: str, threads: int) -> StepFn:
     options, _ = VARIANTS[variant]
     x, g, s, *extra = _arrays(n, 3 + len(options))
-    state = {}
+    state: dict[str, Any] = {}
     if "momentum" in options:
         state["momentum_buffer"] = extra[0]
     if "centered" in options:
@@ -520,7 +521,7 @@ class Runner:
                 continue
             extrapolate = PYTHON_LOOP_SAMPLE if make is python_loop else 0
             cases.append(
-                Case(label, lambda m=make: m(n, variant, threads), variant, 1, note, extrapolate)
+                Case(label, partial(make, n, variant, threads), variant, 1, note, extrapolate)
             )
         return cases
 
@@ -612,13 +613,11 @@ class Runner:
             # One group per size: every thread count is timed interleaved with the others.
             scaling = []
             for t in c.thread_counts:
-                scaling.append(
-                    Case("roofline kernel", lambda n=n, t=t: roofline(n, "plain", t), threads=t)
-                )
+                scaling.append(Case("roofline kernel", partial(roofline, n, "plain", t), threads=t))
                 scaling.append(
                     Case(
                         "native rmsprop_step",
-                        lambda n=n, t=t: native_functional(n, "plain", t),
+                        partial(native_functional, n, "plain", t),
                         threads=t,
                     )
                 )

@@ -45,7 +45,7 @@ def write_plot(rows: Sequence[Measurement], path: str, title: str) -> None:
 
     threads = [r for r in rows if r.section == "threads"]
     for n in sorted({r.elements for r in threads}):
-        for name, style in (("native rmsprop_step", "-o"), ("roofline kernel", "--s")):
+        for name, fmt in (("native rmsprop_step", "-o"), ("roofline kernel", "--s")):
             points = sorted(
                 (r.threads, r.gbytes_per_s)
                 for r in threads
@@ -53,7 +53,7 @@ def write_plot(rows: Sequence[Measurement], path: str, title: str) -> None:
             )
             if points:
                 label = f"{'native' if name.startswith('native') else 'roofline'}, {n:,} elements"
-                threads_ax.plot(*zip(*points), style, label=label)
+                threads_ax.plot(*zip(*points), fmt, label=label)
     threads_ax.set(xlabel="threads", ylabel="effective GB/s", title="Scaling with threads")
     threads_ax.grid(True, alpha=0.3)
     threads_ax.legend(fontsize=8)

@@ -170,8 +170,8 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
                 )
     threads = [r for r in rows if r.section == "threads" and r.implementation == NATIVE]
     for n in sorted({r.elements for r in threads}):
-        one = _find(threads, elements=n, threads=1)
+        single = _find(threads, elements=n, threads=1)
         for r in threads:
-            if r.elements == n and r.threads > 1 and one:
-                lines.append(f"{n:,} elements: {r.threads} threads vs 1 = {_ratio(one, r)}")
+            if r.elements == n and r.threads > 1 and single:
+                lines.append(f"{n:,} elements: {r.threads} threads vs 1 = {_ratio(single, r)}")
     return lines

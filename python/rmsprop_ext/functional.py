@@ -65,9 +65,7 @@ def as_native_array(obj: Any, name: str) -> Any:
     )
 
 
-def _as_arrays(objs: Sequence[Any] | None, name: str) -> list[Any] | None:
-    if objs is None:
-        return None
+def _as_arrays(objs: Any, name: str) -> list[Any]:
     if isinstance(objs, (np.ndarray, str, bytes)) or not isinstance(objs, Sequence):
         raise TypeError(f"{name} must be a list or tuple of arrays, got {type(objs).__name__}")
     return [as_native_array(obj, f"{name}[{i}]") for i, obj in enumerate(objs)]
@@ -199,8 +197,8 @@ def rmsprop_step_many(
         _as_arrays(params, "params"),
         _as_arrays(grads, "grads"),
         _as_arrays(square_avgs, "square_avgs"),
-        _as_arrays(momentum_buffers, "momentum_buffers"),
-        _as_arrays(grad_avgs, "grad_avgs"),
+        None if momentum_buffers is None else _as_arrays(momentum_buffers, "momentum_buffers"),
+        None if grad_avgs is None else _as_arrays(grad_avgs, "grad_avgs"),
         **hyperparams(
             lr,
             alpha,

@@ -3,13 +3,14 @@ r"""RMSprop as a ``torch.optim.Optimizer`` whose step is one fused native pass p
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _core
+from ._step_contract import OWN_STEP_CONTRACT, run_step
 from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
 from .functional import as_native_array, hyperparams, options_from
@@ -191,22 +192,35 @@ class RMSprop(Optimizer):
             if group["centered"]:
                 grad_avgs.append(state["grad_avg"])
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform a single optimization step.
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        """Perform a single optimization step: ``step(closure=None)``.
 
         Args:
             closure (Callable, optional): A closure that reevaluates the model
                 and returns the loss.
         """
+        if OWN_STEP_CONTRACT and type(self).step is RMSprop.step:
+            return run_step(self, RMSprop._step, (self, *args), kwargs)
+        # A subclass's own step, which torch.optim has wrapped in its contract, or a torch whose
+        # step contract rmsprop_ext does not keep itself.
+        return self._step(*args, **kwargs)
+
+    def _step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
 
-        if not self._prepared_step():
-            self._general_step()
-            self._prepare_next_steps()
+        with torch.no_grad():
+            if not self._prepared_step():
+                self._general_step()
+                self._prepare_next_steps()
         return loss
 
     def _prepared_step(self) -> bool:
@@ -249,8 +263,9 @@ class RMSprop(Optimizer):
                 return
             if not all(len(self.state[p]) > 0 for p in params):
                 return
-        plans = [_GroupPlan.build(g["params"], self.state, g) for g in self.param_groups]
-        if all(plans):
+        built = [_GroupPlan.build(g["params"], self.state, g) for g in self.param_groups]
+        plans = [plan for plan in built if plan is not None]
+        if len(plans) == len(built):
             self._plans = plans
 
     def _general_step(self) -> None:
@@ -304,6 +319,10 @@ class RMSprop(Optimizer):
                     check_only=check_only,
                 )
 
+
+if OWN_STEP_CONTRACT:
+    # Optimizer._patch_step_function wraps every step without this mark in torch's own contract.
+    RMSprop.step.hooked = True  # type: ignore[attr-defined]
 
 RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for torch.optim.RMSprop.
 

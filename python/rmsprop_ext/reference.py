@@ -76,7 +76,7 @@ def format_2d_result(epoch: int, x1: float, x2: float) -> str:
 
 def init_rmsprop_states(params: Sequence[Any]) -> list[Any]:
     """Zero state shaped like each parameter: numpy arrays, torch tensors or (value, grad) pairs."""
-    states = []
+    states: list[Any] = []
     for p in params:
         value = p[0] if isinstance(p, tuple) else p
         if isinstance(value, np.ndarray):
