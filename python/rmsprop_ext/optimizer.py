@@ -217,8 +217,10 @@ class RMSprop(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        with torch.no_grad():
-            if not self._prepared_step():
+        # The prepared step is one native call, which autograd never sees: grad mode only
+        # matters to the general step's torch ops.
+        if not self._prepared_step():
+            with torch.no_grad():
                 self._general_step()
                 self._prepare_next_steps()
         return loss
