@@ -47,6 +47,12 @@ def test_bench_writes_tables_json_and_plot(
         "Summary",
     ):
         assert heading in printed
+    from rmsprop_ext import bench
+
+    can_choose_pages = bench._numpy_hugepage_switch() is not None
+    assert ("Memory pages" in printed) == (
+        can_choose_pages and bench.transparent_huge_pages() != "never"
+    )
     data = json.loads(out_json.read_text())
     names = {row["implementation"] for row in data["rows"]}
     assert {
@@ -85,3 +91,33 @@ def test_bench_runs_without_torch() -> None:
     assert result.returncode == 0, result.stderr
     assert "torch is not installed: the torch peers were skipped" in result.stdout
     assert "native rmsprop_step" in result.stdout and "torch RMSprop" not in result.stdout
+
+
+@pytest.mark.parametrize("variant", ["plain", "momentum", "centered"])
+def test_every_implementation_of_a_group_steps_on_the_same_memory(variant: str) -> None:
+    torch = pytest.importorskip("torch")
+    from rmsprop_ext import bench
+
+    n = 4096
+    try:
+        steps = {
+            "ours": bench.ours_optimizer(1, n, variant),
+            "torch for-loop": bench.torch_rmsprop(1, n, variant, False),
+            "torch foreach": bench.torch_rmsprop(1, n, variant, True),
+        }
+        if variant == "plain":
+            steps["fused Adagrad"] = bench.torch_fused_adagrad(1, n, variant)
+        arrays = bench._arrays(n, 3 + len(bench.VARIANTS[variant][0]))
+        expected = [a.ctypes.data for a in arrays]
+        for name, step in steps.items():
+            opt = step.__self__
+            (p,) = opt.param_groups[0]["params"]
+            state = opt.state[p]
+            keys = ["sum"] if name == "fused Adagrad" else ["square_avg"]
+            keys += [k for k in ("momentum_buffer", "grad_avg") if k in state]
+            found = [p.data_ptr(), p.grad.data_ptr(), *(state[k].data_ptr() for k in keys)]
+            assert found == expected, name
+            step()  # and the optimizer still steps on them
+            assert torch.isfinite(p).all()
+    finally:
+        bench.release_shared_buffers()

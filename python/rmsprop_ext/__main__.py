@@ -36,7 +36,8 @@ def _bench(args: argparse.Namespace) -> int:
     headline = (
         f"rmsprop_ext {info['version']} on {machine['cpu'] or 'this CPU'}: isa "
         f"{info['isa_active']}, up to {threads} threads, float32; medians over up to "
-        f"{config.repeat} interleaved rounds"
+        f"{config.repeat} interleaved rounds; transparent huge pages: "
+        f"{machine['transparent_huge_pages'] or 'unknown'}"
     )
     print(headline)
     if not use_torch:

@@ -311,6 +311,46 @@ def ours_on_shared_memory(count: int, n: int, variant: str = "plain") -> StepFn:
     return opt.step
 
 
+def transparent_huge_pages() -> str:
+    """The kernel's THP mode ("always", "madvise", "never"), or "" where it cannot be read."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return next(word[1:-1] for word in f.read().split() if word.startswith("["))
+    except (OSError, StopIteration):
+        return ""
+
+
+def _numpy_hugepage_switch() -> Callable[[bool], bool] | None:
+    """numpy's switch for madvise(MADV_HUGEPAGE) on its large allocations (on by default on
+    Linux), or None where this numpy has none."""
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            switch = getattr(__import__(module, fromlist=["_"]), "_set_madvise_hugepage", None)
+        except ImportError:
+            continue
+        if switch is not None:
+            return switch  # type: ignore[no-any-return]
+    return None
+
+
+def native_on_pages(n: int, huge: bool, threads: int) -> StepFn:
+    """The native step on its own param, grad and square_avg, backed by 2 MiB transparent huge
+    pages (what numpy asks for, and torch with THP_MEM_ALLOC_ENABLE=1) or by 4 KiB pages (what
+    torch's allocator gets by default)."""
+    switch = _numpy_hugepage_switch()
+    assert switch is not None
+    previous = switch(huge)
+    try:
+        x, g, s = (_aligned(n) for _ in range(3))
+    finally:
+        switch(previous)
+    rng = np.random.default_rng(0)
+    for a in (x, g, s):
+        a[:] = rng.standard_normal(n, dtype=np.float32)
+    np.abs(s, out=s)
+    return lambda: rmsprop_step(x, g, s, lr=LR, alpha=ALPHA, num_threads=threads)
+
+
 def native_functional(n: int, variant: str, threads: int) -> StepFn:
     options, _ = VARIANTS[variant]
     x, g, s, *extra = _arrays(n, 3 + len(options))
@@ -609,6 +649,24 @@ class Runner:
                 threads,
                 inner=SMALL_MODEL_STEPS_PER_ROUND,
             )
+        if _numpy_hugepage_switch() is not None and transparent_huge_pages() != "never":
+            group(
+                "pages",
+                [
+                    Case(
+                        "native rmsprop_step",
+                        partial(native_on_pages, c.variant_size, False, threads),
+                        note="4 KiB pages, as torch allocates by default",
+                    ),
+                    Case(
+                        "native rmsprop_step",
+                        partial(native_on_pages, c.variant_size, True, threads),
+                        note="2 MiB huge pages",
+                    ),
+                ],
+                c.variant_size,
+                threads,
+            )
         for n in c.scaling_sizes:
             # One group per size: every thread count is timed interleaved with the others.
             scaling = []
@@ -646,4 +704,5 @@ def machine_info() -> dict[str, Any]:
         info["cpu"] = names[0] if names else ""
     except OSError:
         info["cpu"] = ""
+    info["transparent_huge_pages"] = transparent_huge_pages()
     return info

@@ -96,6 +96,14 @@ def format_report(rows: Sequence[Measurement]) -> str:
             _find(small, implementation="native RMSprop.step"),
             None,
         )
+    pages = [r for r in rows if r.section == "pages"]
+    if pages:
+        out += _table(
+            "Memory pages: the native step on buffers backed by 4 KiB or 2 MiB pages",
+            pages,
+            pages[0],
+            None,
+        )
     threads = [r for r in rows if r.section == "threads"]
     for n in sorted({r.elements for r in threads}):
         group = sorted(
@@ -121,9 +129,8 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
             lines.append(
                 f"{n:,} elements: native / roofline throughput = {_fraction(native, roof)}"
             )
-        # Each peer against the native path on the same kind of buffers: the Python formulas
-        # against the functional call (numpy arrays), the torch optimizers against
-        # rmsprop_ext.RMSprop.step (torch tensors, the same parameter and gradient memory).
+        # Each peer against the native path of its kind, all on the same memory: the Python
+        # formulas against the functional call, the torch optimizers against RMSprop.step.
         for peer in ("numpy scratch formula", "torch scratch formula", "Python scalar loop"):
             other = _find(sizes, implementation=peer, elements=n)
             if native and other:
@@ -168,6 +175,12 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
                     f"small model ({r.tensors} x {r.elements // r.tensors}): native vs "
                     f"{r.implementation} = {_ratio(r, ours)}"
                 )
+    pages = [r for r in rows if r.section == "pages"]
+    if len(pages) == 2:
+        lines.append(
+            f"{pages[0].elements:,} elements: 2 MiB pages vs 4 KiB pages = "
+            f"{_ratio(pages[0], pages[1])}"
+        )
     threads = [r for r in rows if r.section == "threads" and r.implementation == NATIVE]
     for n in sorted({r.elements for r in threads}):
         single = _find(threads, elements=n, threads=1)
