@@ -121,3 +121,16 @@ def test_every_implementation_of_a_group_steps_on_the_same_memory(variant: str) 
             assert torch.isfinite(p).all()
     finally:
         bench.release_shared_buffers()
+
+
+def test_each_round_starts_one_case_later() -> None:
+    from rmsprop_ext.bench import time_interleaved
+
+    calls: list[int] = []
+    k = 4
+    steps = [lambda i=i: calls.append(i) for i in range(k)]
+    times = time_interleaved(steps, repeat=k, budget_s=60.0, inner=1, min_rounds=k)
+    assert [len(t) for t in times] == [k] * k
+    rounds = calls[2 * k :]  # after two warm-up steps of each case
+    per_round = [rounds[r * 2 * k : (r + 1) * 2 * k : 2] for r in range(k)]
+    assert per_round == [[(r + j) % k for j in range(k)] for r in range(k)]

@@ -169,8 +169,12 @@ def time_interleaved(
         inner = max(1, int(BLOCK_S / max(max(pacing), 1e-9)))
     rounds = max(min_rounds, min(repeat, int(budget_s / max(sum(first) * (inner + 1), 1e-9))))
     times: list[list[float]] = [[] for _ in steps]
-    for _ in range(rounds):
-        for i, step in enumerate(steps):
+    for r in range(rounds):
+        # Each round starts one case later, so every case runs at every place in the round equally
+        # often: what a case leaves behind (freed temporaries, a slower memory for a while after
+        # heavy work on this VM) then slows no case more than another.
+        for i in (*range(r % len(steps), len(steps)), *range(r % len(steps))):
+            step = steps[i]
             step()  # untimed: its own data is back in cache, whatever case ran before it
             t0 = time.perf_counter()
             for _ in range(inner):
