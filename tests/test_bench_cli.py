@@ -134,3 +134,21 @@ def test_each_round_starts_one_case_later() -> None:
     rounds = calls[2 * k :]  # after two warm-up steps of each case
     per_round = [rounds[r * 2 * k : (r + 1) * 2 * k : 2] for r in range(k)]
     assert per_round == [[(r + j) % k for j in range(k)] for r in range(k)]
+
+
+def test_ratios_are_taken_round_by_round() -> None:
+    from rmsprop_ext.bench import Measurement
+    from rmsprop_ext.bench_report import _ratio
+
+    def row(samples: list[float]) -> Measurement:
+        ordered = sorted(samples)
+        return Measurement(
+            "sizes", "x", "plain", 1, 1, 1, 20, ordered[len(ordered) // 2], ordered[0],
+            ordered[-1], len(samples), "", samples,
+        )  # fmt: skip
+
+    # The machine halves its speed in the second round: both cases slow down alike.
+    slow, fast = row([2.0, 4.0, 2.0]), row([1.0, 2.0, 1.0])
+    assert _ratio(slow, fast) == "2.00x [2.00-2.00]"
+    # Without common rounds: the ratio of the medians, and of the extremes for the range.
+    assert _ratio(row([2.0, 4.0]), fast) == "4.00x [1.00-4.00]"

@@ -44,7 +44,7 @@ def _bench(args: argparse.Namespace) -> int:
         print("torch is not installed: the torch peers were skipped")
     rows = run_benchmark(config)
     print(format_report(rows))
-    print("Summary (median [worst-best] over the repeated steps):")
+    print("Summary (ratios taken round by round within a table: median [worst-best]):")
     for line in summary_lines(rows):
         print(f"  {line}")
     if args.json:

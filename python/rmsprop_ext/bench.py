@@ -58,6 +58,9 @@ class Measurement:
     max_s: float
     repeats: int
     note: str = ""
+    # Seconds per step in each round, in round order: rows of one group share their rounds, so
+    # two of them can be compared round by round.
+    samples: list[float] = field(default_factory=list)
 
     @property
     def elements_per_s(self) -> float:
@@ -554,6 +557,7 @@ class Runner:
                     max(t) * scale,
                     len(t),
                     case.note,
+                    [s * scale for s in t],
                 )
             )
         self.progress.advance()

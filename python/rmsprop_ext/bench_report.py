@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Sequence
 
 from .bench import SMALL_MODEL_STEPS_PER_ROUND, Measurement
@@ -20,16 +21,28 @@ def _find(rows: Iterable[Measurement], **match: object) -> Measurement | None:
     return None
 
 
+def _paired(slow: Measurement, fast: Measurement) -> tuple[float, float, float]:
+    """slow / fast: median, worst and best over the rounds.
+
+    Rows timed in one group ran in the same rounds, a few milliseconds apart, so their ratio is
+    taken round by round: a slow spell of the machine then cancels out instead of widening the
+    range. Rows without common rounds fall back to the ratio of medians and of the extremes.
+    """
+    if slow.samples and len(slow.samples) == len(fast.samples):
+        ratios = [s / f for s, f in zip(slow.samples, fast.samples)]
+        return statistics.median(ratios), min(ratios), max(ratios)
+    return slow.median_s / fast.median_s, slow.min_s / fast.max_s, slow.max_s / fast.min_s
+
+
 def _ratio(slow: Measurement, fast: Measurement) -> str:
-    """How many times `fast` beats `slow`: ratio of medians, [worst, best] from the extremes."""
-    median = slow.median_s / fast.median_s
-    worst, best = slow.min_s / fast.max_s, slow.max_s / fast.min_s
+    """How many times `fast` beats `slow`: median [worst-best] over the rounds."""
+    median, worst, best = _paired(slow, fast)
     return f"{median:.2f}x [{worst:.2f}-{best:.2f}]"
 
 
 def _fraction(native: Measurement, roof: Measurement) -> str:
-    median = roof.median_s / native.median_s
-    worst, best = roof.min_s / native.max_s, roof.max_s / native.min_s
+    """native's throughput as a fraction of the roofline kernel's: median [worst-best]."""
+    median, worst, best = _paired(roof, native)
     return f"{median:.2f} [{worst:.2f}-{best:.2f}]"
 
 
