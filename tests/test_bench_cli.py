@@ -123,17 +123,22 @@ def test_every_implementation_of_a_group_steps_on_the_same_memory(variant: str) 
         bench.release_shared_buffers()
 
 
-def test_each_round_starts_one_case_later() -> None:
+def test_each_round_runs_every_case_once_in_a_new_order() -> None:
     from rmsprop_ext.bench import time_interleaved
 
     calls: list[int] = []
-    k = 4
+    k, rounds = 4, 12
     steps = [lambda i=i: calls.append(i) for i in range(k)]
-    times = time_interleaved(steps, repeat=k, budget_s=60.0, inner=1, min_rounds=k)
-    assert [len(t) for t in times] == [k] * k
-    rounds = calls[2 * k :]  # after two warm-up steps of each case
-    per_round = [rounds[r * 2 * k : (r + 1) * 2 * k : 2] for r in range(k)]
-    assert per_round == [[(r + j) % k for j in range(k)] for r in range(k)]
+    times = time_interleaved(steps, repeat=rounds, budget_s=60.0, inner=1, min_rounds=rounds)
+    assert [len(t) for t in times] == [rounds] * k
+    timed = calls[2 * k :]  # after two warm-up steps of each case
+    orders = [timed[r * 2 * k : (r + 1) * 2 * k : 2] for r in range(rounds)]
+    assert all(sorted(order) == list(range(k)) for order in orders)
+    # Run back to back, no case always follows the same one.
+    sequence = [i for order in orders for i in order]
+    for case in range(k):
+        before = {a for a, b in zip(sequence, sequence[1:]) if b == case}
+        assert len(before) > 1, case
 
 
 def test_ratios_are_taken_round_by_round() -> None:

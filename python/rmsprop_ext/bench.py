@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -152,7 +153,7 @@ def time_interleaved(
     pace: Sequence[bool] | None = None,
     min_rounds: int = 3,
 ) -> list[list[float]]:
-    """Seconds per step of each of `steps`, timed round-robin: one block of each per round.
+    """Seconds per step of each of `steps`: one block of each per round, in a new order each round.
 
     Interleaving makes every case see the same machine: on a shared, noisy host a slow spell then
     hits all of them alike instead of whichever case happened to run during it. Every case runs
@@ -172,11 +173,14 @@ def time_interleaved(
         inner = max(1, int(BLOCK_S / max(max(pacing), 1e-9)))
     rounds = max(min_rounds, min(repeat, int(budget_s / max(sum(first) * (inner + 1), 1e-9))))
     times: list[list[float]] = [[] for _ in steps]
-    for r in range(rounds):
-        # Each round starts one case later, so every case runs at every place in the round equally
-        # often: what a case leaves behind (freed temporaries, a slower memory for a while after
-        # heavy work on this VM) then slows no case more than another.
-        for i in (*range(r % len(steps), len(steps)), *range(r % len(steps))):
+    order = list(range(len(steps)))
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        # A new order every round: what a case leaves behind (freed temporaries, a memory that
+        # runs slower for a while after heavy work on this VM) then falls on a different case
+        # each time instead of always on the one that follows it.
+        shuffle(order)
+        for i in order:
             step = steps[i]
             step()  # untimed: its own data is back in cache, whatever case ran before it
             t0 = time.perf_counter()
