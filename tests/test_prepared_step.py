@@ -147,3 +147,51 @@ def test_version_counter_is_bumped_so_autograd_sees_the_update() -> None:
     set_grads(params, 2)
     opt.step()
     assert params[0]._version > version
+
+
+def test_a_gradient_moved_onto_updated_memory_is_refused_on_the_fast_path() -> None:
+    params = [torch.nn.Parameter(torch.randn(4096)) for _ in range(2)]
+    opt = RMSprop(params, lr=1e-2)
+    for _ in range(3):  # the last steps take the prepared path and remember clear addresses
+        for p in params:
+            p.grad = torch.randn(4096)
+        opt.step()
+    assert opt._plans
+    state = opt.state[params[1]]["square_avg"]
+    for alias in (params[1].detach(), state):
+        params[0].grad = alias
+        before = [t.clone() for t in (*params, state)]
+        with pytest.raises(ValueError, match=r"grads\[0\] shares memory"):
+            opt.step()
+        assert all(torch.equal(b, t) for b, t in zip(before, (*params, state)))
+
+
+class CountingTensor(torch.Tensor):
+    """A gradient type with its own attribute lookup, which the fast path must go through."""
+
+    reads = 0
+
+    def __getattribute__(self, name: str) -> object:
+        if name in ("dtype", "layout", "is_cpu", "nbytes"):
+            type(self).reads += 1
+        return super().__getattribute__(name)
+
+
+def test_gradients_with_their_own_attribute_lookup_are_read_through_it() -> None:
+    ours, theirs = make_params(0), make_params(0)
+    opt, ref = RMSprop(ours, **OPTIONS), RMSprop(theirs, **OPTIONS)
+    for step in range(3):  # the prepared step exists from here on
+        set_grads(ours, step)
+        set_grads(theirs, step)
+        opt.step()
+        ref.step()
+    set_grads(ours, 3)
+    set_grads(theirs, 3)
+    for p in ours:
+        p.grad = p.grad.as_subclass(CountingTensor)
+    CountingTensor.reads = 0
+    assert opt._prepared_step()  # the fast path alone, through each gradient's own lookup
+    assert CountingTensor.reads == 4 * len(ours)
+    ref.step()
+    for p, r in zip(ours, theirs):
+        assert torch.equal(p, r)

@@ -37,6 +37,8 @@ class PreparedStep {
   std::vector<py::object> dtypes_;
   std::vector<py::object> layouts_;
   std::vector<std::size_t> nbytes_;
+  // Per parameter, the last gradient address found clear of every written buffer (0: none yet).
+  std::vector<std::uintptr_t> checked_grad_addresses_;
   Batch batch_;
   std::vector<Extent> written_;
   StepCounters steps_;
