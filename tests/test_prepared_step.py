@@ -195,3 +195,18 @@ def test_gradients_with_their_own_attribute_lookup_are_read_through_it() -> None
     ref.step()
     for p, r in zip(ours, theirs):
         assert torch.equal(p, r)
+
+
+def test_a_parameter_swapped_inside_the_group_list_is_followed() -> None:
+    def swap(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], step: int) -> None:
+        if step == 4:
+            # Same list object, same length: only the objects in it tell the change.
+            fresh = torch.nn.Parameter(params[1].detach().clone())
+            fresh.grad = params[1].grad
+            opt.param_groups[0]["params"][1] = fresh
+            params[1] = fresh
+
+    ours, _ = run(swap)
+    ref, _ = reference_run(swap)
+    for p, r in zip(ours, ref):
+        torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6)

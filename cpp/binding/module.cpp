@@ -77,10 +77,11 @@ returning False (and writing nothing) when the parameters or their gradients no 
            py::arg("owners"), py::arg("params"), py::arg("square_avgs"),
            py::arg("momentum_buffers").none(true), py::arg("grad_avgs").none(true),
            py::arg("steps"), py::kw_only(), py::arg("momentum"), py::arg("centered"))
-      .def("step", &PreparedStep::step, py::kw_only(), py::arg("lr"), py::arg("alpha"),
-           py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"),
-           py::arg("maximize"), py::arg("eps_in_sqrt"), py::arg("decoupled_weight_decay"),
-           py::arg("num_threads") = 0, py::arg("check_only") = false)
+      .def("step", &PreparedStep::step, py::arg("owners"), py::kw_only(), py::arg("lr"),
+           py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
+           py::arg("centered"), py::arg("maximize"), py::arg("eps_in_sqrt"),
+           py::arg("decoupled_weight_decay"), py::arg("num_threads") = 0,
+           py::arg("check_only") = false)
       .def("__len__", &PreparedStep::size);
 
   m.def("set_num_threads", &rmsprop_ext::set_num_threads, py::arg("num_threads"),

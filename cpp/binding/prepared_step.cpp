@@ -110,12 +110,29 @@ PreparedStep::PreparedStep(py::handle owners, py::handle params, py::handle squa
   checked_grad_addresses_.assign(n, 0);
 }
 
-bool PreparedStep::step(double lr, double alpha, double eps, double weight_decay, double momentum,
-                        bool centered, bool maximize, bool eps_in_sqrt, bool decoupled_weight_decay,
-                        int num_threads, bool check_only) {
+bool PreparedStep::holds(py::handle owners) const {
+  if (!PyList_Check(owners.ptr()) && !PyTuple_Check(owners.ptr())) {
+    return false;
+  }
+  const Py_ssize_t count = PySequence_Fast_GET_SIZE(owners.ptr());
+  if (count != static_cast<Py_ssize_t>(owners_.size())) {
+    return false;
+  }
+  PyObject** items = PySequence_Fast_ITEMS(owners.ptr());
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    if (items[i] != owners_[static_cast<std::size_t>(i)].ptr()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool PreparedStep::step(py::handle owners, double lr, double alpha, double eps, double weight_decay,
+                        double momentum, bool centered, bool maximize, bool eps_in_sqrt,
+                        bool decoupled_weight_decay, int num_threads, bool check_only) {
   const Hyperparams hp = make_hyperparams(lr, alpha, eps, weight_decay, momentum, centered,
                                           maximize, eps_in_sqrt, decoupled_weight_decay);
-  if ((hp.momentum > 0.0) != momentum_ || hp.centered != centered_) {
+  if ((hp.momentum > 0.0) != momentum_ || hp.centered != centered_ || !holds(owners)) {
     return false;
   }
   // Keeps every gradient alive while the GIL is released, even if its owner drops it meanwhile.

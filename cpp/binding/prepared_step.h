@@ -22,16 +22,20 @@ class PreparedStep {
                bool centered);
 
   // Reads owner.grad of every parameter, checks it, and runs one update over all of them.
-  // Returns false, writing nothing, when the plan no longer fits: a gradient is None or not
-  // contiguous, a parameter's memory moved, or the options need other state buffers. Raises
+  // `owners` is the group's parameter list as it is now. Returns false, writing nothing, when the
+  // plan no longer fits: the list holds other objects, a gradient is None or not contiguous, a
+  // parameter's memory moved, or the options need other state buffers. Raises
   // TypeError/ValueError, writing nothing, for a gradient that can never be used.
-  bool step(double lr, double alpha, double eps, double weight_decay, double momentum,
-            bool centered, bool maximize, bool eps_in_sqrt, bool decoupled_weight_decay,
-            int num_threads, bool check_only);
+  bool step(py::handle owners, double lr, double alpha, double eps, double weight_decay,
+            double momentum, bool centered, bool maximize, bool eps_in_sqrt,
+            bool decoupled_weight_decay, int num_threads, bool check_only);
 
   std::size_t size() const { return owners_.size(); }
 
  private:
+  // True when `owners` (a list or tuple) holds exactly the plan's parameter objects, in order.
+  bool holds(py::handle owners) const;
+
   std::vector<py::object> owners_;
   std::vector<std::uintptr_t> owner_addresses_;
   std::vector<py::object> dtypes_;

@@ -76,6 +76,7 @@ class PreparedStep:
     ) -> None: ...
     def step(
         self,
+        owners: Sequence[Any],
         *,
         lr: float,
         alpha: float,

@@ -234,19 +234,19 @@ class RMSprop(Optimizer):
         plans = self.__dict__.get("_plans")
         if not plans or len(plans) != len(self.param_groups):
             return False
-        options = []
         threads = threads_for_torch()
-        for plan, group in zip(plans, self.param_groups):
-            if plan.key != tuple(map(id, group["params"])):
-                return False
-            options.append({**options_from(group), "num_threads": threads})
-        if len(plans) > 1:
+        # native.step refuses (returning False) a group whose list holds other parameters now.
+        work = [
+            (plan, group["params"], {**options_from(group), "num_threads": threads})
+            for plan, group in zip(plans, self.param_groups)
+        ]
+        if len(work) > 1:
             # All groups are checked before any is written.
-            for plan, opts in zip(plans, options):
-                if not plan.native.step(**opts, check_only=True):
+            for plan, params, opts in work:
+                if not plan.native.step(params, **opts, check_only=True):
                     return False
-        for plan, opts in zip(plans, options):
-            if not plan.native.step(**opts):
+        for plan, params, opts in work:
+            if not plan.native.step(params, **opts):
                 return False  # only the first group can get here, before anything was written
         for plan in plans:
             torch.autograd.graph.increment_version(plan.params)
@@ -430,8 +430,7 @@ def _check_state_dict(groups: list[dict[str, Any]], state_dict: Any) -> None:
 class _GroupPlan:
     """A group's prepared native step, valid while the group holds the same parameter objects."""
 
-    def __init__(self, key: tuple[int, ...], params: list[Tensor], native: _core.PreparedStep):
-        self.key = key
+    def __init__(self, params: list[Tensor], native: _core.PreparedStep):
         self.params = params
         self.native = native
 
@@ -458,7 +457,7 @@ class _GroupPlan:
             )
         except (TypeError, ValueError, KeyError, RuntimeError):
             return None  # state the fast path cannot hold (e.g. loaded non-contiguous): no plan
-        return _GroupPlan(tuple(map(id, params)), list(params), native)
+        return _GroupPlan(list(params), native)
 
 
 def rmsprop(
