@@ -55,7 +55,7 @@ def main(path: str) -> None:
                 label += f" ({r['note']})"
             print(f"| {label} | {ms(r)} | {r['median_s'] / ours['median_s']:.2f}x |")
     print()
-    print("Summary lines from the same run:")
+    print("Summary lines from the same run (per-round ratios: median [worst-best]):")
     for line in data["summary"]:
         print(f"- {line}")
 

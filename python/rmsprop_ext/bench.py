@@ -125,8 +125,8 @@ class BenchConfig:
             scaling_sizes=[1 << 18, 1 << 24],
             thread_counts=all_threads,
             repeat=repeat or 21,
-            budget_s=10.0,
-            min_rounds=7,
+            budget_s=20.0,
+            min_rounds=11,
             use_torch=use_torch,
         )
 
