@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .bench import SMALL_MODEL_STEPS_PER_ROUND, Measurement
 
@@ -92,31 +92,29 @@ def format_report(rows: Sequence[Measurement]) -> str:
             _find(group, implementation=NATIVE),
             _find(group, implementation=ROOFLINE),
         )
-    many = [r for r in rows if r.section == "many tensors"]
-    if many:
-        out += _table(
+    # Sections without a roofline column, each against one row of its own.
+    own_baseline: list[tuple[str, str, Callable[[list[Measurement]], Measurement | None]]] = [
+        (
+            "many tensors",
             "Many tensors, same total size (RMSprop.step over a list of parameters)",
-            many,
-            many[1],
-            None,
-        )
-    small = [r for r in rows if r.section == "small model"]
-    if small:
-        out += _table(
+            lambda group: group[1] if len(group) > 1 else None,  # 1000 views of one tensor
+        ),
+        (
+            "small model",
             f"Small model: per-step overhead ({SMALL_MODEL_STEPS_PER_ROUND} steps back to back per "
             "round, data in cache)",
-            small,
-            _find(small, implementation="native RMSprop.step"),
-            None,
-        )
-    pages = [r for r in rows if r.section == "pages"]
-    if pages:
-        out += _table(
+            lambda group: _find(group, implementation="native RMSprop.step"),
+        ),
+        (
+            "pages",
             "Memory pages: the native step on buffers backed by 4 KiB or 2 MiB pages",
-            pages,
-            pages[0],
-            None,
-        )
+            lambda group: group[0],
+        ),
+    ]
+    for section, title, baseline in own_baseline:
+        group = [r for r in rows if r.section == section]
+        if group:
+            out += _table(title, group, baseline(group), None)
     threads = [r for r in rows if r.section == "threads"]
     for n in sorted({r.elements for r in threads}):
         group = sorted(
