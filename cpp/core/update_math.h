@@ -85,11 +85,10 @@ inline void update_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename
 }
 
 // The roofline companion of update_lanes: the same loads and stores, in the same order, for the
-// same variant, with one add per buffer instead of the RMSProp arithmetic. (In an earlier order a
-// store to param came before the load of square_avg at the same offset within a 4 KiB page, and
-// the kernel ran 5-10% below the real update.) It writes back buffer + 0 * grad, which IEEE rules
-// forbid the compiler to fold away, so the buffers keep their values (for finite grads) and the
-// kernel can be timed on the very buffers the real update uses.
+// same variant, with one add per buffer instead of the RMSProp arithmetic, so that the two differ
+// in arithmetic only. It writes back buffer + 0 * grad, which IEEE rules forbid the compiler to
+// fold away, so the buffers keep their values (for finite grads) and the kernel can be timed on
+// the very buffers the real update uses.
 template <class Ops, class V>
 inline void traffic_lanes(const ParamBuffers<typename Ops::Scalar>& b, std::int64_t i) {
   using Vec = typename Ops::Vec;
