@@ -241,8 +241,7 @@ class Progress:
 
 # Buffers shared by every case of one group: the roofline kernel, the native calls, each torch
 # optimizer (its parameter, gradient and state) and the Python formulas all step on the very same
-# memory. In a virtual machine two allocations of the same size can sit on memory of different
-# speed (30% and more here), so a ratio between kernels is only fair on the same buffers.
+# memory, so no case gains or loses by where (or on what pages) its own buffers would sit.
 _SHARED: dict[int, list[np.ndarray]] = {}
 
 CACHE_LINE_BYTES = 64
@@ -276,6 +275,18 @@ def release_shared_buffers() -> None:
     _SHARED.clear()
 
 
+def _extra_state(variant: str, extra: Sequence[Any]) -> dict[str, Any]:
+    """The variant's extra state buffer by its RMSprop name (momentum_buffer or grad_avg), taken
+    from the buffers _arrays returns past square_avg."""
+    options, _ = VARIANTS[variant]
+    state: dict[str, Any] = {}
+    if "momentum" in options:
+        state["momentum_buffer"] = extra[0]
+    if "centered" in options:
+        state["grad_avg"] = extra[0]
+    return state
+
+
 def _params_on_shared_memory(
     count: int, n: int, variant: str = "plain"
 ) -> tuple[list[Any], dict[str, Any]]:
@@ -288,12 +299,7 @@ def _params_on_shared_memory(
     params = [torch.nn.Parameter(param[i * n : (i + 1) * n]) for i in range(count)]
     for i, p in enumerate(params):
         p.grad = grad[i * n : (i + 1) * n]
-    state = {"square_avg": square_avg}
-    if "momentum" in options:
-        state["momentum_buffer"] = extra[0]
-    if "centered" in options:
-        state["grad_avg"] = extra[0]
-    return params, state
+    return params, {"square_avg": square_avg, **_extra_state(variant, extra)}
 
 
 def _share_state(opt: Any, state: dict[str, Any], n: int) -> None:
@@ -365,11 +371,7 @@ def native_on_pages(n: int, huge: bool, threads: int) -> StepFn:
 def native_functional(n: int, variant: str, threads: int) -> StepFn:
     options, _ = VARIANTS[variant]
     x, g, s, *extra = _arrays(n, 3 + len(options))
-    state: dict[str, Any] = {}
-    if "momentum" in options:
-        state["momentum_buffer"] = extra[0]
-    if "centered" in options:
-        state["grad_avg"] = extra[0]
+    state = _extra_state(variant, extra)
 
     def step() -> None:
         rmsprop_step(x, g, s, lr=LR, alpha=ALPHA, num_threads=threads, **options, **state)

@@ -248,8 +248,8 @@ class RMSprop(Optimizer):
         for plan, params, opts in work:
             if not plan.native.step(params, **opts):
                 return False  # only the first group can get here, before anything was written
-        for plan in plans:
-            torch.autograd.graph.increment_version(plan.params)
+        for _, params, _ in work:  # native.step found the plan's very parameters in each list
+            torch.autograd.graph.increment_version(params)
         return True
 
     def _prepare_next_steps(self) -> None:
@@ -430,8 +430,7 @@ def _check_state_dict(groups: list[dict[str, Any]], state_dict: Any) -> None:
 class _GroupPlan:
     """A group's prepared native step, valid while the group holds the same parameter objects."""
 
-    def __init__(self, params: list[Tensor], native: _core.PreparedStep):
-        self.params = params
+    def __init__(self, native: _core.PreparedStep):
         self.native = native
 
     @staticmethod
@@ -457,7 +456,7 @@ class _GroupPlan:
             )
         except (TypeError, ValueError, KeyError, RuntimeError):
             return None  # state the fast path cannot hold (e.g. loaded non-contiguous): no plan
-        return _GroupPlan(list(params), native)
+        return _GroupPlan(native)
 
 
 def rmsprop(
