@@ -96,6 +96,7 @@ def test_keyboard_interrupt_during_steps_leaves_the_optimizer_consistent() -> No
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert interrupted > 0
+    assert torch.is_grad_enabled()  # no interrupt left autograd switched off
     steps = int(opt.state[p]["step"].item())
     # Every element moved exactly `steps` times: no half-applied update, no uncounted one.
     ref = torch.ones(8)
@@ -214,6 +215,7 @@ def test_interrupted_first_step_leaves_no_half_built_state() -> None:
             except KeyboardInterrupt:
                 pass
             signal.setitimer(signal.ITIMER_REAL, 0)
+            assert torch.is_grad_enabled()  # no interrupt left autograd switched off
             state = opt.state.get(p, {})
             assert set(state) in (set(), {"step", "square_avg", "momentum_buffer", "grad_avg"})
             opt.step()  # usable either way

@@ -218,11 +218,17 @@ class RMSprop(Optimizer):
                 loss = closure()
 
         # The prepared step is one native call, which autograd never sees: grad mode only
-        # matters to the general step's torch ops.
+        # matters to the general step's torch ops. It is switched by the C setter inside the try,
+        # not by `with torch.no_grad()`: a KeyboardInterrupt raised as no_grad's Python
+        # __exit__ starts would skip the restore and leave the whole process without autograd.
         if not self._prepared_step():
-            with torch.no_grad():
+            grad_was_enabled = torch.is_grad_enabled()
+            try:
+                torch._C._set_grad_enabled(False)
                 self._general_step()
                 self._prepare_next_steps()
+            finally:
+                torch._C._set_grad_enabled(grad_was_enabled)
         return loss
 
     def _prepared_step(self) -> bool:
