@@ -3,7 +3,7 @@ r"""RMSprop as a ``torch.optim.Optimizer`` whose step is one fused native pass p
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -18,6 +18,8 @@ from .numpy_optimizer import check_optimizer_args
 
 __all__ = ["RMSprop", "SparseGradientError", "rmsprop"]
 
+_T = TypeVar("_T")
+
 
 class SparseGradientError(RuntimeError, TypeError):
     """A sparse gradient reached RMSprop. A RuntimeError, as torch.optim.RMSprop raises, and a
@@ -29,6 +31,21 @@ _EXTENSION_DEFAULTS = {
     "initial_square_avg": 0.0,
     "decoupled_weight_decay": False,
 }
+
+
+def _in_grad_mode(enabled: bool, run: Callable[[], _T]) -> _T:
+    """run() with autograd on or off, restored afterwards even across a KeyboardInterrupt.
+
+    `with torch.no_grad()` restores in a Python __exit__, and an interrupt raised as that frame
+    starts skips the restore and leaves the whole process with autograd off (seen in CI). Here
+    the switch happens inside the try and the restore is a single C call in the finally.
+    """
+    was_enabled = torch.is_grad_enabled()
+    try:
+        torch._C._set_grad_enabled(enabled)
+        return run()
+    finally:
+        torch._C._set_grad_enabled(was_enabled)
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -214,22 +231,17 @@ class RMSprop(Optimizer):
     def _step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+            loss = _in_grad_mode(True, closure)
 
         # The prepared step is one native call, which autograd never sees: grad mode only
-        # matters to the general step's torch ops. It is switched by the C setter inside the try,
-        # not by `with torch.no_grad()`: a KeyboardInterrupt raised as no_grad's Python
-        # __exit__ starts would skip the restore and leave the whole process without autograd.
+        # matters to the general step's torch ops.
         if not self._prepared_step():
-            grad_was_enabled = torch.is_grad_enabled()
-            try:
-                torch._C._set_grad_enabled(False)
-                self._general_step()
-                self._prepare_next_steps()
-            finally:
-                torch._C._set_grad_enabled(grad_was_enabled)
+            _in_grad_mode(False, self._general_then_prepare)
         return loss
+
+    def _general_then_prepare(self) -> None:
+        self._general_step()
+        self._prepare_next_steps()
 
     def _prepared_step(self) -> bool:
         """The fast path: one probe-and-update native call per group, no per-tensor Python work.
