@@ -1,7 +1,12 @@
 // Argument checks shared by the binding's entry points.
 #include "binding/checks.h"
 
+#include <pybind11/complex.h>
+
 #include <algorithm>
+#include <complex>
+
+#include "binding/outside_sqrt.h"
 
 namespace rmsprop_ext::binding {
 namespace {
@@ -22,7 +27,8 @@ std::string shape_str(const py::array& a) {
   return out + (a.ndim() == 1 ? ",)" : ")");
 }
 
-enum class Dtype { kFloat32, kFloat64 };
+// Complex numbers are updated as pairs of reals, as torch.optim.RMSprop does (view_as_real).
+enum class Dtype { kFloat32, kFloat64, kComplex64, kComplex128 };
 
 Dtype dtype_of(const py::array& a, const Label& label) {
   if (a.dtype().equal(py::dtype::of<float>())) {
@@ -31,10 +37,19 @@ Dtype dtype_of(const py::array& a, const Label& label) {
   if (a.dtype().equal(py::dtype::of<double>())) {
     return Dtype::kFloat64;
   }
+  if (a.dtype().equal(py::dtype::of<std::complex<float>>())) {
+    return Dtype::kComplex64;
+  }
+  if (a.dtype().equal(py::dtype::of<std::complex<double>>())) {
+    return Dtype::kComplex128;
+  }
   throw py::type_error(label.str() +
-                       " must have dtype float32 or float64 in native byte order, got " +
+                       " must have dtype float32, float64, complex64 or complex128 in native byte "
+                       "order, got " +
                        std::string(py::str(a.dtype())));
 }
+
+bool is_complex(Dtype d) { return d == Dtype::kComplex64 || d == Dtype::kComplex128; }
 
 template <typename T>
 T* pointer(const Checked& c) {
@@ -55,7 +70,9 @@ ParamBuffers<T> to_buffers(const Item& item) {
   b.momentum_buffer =
       item.role[kMomentumBuffer] ? pointer<T>(*item.role[kMomentumBuffer]) : nullptr;
   b.grad_avg = item.role[kGradAvg] ? pointer<T>(*item.role[kGradAvg]) : nullptr;
-  b.size = static_cast<std::int64_t>(item.role[kParam]->array.size());
+  const py::array& param = item.role[kParam]->array;
+  b.complex_pairs = is_complex(dtype_of(param, item.role[kParam]->label));
+  b.size = static_cast<std::int64_t>(param.size()) * (b.complex_pairs ? 2 : 1);
   return b;
 }
 
@@ -182,7 +199,8 @@ const Extent* find_overlap(const std::vector<Extent>& sorted_written, std::uintp
 
 Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_decay,
                              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
-                             bool decoupled_weight_decay) {
+                             bool decoupled_weight_decay, bool lr_in_momentum, bool nesterov,
+                             bool bias_correction, bool fused_multiply_add, bool torch_sqrt) {
   Hyperparams hp;
   hp.lr = lr;
   hp.alpha = alpha;
@@ -193,6 +211,13 @@ Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_
   hp.maximize = maximize;
   hp.eps_in_sqrt = eps_in_sqrt;
   hp.decoupled_weight_decay = decoupled_weight_decay;
+  hp.lr_in_momentum = lr_in_momentum;
+  hp.nesterov = nesterov;
+  hp.bias_correction = bias_correction;
+  hp.fused_multiply_add = fused_multiply_add;
+  if (torch_sqrt && !use_mkl_sqrt(hp)) {
+    throw py::value_error("torch_sqrt=True but torch's square root has not been installed");
+  }
   const std::string problem = check_hyperparams(hp);
   if (!problem.empty()) {
     throw py::value_error(problem);
@@ -228,7 +253,8 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
   }
   check_no_overlap(batch.buffers);
   for (const Item& item : items) {
-    const bool f32 = item.role[kParam]->array.dtype().equal(py::dtype::of<float>());
+    const Dtype dtype = dtype_of(item.role[kParam]->array, item.role[kParam]->label);
+    const bool f32 = dtype == Dtype::kFloat32 || dtype == Dtype::kComplex64;
     batch.is_f32.push_back(f32);
     if (f32) {
       batch.slot.push_back(batch.f32.size());
@@ -246,6 +272,36 @@ void StepCounters::increment() const {
   }
   for (double* c : f64) {
     *c += 1.0;
+  }
+}
+
+void StepCounters::number_updates(Batch& batch) const {
+  // Counters come in parameter order, float32 and float64 counters each in their own list.
+  std::size_t next_f32 = 0, next_f64 = 0;
+  for (std::size_t i = 0; i < order.size() && i < batch.is_f32.size(); ++i) {
+    const double count = order[i] ? double(*f32[next_f32++]) : *f64[next_f64++];
+    if (batch.is_f32[i]) {
+      batch.f32[batch.slot[i]].step = count + 1.0;
+    } else {
+      batch.f64[batch.slot[i]].step = count + 1.0;
+    }
+  }
+}
+
+void number_updates(Batch& batch, const Hyperparams& hp, double step, bool have_counters) {
+  if (have_counters) {
+    return;
+  }
+  if (hp.bias_correction && !(step >= 1.0)) {
+    throw py::value_error(
+        "step (the number of this update, 1 for the first) is required when "
+        "bias_correction=True");
+  }
+  for (auto& b : batch.f32) {
+    b.step = step;
+  }
+  for (auto& b : batch.f64) {
+    b.step = step;
   }
 }
 
@@ -272,8 +328,10 @@ StepCounters step_counters(py::handle steps, std::size_t expected,
     }
     if (counter.dtype().equal(py::dtype::of<float>())) {
       counters.f32.push_back(static_cast<float*>(counter.mutable_data()));
+      counters.order.push_back(true);
     } else if (counter.dtype().equal(py::dtype::of<double>())) {
       counters.f64.push_back(static_cast<double*>(counter.mutable_data()));
+      counters.order.push_back(false);
     } else {
       throw py::type_error(label + " must be float32 or float64");
     }

@@ -58,7 +58,8 @@ const Extent* find_overlap(const std::vector<Extent>& sorted_written, std::uintp
 // Converts and checks the hyperparameters; ValueError naming the bad one.
 Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_decay,
                              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
-                             bool decoupled_weight_decay);
+                             bool decoupled_weight_decay, bool lr_in_momentum, bool nesterov,
+                             bool bias_correction, bool fused_multiply_add, bool torch_sqrt);
 
 // Everything an update needs, gathered and checked while holding the GIL.
 struct Batch {
@@ -81,10 +82,18 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
 struct StepCounters {
   std::vector<float*> f32;
   std::vector<double*> f64;
+  // For each counter in parameter order: whether it is in f32 (else f64).
+  std::vector<bool> order;
   std::vector<py::object> keep_alive;
 
   void increment() const;
+  // Sets each parameter's ParamBuffers::step to its counter + 1, the number of the coming update.
+  void number_updates(Batch& batch) const;
 };
+
+// Sets every parameter's ParamBuffers::step to `step`; ValueError when the bias correction needs a
+// step number (>= 1) and none was given.
+void number_updates(Batch& batch, const Hyperparams& hp, double step, bool have_counters);
 
 // Checks `steps` (None, or `expected` one-element float32/float64 arrays, each writeable and,
 // when `written` is given, apart from those buffers) before anything is written.

@@ -25,25 +25,18 @@ void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work) 
 }
 
 void step_one(py::handle param, py::handle grad, py::handle square_avg, py::handle momentum_buffer,
-              py::handle grad_avg, double lr, double alpha, double eps, double weight_decay,
-              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
-              bool decoupled_weight_decay, int num_threads) {
-  const Hyperparams hp = make_hyperparams(lr, alpha, eps, weight_decay, momentum, centered,
-                                          maximize, eps_in_sqrt, decoupled_weight_decay);
+              py::handle grad_avg, const Hyperparams& hp, int num_threads, double step) {
   std::vector<std::vector<py::handle>> objects = {
       {param}, {grad}, {square_avg}, {momentum_buffer}, {grad_avg}};
   Batch batch;
   gather(objects, /*single=*/true, /*with_grads=*/true, hp, batch);
+  number_updates(batch, hp, step, /*have_counters=*/false);
   run(batch, hp, num_threads, Work::kUpdate);
 }
 
 void step_many(py::handle params, py::handle grads, py::handle square_avgs,
-               py::handle momentum_buffers, py::handle grad_avgs, double lr, double alpha,
-               double eps, double weight_decay, double momentum, bool centered, bool maximize,
-               bool eps_in_sqrt, bool decoupled_weight_decay, int num_threads, Work work,
-               py::handle steps) {
-  const Hyperparams hp = make_hyperparams(lr, alpha, eps, weight_decay, momentum, centered,
-                                          maximize, eps_in_sqrt, decoupled_weight_decay);
+               py::handle momentum_buffers, py::handle grad_avgs, const Hyperparams& hp,
+               int num_threads, Work work, py::handle steps, double step) {
   std::vector<std::vector<py::handle>> objects(kRoleCount);
   objects[kParam] = as_items(params, kParam, 0, false);
   const std::size_t n = objects[kParam].size();
@@ -65,6 +58,8 @@ void step_many(py::handle params, py::handle grads, py::handle square_avgs,
   gather(objects, /*single=*/false, /*with_grads=*/true, hp, batch);
   const std::vector<Extent> written = written_extents(batch.buffers);
   const StepCounters counters = step_counters(steps, n, &written);
+  counters.number_updates(batch);
+  number_updates(batch, hp, step, /*have_counters=*/!steps.is_none());
   run(batch, hp, num_threads, work);
   if (work == Work::kUpdate) {
     counters.increment();

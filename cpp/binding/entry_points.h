@@ -16,16 +16,15 @@ struct Batch;
 // Runs the checked batch (both dtypes) with the GIL released; kCheckOnly does nothing.
 void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work);
 
+// rmsprop_step: one parameter. `step` numbers the update for the bias correction.
 void step_one(py::handle param, py::handle grad, py::handle square_avg, py::handle momentum_buffer,
-              py::handle grad_avg, double lr, double alpha, double eps, double weight_decay,
-              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
-              bool decoupled_weight_decay, int num_threads);
+              py::handle grad_avg, const Hyperparams& hp, int num_threads, double step);
 
+// rmsprop_step_many. `steps`, when given, holds each parameter's counter (one float element),
+// which numbers its update and is incremented right after it; otherwise `step` numbers all.
 void step_many(py::handle params, py::handle grads, py::handle square_avgs,
-               py::handle momentum_buffers, py::handle grad_avgs, double lr, double alpha,
-               double eps, double weight_decay, double momentum, bool centered, bool maximize,
-               bool eps_in_sqrt, bool decoupled_weight_decay, int num_threads, Work work,
-               py::handle steps = py::none());
+               py::handle momentum_buffers, py::handle grad_avgs, const Hyperparams& hp,
+               int num_threads, Work work, py::handle steps = py::none(), double step = 0.0);
 
 py::dict build_info();
 

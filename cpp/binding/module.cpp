@@ -6,11 +6,13 @@
 #include <string>
 
 #include "binding/entry_points.h"
+#include "binding/outside_sqrt.h"
 #include "binding/prepared_step.h"
 #include "core/isa.h"
 #include "core/rmsprop.h"
 
 namespace py = pybind11;
+using rmsprop_ext::Hyperparams;
 using rmsprop_ext::binding::PreparedStep;
 using rmsprop_ext::binding::step_many;
 using rmsprop_ext::binding::step_one;
@@ -21,43 +23,78 @@ PYBIND11_MODULE(_core, m) {
 
   rmsprop_ext::apply_isa_from_environment();
 
+  py::class_<Hyperparams>(m, "Hyperparams", R"doc(The options of one update, checked once.
+
+Built with keyword arguments only; ValueError naming the bad one. Read-only afterwards.)doc")
+      .def(py::init(&rmsprop_ext::binding::make_hyperparams), py::kw_only(), py::arg("lr"),
+           py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
+           py::arg("centered"), py::arg("maximize"), py::arg("eps_in_sqrt"),
+           py::arg("decoupled_weight_decay"), py::arg("lr_in_momentum"), py::arg("nesterov"),
+           py::arg("bias_correction"), py::arg("fused_multiply_add"), py::arg("torch_sqrt"))
+      .def_readonly("lr", &Hyperparams::lr)
+      .def_readonly("alpha", &Hyperparams::alpha)
+      .def_readonly("eps", &Hyperparams::eps)
+      .def_readonly("weight_decay", &Hyperparams::weight_decay)
+      .def_readonly("momentum", &Hyperparams::momentum)
+      .def_readonly("centered", &Hyperparams::centered)
+      .def_readonly("maximize", &Hyperparams::maximize)
+      .def_readonly("eps_in_sqrt", &Hyperparams::eps_in_sqrt)
+      .def_readonly("decoupled_weight_decay", &Hyperparams::decoupled_weight_decay)
+      .def_readonly("lr_in_momentum", &Hyperparams::lr_in_momentum)
+      .def_readonly("nesterov", &Hyperparams::nesterov)
+      .def_readonly("bias_correction", &Hyperparams::bias_correction)
+      .def_readonly("fused_multiply_add", &Hyperparams::fused_multiply_add)
+      .def_property_readonly("torch_sqrt",
+                             [](const Hyperparams& hp) { return hp.sqrt_f32 != nullptr; });
+
+  m.def("_install_mkl_sqrt", &rmsprop_ext::binding::install_mkl_sqrt, py::arg("vms_sqrt"),
+        py::arg("vmd_sqrt"),
+        R"doc(Installs MKL's vmsSqrt and vmdSqrt (function addresses found in torch's own library) as
+the square root of updates built with torch_sqrt=True; (0, 0) uninstalls.)doc");
+  m.def("_mkl_sqrt_installed", &rmsprop_ext::binding::mkl_sqrt_installed,
+        R"doc(True when _install_mkl_sqrt has installed MKL's square roots.)doc");
+
   m.def("rmsprop_step", &step_one, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
         py::arg("momentum_buffer") = py::none(), py::arg("grad_avg") = py::none(), py::kw_only(),
-        py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"),
-        py::arg("momentum"), py::arg("centered"), py::arg("maximize"), py::arg("eps_in_sqrt"),
-        py::arg("decoupled_weight_decay"), py::arg("num_threads") = 0,
+        py::arg("hyperparams"), py::arg("num_threads") = 0, py::arg("step") = 0.0,
         R"doc(One fused RMSProp step on C-contiguous numpy arrays, in place.
 
-All arguments are checked before any buffer is written; the GIL is released during the update.)doc");
+`step` numbers the update (1 for the first) for the bias correction. All arguments are checked
+before any buffer is written; the GIL is released during the update.)doc");
 
   m.def(
       "rmsprop_step_many",
       [](py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
-         py::handle grad_avgs, double lr, double alpha, double eps, double weight_decay,
-         double momentum, bool centered, bool maximize, bool eps_in_sqrt,
-         bool decoupled_weight_decay, int num_threads, bool check_only, py::handle steps) {
-        step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps,
-                  weight_decay, momentum, centered, maximize, eps_in_sqrt, decoupled_weight_decay,
-                  num_threads, check_only ? Work::kCheckOnly : Work::kUpdate, steps);
+         py::handle grad_avgs, const Hyperparams& hp, int num_threads, bool check_only,
+         py::handle steps, double step) {
+        step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, hp, num_threads,
+                  check_only ? Work::kCheckOnly : Work::kUpdate, steps, step);
       },
       py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
       py::arg("momentum_buffers") = py::none(), py::arg("grad_avgs") = py::none(), py::kw_only(),
-      py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
-      py::arg("centered"), py::arg("maximize"), py::arg("eps_in_sqrt"),
-      py::arg("decoupled_weight_decay"), py::arg("num_threads") = 0, py::arg("check_only") = false,
-      py::arg("steps") = py::none(),
+      py::arg("hyperparams"), py::arg("num_threads") = 0, py::arg("check_only") = false,
+      py::arg("steps") = py::none(), py::arg("step") = 0.0,
       R"doc(The fused RMSProp step over lists of numpy arrays, in one call.
 
 float32 and float64 parameters may be mixed across items; within an item every buffer must have
 the param's dtype and shape. All items are checked before any is written. With check_only=True
-the call only checks, so several calls can all be checked before the first one writes.)doc");
+the call only checks, so several calls can all be checked before the first one writes. `steps`
+(one-element float arrays, one per parameter) number each parameter's update and are incremented
+by the same call; without them `step` numbers all of them.)doc");
 
   m.def(
       "roofline_step_many",
       [](py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
          py::handle grad_avgs, double momentum, bool centered, int num_threads) {
-        step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, 0.0, 0.0, 0.0, 0.0,
-                  momentum, centered, false, false, false, num_threads, Work::kRoofline);
+        Hyperparams traffic;
+        traffic.momentum = momentum;
+        traffic.centered = centered;
+        const std::string problem = rmsprop_ext::check_hyperparams(traffic);
+        if (!problem.empty()) {
+          throw py::value_error(problem);
+        }
+        step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, traffic, num_threads,
+                  Work::kRoofline);
       },
       py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
       py::arg("momentum_buffers") = py::none(), py::arg("grad_avgs") = py::none(), py::kw_only(),
@@ -77,11 +114,8 @@ returning False (and writing nothing) when the parameters or their gradients no 
            py::arg("owners"), py::arg("params"), py::arg("square_avgs"),
            py::arg("momentum_buffers").none(true), py::arg("grad_avgs").none(true),
            py::arg("steps"), py::kw_only(), py::arg("momentum"), py::arg("centered"))
-      .def("step", &PreparedStep::step, py::arg("owners"), py::kw_only(), py::arg("lr"),
-           py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
-           py::arg("centered"), py::arg("maximize"), py::arg("eps_in_sqrt"),
-           py::arg("decoupled_weight_decay"), py::arg("num_threads") = 0,
-           py::arg("check_only") = false)
+      .def("step", &PreparedStep::step, py::arg("owners"), py::kw_only(), py::arg("hyperparams"),
+           py::arg("num_threads") = 0, py::arg("check_only") = false)
       .def("__len__", &PreparedStep::size);
 
   m.def("set_num_threads", &rmsprop_ext::set_num_threads, py::arg("num_threads"),

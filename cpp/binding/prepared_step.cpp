@@ -127,11 +127,8 @@ bool PreparedStep::holds(py::handle owners) const {
   return true;
 }
 
-bool PreparedStep::step(py::handle owners, double lr, double alpha, double eps, double weight_decay,
-                        double momentum, bool centered, bool maximize, bool eps_in_sqrt,
-                        bool decoupled_weight_decay, int num_threads, bool check_only) {
-  const Hyperparams hp = make_hyperparams(lr, alpha, eps, weight_decay, momentum, centered,
-                                          maximize, eps_in_sqrt, decoupled_weight_decay);
+bool PreparedStep::step(py::handle owners, const Hyperparams& hp, int num_threads,
+                        bool check_only) {
   if ((hp.momentum > 0.0) != momentum_ || hp.centered != centered_ || !holds(owners)) {
     return false;
   }
@@ -178,6 +175,9 @@ bool PreparedStep::step(py::handle owners, double lr, double alpha, double eps, 
   }
   if (check_only) {
     return true;
+  }
+  if (hp.bias_correction) {
+    steps_.number_updates(batch_);
   }
   run(batch_, hp, num_threads, Work::kUpdate);
   steps_.increment();

@@ -26,9 +26,7 @@ class PreparedStep {
   // plan no longer fits: the list holds other objects, a gradient is None or not contiguous, a
   // parameter's memory moved, or the options need other state buffers. Raises
   // TypeError/ValueError, writing nothing, for a gradient that can never be used.
-  bool step(py::handle owners, double lr, double alpha, double eps, double weight_decay,
-            double momentum, bool centered, bool maximize, bool eps_in_sqrt,
-            bool decoupled_weight_decay, int num_threads, bool check_only);
+  bool step(py::handle owners, const Hyperparams& hp, int num_threads, bool check_only);
 
   std::size_t size() const { return owners_.size(); }
 

@@ -19,20 +19,18 @@ namespace {
 #if defined(__AVX512F__)
 template <typename T>
 using VectorOps = Avx512Ops<T>;
-constexpr bool kHasFma = true;
 #elif defined(__AVX2__) && defined(__FMA__)
 template <typename T>
 using VectorOps = Avx2Ops<T>;
-constexpr bool kHasFma = true;
 #else
 template <typename T>
-using VectorOps = ScalarOps<T, false>;
-constexpr bool kHasFma = false;
+using VectorOps = ScalarOps<T>;
 #endif
 
-// Lanes of the tail round exactly like lanes of the body: both fuse multiply-adds or neither does.
+// Lanes of the tail round exactly like lanes of the body: the variant, not the instruction set,
+// says whether a multiply-add rounds once.
 template <typename T>
-using TailOps = ScalarOps<T, kHasFma>;
+using TailOps = ScalarOps<T>;
 
 // Lanes to run one at a time before `p + begin` sits on a vector-width boundary. numpy allocates
 // large arrays 16 bytes past a cache line, so without this every AVX-512 access of a numpy buffer
@@ -66,19 +64,50 @@ void for_each_lane_group(const T* param, std::int64_t begin, std::int64_t end, L
   }
 }
 
+// Elements per block when the square root is an outside function: small enough that the block's
+// gradients and radicands stay in L1 between the two halves, large enough that the call is cheap.
+constexpr std::int64_t kSqrtBlock = 256;
+
 template <typename T, class V>
 void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
                           const Hyperparams& hp) {
-  const Coefficients<VectorOps<T>> vector_coefficients(hp);
-  const Coefficients<TailOps<T>> tail_coefficients(hp);
-  for_each_lane_group(b.param, begin, end, [&](auto ops, std::int64_t i) {
-    using Ops = decltype(ops);
-    if constexpr (std::is_same_v<Ops, VectorOps<T>>) {
-      update_lanes<Ops, V>(vector_coefficients, b, i);
+  const Coefficients<VectorOps<T>> vector_coefficients(hp, b.step);
+  const Coefficients<TailOps<T>> tail_coefficients(hp, b.step);
+  auto coefficients = [&](auto ops) -> const auto& {
+    if constexpr (std::is_same_v<decltype(ops), VectorOps<T>>) {
+      return vector_coefficients;
     } else {
-      update_lanes<Ops, V>(tail_coefficients, b, i);
+      return tail_coefficients;
     }
-  });
+  };
+  const SqrtBlockFn<T> sqrt_block = sqrt_block_for(hp, static_cast<T*>(nullptr));
+  if (sqrt_block == nullptr) {
+    for_each_lane_group(b.param, begin, end, [&](auto ops, std::int64_t i) {
+      update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+    });
+    return;
+  }
+  // The same two halves with the outside square root between them, block by block: the memory
+  // is still read and written once, the block's intermediates live in L1.
+  alignas(64) T grads[kSqrtBlock];
+  alignas(64) T radicands[kSqrtBlock];
+  alignas(64) T roots[kSqrtBlock];
+  for (std::int64_t block = begin; block < end; block += kSqrtBlock) {
+    const std::int64_t block_end = std::min(end, block + kSqrtBlock);
+    for_each_lane_group(b.param, block, block_end, [&](auto ops, std::int64_t i) {
+      using Ops = decltype(ops);
+      const StateLanes<Ops> lanes = state_lanes<Ops, V>(coefficients(ops), b, i);
+      Ops::store(grads + (i - block), lanes.grad);
+      Ops::store(radicands + (i - block), lanes.radicand);
+    });
+    sqrt_block(block_end - block, radicands, roots);
+    for_each_lane_group(b.param, block, block_end, [&](auto ops, std::int64_t i) {
+      using Ops = decltype(ops);
+      const auto& c = coefficients(ops);
+      param_lanes<Ops, V>(c, b, i, decayed_param(c, b, i), Ops::load(grads + (i - block)),
+                          Ops::load(roots + (i - block)));
+    });
+  }
 }
 
 template <typename T, class V>
@@ -97,18 +126,56 @@ void with_flag(bool flag, F&& f) {
   }
 }
 
-// Calls f(V{}) with the Variant that matches the hyperparameters.
+// Calls f with the Momentum kind of the hyperparameters as a compile-time constant.
 template <typename F>
-void dispatch_variant(const Hyperparams& hp, F&& f) {
-  const bool coupled_decay = hp.weight_decay != 0.0 && !hp.decoupled_weight_decay;
+void with_momentum(const Hyperparams& hp, F&& f) {
+  if (hp.momentum <= 0.0) {
+    f(std::integral_constant<Momentum, Momentum::kNone>{});
+  } else if (hp.nesterov) {
+    f(std::integral_constant<Momentum, Momentum::kNesterov>{});
+  } else {
+    f(std::integral_constant<Momentum, Momentum::kHeavyBall>{});
+  }
+}
+
+// Calls f with the Decay kind for one parameter as a compile-time constant.
+template <typename F>
+void with_decay(const Hyperparams& hp, bool complex_pairs, F&& f) {
+  if (hp.weight_decay == 0.0 || hp.decoupled_weight_decay) {
+    f(std::integral_constant<Decay, Decay::kNone>{});
+  } else if (hp.fused_multiply_add && !complex_pairs) {
+    f(std::integral_constant<Decay, Decay::kFused>{});
+  } else {
+    f(std::integral_constant<Decay, Decay::kSeparate>{});
+  }
+}
+
+// Calls f(V{}) with the Variant that matches the hyperparameters and the parameter.
+template <typename F>
+void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
   with_flag(hp.centered, [&](auto centered) {
-    with_flag(hp.momentum > 0.0, [&](auto momentum) {
+    with_momentum(hp, [&](auto momentum) {
       with_flag(hp.eps_in_sqrt, [&](auto eps_in_sqrt) {
-        with_flag(coupled_decay, [&](auto decay) {
-          f(Variant<decltype(centered)::value, decltype(momentum)::value,
-                    decltype(eps_in_sqrt)::value, decltype(decay)::value>{});
+        with_decay(hp, complex_pairs, [&](auto decay) {
+          with_flag(hp.fused_multiply_add, [&](auto fused) {
+            f(Variant<decltype(centered)::value, decltype(momentum)::value,
+                      decltype(eps_in_sqrt)::value, decltype(decay)::value,
+                      decltype(fused)::value>{});
+          });
         });
       });
+    });
+  });
+}
+
+// The roofline kernel's traffic depends only on which state buffers exist.
+template <typename F>
+void dispatch_traffic(const Hyperparams& hp, F&& f) {
+  with_flag(hp.centered, [&](auto centered) {
+    with_flag(hp.momentum > 0.0, [&](auto momentum) {
+      f(Variant<decltype(centered)::value,
+                decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, false,
+                Decay::kNone, true>{});
     });
   });
 }
@@ -116,14 +183,15 @@ void dispatch_variant(const Hyperparams& hp, F&& f) {
 template <typename T>
 void update_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
                       const Hyperparams& hp) {
-  dispatch_variant(
-      hp, [&](auto variant) { update_range_variant<T, decltype(variant)>(b, begin, end, hp); });
+  dispatch_variant(hp, b.complex_pairs, [&](auto variant) {
+    update_range_variant<T, decltype(variant)>(b, begin, end, hp);
+  });
 }
 
 template <typename T>
 void traffic_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
                        const Hyperparams& hp) {
-  dispatch_variant(
+  dispatch_traffic(
       hp, [&](auto variant) { traffic_range_variant<T, decltype(variant)>(b, begin, end); });
 }
 

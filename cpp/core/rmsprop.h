@@ -7,8 +7,15 @@
 
 namespace rmsprop_ext {
 
+// An elementwise square root over n values (out may not alias in). The update uses one in place of
+// the CPU's correctly rounded square root to follow a library whose own rounds differently: torch
+// with MKL takes its square roots from MKL's vector math, which can be 1 ulp below the IEEE result.
+template <typename T>
+using SqrtBlockFn = void (*)(std::int64_t n, const T* in, T* out);
+
 // Hyperparameters of one update, in the vocabulary of torch.optim.RMSprop plus the extensions
-// (eps inside the square root, decoupled weight decay).
+// (eps inside the square root, decoupled weight decay) and the other libraries' RMSProp math
+// (learning rate inside the momentum buffer, Nesterov momentum, bias correction).
 struct Hyperparams {
   double lr = 1e-2;
   double alpha = 0.99;
@@ -19,10 +26,28 @@ struct Hyperparams {
   bool maximize = false;
   bool eps_in_sqrt = false;
   bool decoupled_weight_decay = false;
+  // b <- momentum * b + lr * g / d; x <- x - b (TF1, Keras, timm's RMSpropTF, optax) instead of
+  // torch's b <- momentum * b + g / d; x <- x - lr * b.
+  bool lr_in_momentum = false;
+  // The step takes g / d + momentum * b instead of b (optax's nesterov=True).
+  bool nesterov = false;
+  // square_avg and grad_avg are divided by 1 - alpha^t before use (optax's bias_correction=True);
+  // t is each parameter's ParamBuffers::step.
+  bool bias_correction = false;
+  // How a * b + c rounds, to follow torch bit for bit: once (torch's AVX2 and AVX-512 kernels use
+  // FMA instructions, and GCC contracts their scalar tails) or twice (torch's DEFAULT kernels).
+  bool fused_multiply_add = true;
+  // Square roots by these functions, in blocks, instead of the CPU's (nullptr: the CPU's).
+  SqrtBlockFn<float> sqrt_f32 = nullptr;
+  SqrtBlockFn<double> sqrt_f64 = nullptr;
 };
 
+inline SqrtBlockFn<float> sqrt_block_for(const Hyperparams& hp, float*) { return hp.sqrt_f32; }
+inline SqrtBlockFn<double> sqrt_block_for(const Hyperparams& hp, double*) { return hp.sqrt_f64; }
+
 // The buffers of one parameter. All have `size` elements; momentum_buffer is read and written only
-// when momentum > 0, grad_avg only when centered. Buffers must not overlap.
+// when momentum > 0, grad_avg only when centered. Buffers must not overlap. `step` is the number
+// of this update (1 for the first), read only for the bias correction.
 template <typename T>
 struct ParamBuffers {
   T* param = nullptr;
@@ -31,6 +56,11 @@ struct ParamBuffers {
   T* momentum_buffer = nullptr;
   T* grad_avg = nullptr;
   std::int64_t size = 0;
+  double step = 1.0;
+  // The buffers hold complex numbers as (real, imaginary) pairs, `size` reals in all. torch adds
+  // the weight decay to a complex gradient with complex arithmetic, which rounds the product and
+  // the sum separately whatever the instruction set; everything else runs on the real view.
+  bool complex_pairs = false;
 };
 
 // Returns an empty string when the hyperparameters are usable, otherwise a message that names the

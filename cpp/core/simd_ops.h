@@ -10,9 +10,10 @@
 
 namespace rmsprop_ext {
 
-// One lane. kFused selects std::fma (a single rounding, matching the vector FMA instructions) or a
-// separate multiply and add for CPUs without FMA, where std::fma would be emulated in software.
-template <typename T, bool kFused>
+// One lane. mul_add is std::fma, a single rounding like the vector FMA instructions: inlined to
+// one instruction where the file is compiled with FMA, a (correct, slower) libm call elsewhere,
+// which only the scalar kernel asked for torch's fused rounding ever takes.
+template <typename T>
 struct ScalarOps {
   using Scalar = T;
   using Vec = T;
@@ -21,27 +22,16 @@ struct ScalarOps {
   static void store(T* p, Vec v) { *p = v; }
   static Vec broadcast(T v) { return v; }
   static Vec add(Vec a, Vec b) { return a + b; }
+  static Vec sub(Vec a, Vec b) { return a - b; }
   static Vec mul(Vec a, Vec b) { return a * b; }
   static Vec div(Vec a, Vec b) { return a / b; }
   static Vec sqrt(Vec a) { return std::sqrt(a); }
   // Like x86 max: the second operand when either is NaN or both are zeros.
   static Vec max(Vec a, Vec b) { return a > b ? a : b; }
-  // a * b + c
-  static Vec mul_add(Vec a, Vec b, Vec c) {
-    if constexpr (kFused) {
-      return std::fma(a, b, c);
-    } else {
-      return a * b + c;
-    }
-  }
-  // c - a * b
-  static Vec neg_mul_add(Vec a, Vec b, Vec c) {
-    if constexpr (kFused) {
-      return std::fma(-a, b, c);
-    } else {
-      return c - a * b;
-    }
-  }
+  // a * b + c, rounded once
+  static Vec mul_add(Vec a, Vec b, Vec c) { return std::fma(a, b, c); }
+  // c - a * b, rounded once
+  static Vec neg_mul_add(Vec a, Vec b, Vec c) { return std::fma(-a, b, c); }
 };
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -57,6 +47,7 @@ struct Avx2Ops<float> {
   static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
   static Vec broadcast(float v) { return _mm256_set1_ps(v); }
   static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
   static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_ps(a); }
@@ -74,6 +65,7 @@ struct Avx2Ops<double> {
   static void store(double* p, Vec v) { _mm256_storeu_pd(p, v); }
   static Vec broadcast(double v) { return _mm256_set1_pd(v); }
   static Vec add(Vec a, Vec b) { return _mm256_add_pd(a, b); }
+  static Vec sub(Vec a, Vec b) { return _mm256_sub_pd(a, b); }
   static Vec mul(Vec a, Vec b) { return _mm256_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_pd(a); }
@@ -96,6 +88,7 @@ struct Avx512Ops<float> {
   static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
   static Vec broadcast(float v) { return _mm512_set1_ps(v); }
   static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static Vec sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
   static Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
   static Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm512_sqrt_ps(a); }
@@ -113,6 +106,7 @@ struct Avx512Ops<double> {
   static void store(double* p, Vec v) { _mm512_storeu_pd(p, v); }
   static Vec broadcast(double v) { return _mm512_set1_pd(v); }
   static Vec add(Vec a, Vec b) { return _mm512_add_pd(a, b); }
+  static Vec sub(Vec a, Vec b) { return _mm512_sub_pd(a, b); }
   static Vec mul(Vec a, Vec b) { return _mm512_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm512_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm512_sqrt_pd(a); }

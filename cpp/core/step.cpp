@@ -169,6 +169,8 @@ std::string check_hyperparams(const Hyperparams& hp) {
     message << "weight_decay must be a finite number >= 0, got " << hp.weight_decay;
   } else if (!finite_non_negative(hp.momentum)) {
     message << "momentum must be a finite number >= 0, got " << hp.momentum;
+  } else if (hp.bias_correction && !(hp.alpha < 1.0)) {
+    message << "bias_correction needs alpha < 1 (it divides by 1 - alpha^t), got " << hp.alpha;
   }
   return message.str();
 }

@@ -2,86 +2,168 @@
 // scalar tail alike, so the two can never disagree.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "rmsprop.h"
 
 namespace rmsprop_ext {
 
-// The options that change which buffers are touched or which operations run are compile-time, so
-// the inner loop has no branches. Maximize and decoupled decay are multiplications by constants
-// that are exactly 1 when unused, so they stay run-time.
-template <bool kCentered, bool kMomentum, bool kEpsInSqrt, bool kCoupledDecay>
+enum class Momentum { kNone, kHeavyBall, kNesterov };
+
+// The options that change which buffers are touched, which operations run or how they round are
+// compile-time, so the inner loop has no branches. Maximize, decoupled decay, the learning rate's
+// place and the bias correction are multiplications by constants that are exactly 1 when unused,
+// so they stay run-time.
+// Coupled weight decay: none, or grad + wd * param rounded once or twice (see complex_pairs).
+enum class Decay { kNone, kFused, kSeparate };
+
+template <bool kCentered, Momentum kMomentum, bool kEpsInSqrt, Decay kDecay, bool kFused>
 struct Variant {
   static constexpr bool centered = kCentered;
-  static constexpr bool momentum = kMomentum;
+  static constexpr bool momentum = kMomentum != Momentum::kNone;
+  static constexpr bool nesterov = kMomentum == Momentum::kNesterov;
   static constexpr bool eps_in_sqrt = kEpsInSqrt;
-  static constexpr bool coupled_decay = kCoupledDecay;
+  static constexpr bool coupled_decay = kDecay != Decay::kNone;
+  static constexpr bool fused_decay = kDecay == Decay::kFused;
+  static constexpr bool fused = kFused;
 };
 
-// Hyperparameters rounded to the buffer's type once and broadcast into vectors once per call.
+// a * b + c rounded as the variant says: once (FMA) or after the product and after the sum.
+template <class Ops, class V>
+inline typename Ops::Vec multiply_add(typename Ops::Vec a, typename Ops::Vec b,
+                                      typename Ops::Vec c) {
+  if constexpr (V::fused) {
+    return Ops::mul_add(a, b, c);
+  } else {
+    return Ops::add(Ops::mul(a, b), c);
+  }
+}
+
+// Hyperparameters rounded to the buffer's type once and broadcast into vectors once per call, as
+// torch rounds its Python-float scalars to the tensor's dtype.
 template <class Ops>
 struct Coefficients {
   using T = typename Ops::Scalar;
   using Vec = typename Ops::Vec;
-  Vec grad_sign, weight_decay, param_decay, alpha, one_minus_alpha, eps, momentum, neg_lr, zero;
+  Vec grad_sign, weight_decay, param_decay, alpha, one_minus_alpha, lerp_coefficient, bias_scale,
+      eps, momentum, step_scale, momentum_update_scale, neg_lr, zero;
+  // torch's lerp(a, g, w) is a + w * (g - a) for |w| < 0.5 and g + (w - 1) * (g - a) otherwise.
+  bool lerp_from_start;
 
-  explicit Coefficients(const Hyperparams& hp)
+  Coefficients(const Hyperparams& hp, double step)
       : grad_sign(Ops::broadcast(hp.maximize ? T(-1) : T(1))),
         weight_decay(Ops::broadcast(static_cast<T>(hp.weight_decay))),
         param_decay(Ops::broadcast(
             hp.decoupled_weight_decay ? static_cast<T>(1.0 - hp.lr * hp.weight_decay) : T(1))),
         alpha(Ops::broadcast(static_cast<T>(hp.alpha))),
         one_minus_alpha(Ops::broadcast(static_cast<T>(1.0 - hp.alpha))),
+        bias_scale(Ops::broadcast(
+            hp.bias_correction ? static_cast<T>(1.0 / (1.0 - std::pow(hp.alpha, step))) : T(1))),
         eps(Ops::broadcast(static_cast<T>(hp.eps))),
         momentum(Ops::broadcast(static_cast<T>(hp.momentum))),
+        step_scale(Ops::broadcast(hp.lr_in_momentum ? static_cast<T>(hp.lr) : T(1))),
+        momentum_update_scale(Ops::broadcast(hp.lr_in_momentum ? T(-1) : static_cast<T>(-hp.lr))),
         neg_lr(Ops::broadcast(static_cast<T>(-hp.lr))),
-        zero(Ops::broadcast(T(0))) {}
+        zero(Ops::broadcast(T(0))) {
+    const T weight = static_cast<T>(1.0 - hp.alpha);
+    lerp_from_start = std::abs(weight) < T(0.5);
+    lerp_coefficient = Ops::broadcast(lerp_from_start ? weight : static_cast<T>(weight - T(1)));
+  }
 };
 
+// What the first half of an update hands to the second: the gradient as used (sign and coupled
+// decay applied), the parameter after decoupled decay, and the value whose square root makes the
+// denominator (eps included when it goes inside the root).
+template <class Ops>
+struct StateLanes {
+  typename Ops::Vec param, grad, radicand;
+};
+
+template <class Ops>
+inline typename Ops::Vec decayed_param(const Coefficients<Ops>& c,
+                                       const ParamBuffers<typename Ops::Scalar>& b,
+                                       std::int64_t i) {
+  return Ops::mul(Ops::load(b.param + i), c.param_decay);
+}
+
+// The first half of update_lanes, up to the square root: updates square_avg and grad_avg. The
+// operations and their rounding are torch.optim.RMSprop's, one by one (its for-loop: add, mul_,
+// addcmul_, lerp_, addcmul, sqrt, add_, addcdiv_), so that with the same rounding of a * b + c
+// and the same square root the results are bitwise torch's.
+template <class Ops, class V>
+inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c,
+                                   const ParamBuffers<typename Ops::Scalar>& b, std::int64_t i) {
+  using Vec = typename Ops::Vec;
+  const Vec param = Ops::load(b.param + i);
+  Vec grad = Ops::mul(Ops::load(b.grad + i), c.grad_sign);
+  if constexpr (V::coupled_decay) {
+    // grad.add(param, alpha=wd)
+    grad = V::fused_decay ? Ops::mul_add(c.weight_decay, param, grad)
+                          : Ops::add(Ops::mul(c.weight_decay, param), grad);
+  }
+
+  // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+  const Vec square_avg = multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
+                                              Ops::mul(Ops::load(b.square_avg + i), c.alpha));
+  Ops::store(b.square_avg + i, square_avg);
+
+  Vec variance = Ops::mul(square_avg, c.bias_scale);
+  if constexpr (V::centered) {
+    // grad_avg.lerp_(grad, 1 - alpha)
+    const Vec old_grad_avg = Ops::load(b.grad_avg + i);
+    const Vec grad_avg = multiply_add<Ops, V>(c.lerp_coefficient, Ops::sub(grad, old_grad_avg),
+                                              c.lerp_from_start ? old_grad_avg : grad);
+    Ops::store(b.grad_avg + i, grad_avg);
+    const Vec mean = Ops::mul(grad_avg, c.bias_scale);
+    // square_avg.addcmul(grad_avg, grad_avg, value=-1). s - a^2 is a variance, but once a has
+    // converged on a steady gradient rounding can leave it a hair below zero, where torch's
+    // square root turns the whole update into NaN. Clamp it. The operand order matters: x86 max
+    // returns its second operand when either is NaN, so max(0, v) keeps a NaN v (NaN inputs
+    // still propagate); ScalarOps::max matches this.
+    const Vec centered_variance = V::fused ? Ops::neg_mul_add(mean, mean, variance)
+                                           : Ops::sub(variance, Ops::mul(mean, mean));
+    variance = Ops::max(c.zero, centered_variance);
+  }
+  if constexpr (V::eps_in_sqrt) {
+    variance = Ops::add(variance, c.eps);
+  }
+  return {Ops::mul(param, c.param_decay), grad, variance};
+}
+
+// The second half of update_lanes, from the square root of the radicand on: updates the momentum
+// buffer and the parameter.
+template <class Ops, class V>
+inline void param_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename Ops::Scalar>& b,
+                        std::int64_t i, typename Ops::Vec param, typename Ops::Vec grad,
+                        typename Ops::Vec root) {
+  using Vec = typename Ops::Vec;
+  const Vec denom = V::eps_in_sqrt ? root : Ops::add(root, c.eps);  // avg.add_(eps)
+  if constexpr (V::momentum) {
+    // buf.mul_(momentum).addcdiv_(grad, avg[, value=lr]): the quotient first, then the sum.
+    const Vec scaled_step = Ops::div(Ops::mul(c.step_scale, grad), denom);
+    const Vec buffer =
+        Ops::add(Ops::mul(Ops::load(b.momentum_buffer + i), c.momentum), scaled_step);
+    Ops::store(b.momentum_buffer + i, buffer);
+    Vec direction = buffer;
+    if constexpr (V::nesterov) {
+      direction = multiply_add<Ops, V>(c.momentum, buffer, scaled_step);
+    }
+    // param.add_(buf, alpha=-lr), or param.add_(-buf) with the learning rate in the buffer
+    Ops::store(b.param + i, multiply_add<Ops, V>(direction, c.momentum_update_scale, param));
+  } else {
+    // param.addcdiv_(grad, avg, value=-lr): (-lr * grad) / avg, then the sum
+    Ops::store(b.param + i, Ops::add(param, Ops::div(Ops::mul(c.neg_lr, grad), denom)));
+  }
+}
+
 // Updates lanes [i, i + Ops::kWidth) of one parameter: reads param, grad and state once, writes
-// param and state once.
+// param and state once, with the CPU's square root.
 template <class Ops, class V>
 inline void update_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename Ops::Scalar>& b,
                          std::int64_t i) {
-  using Vec = typename Ops::Vec;
-  Vec param = Ops::load(b.param + i);
-  Vec grad = Ops::mul(Ops::load(b.grad + i), c.grad_sign);
-  if constexpr (V::coupled_decay) {
-    grad = Ops::mul_add(c.weight_decay, param, grad);
-  }
-  param = Ops::mul(param, c.param_decay);
-
-  const Vec grad_sq = Ops::mul(grad, grad);
-  const Vec square_avg =
-      Ops::mul_add(c.alpha, Ops::load(b.square_avg + i), Ops::mul(c.one_minus_alpha, grad_sq));
-  Ops::store(b.square_avg + i, square_avg);
-
-  Vec variance = square_avg;
-  if constexpr (V::centered) {
-    const Vec grad_avg =
-        Ops::mul_add(c.alpha, Ops::load(b.grad_avg + i), Ops::mul(c.one_minus_alpha, grad));
-    Ops::store(b.grad_avg + i, grad_avg);
-    // s - a^2 is a variance, but once a has converged on a steady gradient rounding can leave it
-    // a hair below zero, where the square root would turn the whole update into NaN. Clamp it.
-    // The operand order matters: x86 max returns its second operand when either is NaN, so
-    // max(0, v) keeps a NaN v (NaN inputs still propagate); ScalarOps::max matches this.
-    variance = Ops::max(c.zero, Ops::neg_mul_add(grad_avg, grad_avg, square_avg));
-  }
-
-  Vec denom;
-  if constexpr (V::eps_in_sqrt) {
-    denom = Ops::sqrt(Ops::add(variance, c.eps));
-  } else {
-    denom = Ops::add(Ops::sqrt(variance), c.eps);
-  }
-
-  Vec direction = Ops::div(grad, denom);
-  if constexpr (V::momentum) {
-    direction = Ops::mul_add(c.momentum, Ops::load(b.momentum_buffer + i), direction);
-    Ops::store(b.momentum_buffer + i, direction);
-  }
-  Ops::store(b.param + i, Ops::mul_add(c.neg_lr, direction, param));
+  const StateLanes<Ops> lanes = state_lanes<Ops, V>(c, b, i);
+  param_lanes<Ops, V>(c, b, i, lanes.param, lanes.grad, Ops::sqrt(lanes.radicand));
 }
 
 // The roofline companion of update_lanes: the same loads and stores, in the same order, for the

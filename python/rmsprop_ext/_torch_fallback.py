@@ -1,8 +1,8 @@
 """The same update in plain torch ops, for parameters the native kernel cannot take.
 
 Used for CUDA (or other device) tensors, float16/bfloat16 and non-contiguous parameters, so every
-parameter trains with the same math; the native kernel handles the contiguous float32/float64 CPU
-ones.
+parameter trains with the same math; the native kernel handles the contiguous float32/float64 (and
+complex) CPU ones.
 """
 
 from __future__ import annotations
@@ -29,31 +29,53 @@ def rmsprop_torch_step(
     maximize: bool,
     eps_in_sqrt: bool,
     decoupled_weight_decay: bool,
+    lr_in_momentum: bool = False,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    rounding: str = "torch",
+    step: int = 1,
 ) -> None:
-    """One step on one parameter, in place, mirroring torch.optim.RMSprop's single-tensor path."""
+    """One step on one parameter, in place: torch.optim.RMSprop's single-tensor path, op for op,
+    plus the options torch lacks. `step` numbers the update for the bias correction; the rounding
+    is whatever torch's own ops do (`rounding` is not consulted)."""
+    del rounding
     grad = -grad if maximize else grad
     if weight_decay != 0:
         if decoupled_weight_decay:
             param.mul_(1 - lr * weight_decay)
         else:
             grad = grad.add(param, alpha=weight_decay)
+    if torch.is_complex(param):
+        param, grad, square_avg = (torch.view_as_real(t) for t in (param, grad, square_avg))
+        if momentum_buffer is not None:
+            momentum_buffer = torch.view_as_real(momentum_buffer)
+        if grad_avg is not None:
+            grad_avg = torch.view_as_real(grad_avg)
 
     square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+    variance = square_avg
+    if bias_correction:
+        correction = 1 - alpha**step
+        variance = square_avg.div(correction)
     if centered:
         assert grad_avg is not None
-        grad_avg.mul_(alpha).add_(grad, alpha=1 - alpha)
+        grad_avg.lerp_(grad, 1 - alpha)
+        mean = grad_avg.div(correction) if bias_correction else grad_avg
         # Clamped at 0 like the native kernel (NaN passes through): rounding can leave s - a^2
         # a hair below zero.
-        variance = square_avg.addcmul(grad_avg, grad_avg, value=-1)
+        variance = variance.addcmul(mean, mean, value=-1)
         variance = torch.where(variance < 0, 0.0, variance)
-    else:
-        variance = square_avg
     denom = variance.add(eps).sqrt_() if eps_in_sqrt else variance.sqrt().add_(eps)
 
     if momentum > 0:
         assert momentum_buffer is not None
-        momentum_buffer.mul_(momentum).addcdiv_(grad, denom)
-        param.add_(momentum_buffer, alpha=-lr)
+        inside = lr if lr_in_momentum else 1.0
+        outside = 1.0 if lr_in_momentum else lr
+        momentum_buffer.mul_(momentum).addcdiv_(grad, denom, value=inside)
+        direction = momentum_buffer
+        if nesterov:
+            direction = torch.addcdiv(momentum_buffer.mul(momentum), grad, denom, value=inside)
+        param.add_(direction, alpha=-outside)
     else:
         param.addcdiv_(grad, denom, value=-lr)
 
@@ -62,7 +84,7 @@ def native_ok(param: Tensor) -> bool:
     """True when the native kernel can update `param` (and state created like it) in place."""
     return (
         param.device.type == "cpu"
-        and param.dtype in (torch.float32, torch.float64)
+        and param.dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128)
         and param.layout == torch.strided
         and param.is_contiguous()
         and not param.is_conj()

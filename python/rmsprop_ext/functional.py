@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from . import _core
+from ._rounding import resolve_rounding
 
 if TYPE_CHECKING:
     import torch
@@ -18,7 +19,14 @@ if TYPE_CHECKING:
 else:
     Buffer = Any
 
-__all__ = ["as_native_array", "hyperparams", "options_from", "rmsprop_step", "rmsprop_step_many"]
+__all__ = [
+    "as_native_array",
+    "hyperparams",
+    "native_hyperparams",
+    "options_from",
+    "rmsprop_step",
+    "rmsprop_step_many",
+]
 
 HYPERPARAM_NAMES = (
     "lr",
@@ -30,6 +38,10 @@ HYPERPARAM_NAMES = (
     "maximize",
     "eps_in_sqrt",
     "decoupled_weight_decay",
+    "lr_in_momentum",
+    "nesterov",
+    "bias_correction",
+    "rounding",
 )
 
 
@@ -42,8 +54,10 @@ def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} is on device '{tensor.device}'; the native kernel takes CPU tensors"
         )
-    if tensor.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must have dtype float32 or float64, got {tensor.dtype}")
+    if tensor.dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
+        raise TypeError(
+            f"{name} must have dtype float32, float64, complex64 or complex128, got {tensor.dtype}"
+        )
     if tensor.is_conj() or tensor.is_neg():
         raise ValueError(f"{name} has a lazy conjugate/negative bit; call .resolve_conj() first")
     # Shares memory with the tensor: the update lands in the tensor itself.
@@ -88,9 +102,13 @@ def hyperparams(
     maximize: Any,
     eps_in_sqrt: Any,
     decoupled_weight_decay: Any,
+    lr_in_momentum: Any = False,
+    nesterov: Any = False,
+    bias_correction: Any = False,
+    rounding: Any = "torch",
 ) -> dict[str, Any]:
-    """The keyword arguments of the native calls, converted and checked, with errors that name
-    the argument (the native code checks again; this also covers the pure-torch path)."""
+    """The options of an update, converted and checked, with errors that name the argument (the
+    native code checks again; this also covers the pure-torch path)."""
     options = {
         "lr": _real(lr, "lr"),  # float() also takes torch's one-element tensor lr
         "alpha": _real(alpha, "alpha"),
@@ -101,13 +119,30 @@ def hyperparams(
         "maximize": bool(maximize),
         "eps_in_sqrt": bool(eps_in_sqrt),
         "decoupled_weight_decay": bool(decoupled_weight_decay),
+        "lr_in_momentum": bool(lr_in_momentum),
+        "nesterov": bool(nesterov),
+        "bias_correction": bool(bias_correction),
+        "rounding": rounding,
     }
+    resolve_rounding(rounding)  # ValueError naming the choices
     for name in ("lr", "eps", "weight_decay", "momentum"):
         if not (math.isfinite(options[name]) and options[name] >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {options[name]}")
     if not 0.0 <= options["alpha"] <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {options['alpha']}")
+    if options["bias_correction"] and options["alpha"] == 1.0:
+        raise ValueError("bias_correction needs alpha < 1 (it divides by 1 - alpha^t), got 1.0")
+    if options["nesterov"] and options["momentum"] == 0:
+        raise ValueError("nesterov=True needs momentum > 0")
     return options
+
+
+def native_hyperparams(options: dict[str, Any]) -> _core.Hyperparams:
+    """The checked options of `hyperparams` as the native calls take them, with the rounding
+    resolved (see `rmsprop_ext._rounding.resolve_rounding`)."""
+    native = dict(options)
+    native["fused_multiply_add"], native["torch_sqrt"] = resolve_rounding(native.pop("rounding"))
+    return _core.Hyperparams(**native)
 
 
 def options_from(settings: Any) -> dict[str, Any]:
@@ -121,6 +156,14 @@ def _threads(num_threads: int | None) -> int:
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
     return num_threads
+
+
+def _step_number(step: int | None) -> float:
+    if step is None:
+        return 0.0  # the native call asks for one when the bias correction needs it
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (1 for the first update), got {step!r}")
+    return float(step)
 
 
 def rmsprop_step(
@@ -139,33 +182,48 @@ def rmsprop_step(
     maximize: bool = False,
     eps_in_sqrt: bool = False,
     decoupled_weight_decay: bool = False,
+    lr_in_momentum: bool = False,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    step: int | None = None,
+    rounding: str = "torch",
     num_threads: int | None = None,
 ) -> None:
     """One RMSProp step, in place, in a single fused pass over memory.
 
     ``param``, ``square_avg`` and, when used, ``momentum_buffer`` (momentum > 0) and ``grad_avg``
-    (centered) are updated in place; ``grad`` is only read. All must be C-contiguous float32 or
-    float64 numpy arrays or torch CPU tensors of one dtype and shape, and must not share memory.
+    (centered) are updated in place; ``grad`` is only read. All must be C-contiguous float32,
+    float64, complex64 or complex128 numpy arrays or torch CPU tensors of one dtype and shape, and
+    must not share memory (complex numbers are updated as pairs of reals, as torch does).
+    ``step`` numbers this update (1 for the first) for ``bias_correction``. With
+    ``rounding="torch"`` the results are torch.optim.RMSprop's bit for bit in this process;
+    "fused" and "separate" round every multiply-add once or twice, with IEEE square roots.
     Every argument is checked before anything is written: on error nothing changes.
     """
+    options = hyperparams(
+        lr,
+        alpha,
+        eps,
+        weight_decay,
+        momentum,
+        centered,
+        maximize,
+        eps_in_sqrt,
+        decoupled_weight_decay,
+        lr_in_momentum,
+        nesterov,
+        bias_correction,
+        rounding,
+    )
     _core.rmsprop_step(
         as_native_array(param, "param"),
         as_native_array(grad, "grad"),
         as_native_array(square_avg, "square_avg"),
         as_native_array(momentum_buffer, "momentum_buffer"),
         as_native_array(grad_avg, "grad_avg"),
-        **hyperparams(
-            lr,
-            alpha,
-            eps,
-            weight_decay,
-            momentum,
-            centered,
-            maximize,
-            eps_in_sqrt,
-            decoupled_weight_decay,
-        ),
+        hyperparams=native_hyperparams(options),
         num_threads=_threads(num_threads),
+        step=_step_number(step),
     )
 
 
@@ -185,30 +243,42 @@ def rmsprop_step_many(
     maximize: bool = False,
     eps_in_sqrt: bool = False,
     decoupled_weight_decay: bool = False,
+    lr_in_momentum: bool = False,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    step: int | None = None,
+    rounding: str = "torch",
     num_threads: int | None = None,
 ) -> None:
     """`rmsprop_step` over lists of parameters in one native call with the GIL released.
 
     The threads share the work of all parameters together, so many small tensors cost about as
-    much as one large one. float32 and float64 parameters may be mixed across items. Every item is
-    checked before any is written: a bad item anywhere in the lists leaves all of them unchanged.
+    much as one large one. float32 and float64 (and complex) parameters may be mixed across items.
+    Every item is checked before any is written: a bad item anywhere in the lists leaves all of
+    them unchanged. ``step`` numbers this update of every parameter, for ``bias_correction``.
     """
+    options = hyperparams(
+        lr,
+        alpha,
+        eps,
+        weight_decay,
+        momentum,
+        centered,
+        maximize,
+        eps_in_sqrt,
+        decoupled_weight_decay,
+        lr_in_momentum,
+        nesterov,
+        bias_correction,
+        rounding,
+    )
     _core.rmsprop_step_many(
         _as_arrays(params, "params"),
         _as_arrays(grads, "grads"),
         _as_arrays(square_avgs, "square_avgs"),
         None if momentum_buffers is None else _as_arrays(momentum_buffers, "momentum_buffers"),
         None if grad_avgs is None else _as_arrays(grad_avgs, "grad_avgs"),
-        **hyperparams(
-            lr,
-            alpha,
-            eps,
-            weight_decay,
-            momentum,
-            centered,
-            maximize,
-            eps_in_sqrt,
-            decoupled_weight_decay,
-        ),
+        hyperparams=native_hyperparams(options),
         num_threads=_threads(num_threads),
+        step=_step_number(step),
     )

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .functional import options_from
+from .functional import native_hyperparams, options_from
 
-__all__ = ["NumpyRMSprop", "check_optimizer_args"]
+__all__ = ["NumpyRMSprop", "check_option_combination", "check_optimizer_args"]
 
 _STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 
@@ -38,6 +38,16 @@ def check_optimizer_args(
             raise ValueError(f"Invalid {what}: {value}")
 
 
+def check_option_combination(
+    momentum: float, alpha: float, nesterov: bool, bias_correction: bool
+) -> None:
+    """Options that only make sense together."""
+    if nesterov and momentum <= 0:
+        raise ValueError("Invalid nesterov: it needs momentum > 0")
+    if bias_correction and alpha >= 1:
+        raise ValueError(f"Invalid bias_correction: it needs alpha < 1, got alpha={alpha}")
+
+
 class NumpyRMSprop:
     """RMSprop over a fixed list of numpy arrays, updated in place by the native kernel.
 
@@ -60,8 +70,13 @@ class NumpyRMSprop:
         eps_in_sqrt: bool = False,
         initial_square_avg: float = 0.0,
         decoupled_weight_decay: bool = False,
+        lr_in_momentum: bool = False,
+        nesterov: bool = False,
+        bias_correction: bool = False,
+        rounding: str = "torch",
     ) -> None:
         check_optimizer_args(lr, alpha, eps, weight_decay, momentum, initial_square_avg)
+        check_option_combination(momentum, alpha, nesterov, bias_correction)
         self.params: list[np.ndarray] = list(params)
         for i, p in enumerate(self.params):
             if not isinstance(p, np.ndarray):
@@ -81,6 +96,10 @@ class NumpyRMSprop:
             "eps_in_sqrt": eps_in_sqrt,
             "initial_square_avg": initial_square_avg,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "lr_in_momentum": lr_in_momentum,
+            "nesterov": nesterov,
+            "bias_correction": bias_correction,
+            "rounding": rounding,
         }
         # Step counters live in one array and are bumped by the native call itself, in the same
         # call as the update, so an interrupt can never separate the two.
@@ -115,7 +134,7 @@ class NumpyRMSprop:
             [s["square_avg"] for s in self.state],
             [s["momentum_buffer"] for s in self.state] if d["momentum"] > 0 else None,
             [s["grad_avg"] for s in self.state] if d["centered"] else None,
-            **options_from(d),
+            hyperparams=native_hyperparams(options_from(d)),
             steps=[s["step"] for s in self.state],
         )
 

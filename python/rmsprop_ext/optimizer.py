@@ -13,8 +13,8 @@ from . import _core
 from ._step_contract import OWN_STEP_CONTRACT, run_step
 from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
-from .functional import as_native_array, hyperparams, options_from
-from .numpy_optimizer import check_optimizer_args
+from .functional import as_native_array, hyperparams, native_hyperparams, options_from
+from .numpy_optimizer import check_option_combination, check_optimizer_args
 
 __all__ = ["RMSprop", "SparseGradientError", "rmsprop"]
 
@@ -30,6 +30,10 @@ _EXTENSION_DEFAULTS = {
     "eps_in_sqrt": False,
     "initial_square_avg": 0.0,
     "decoupled_weight_decay": False,
+    "lr_in_momentum": False,
+    "nesterov": False,
+    "bias_correction": False,
+    "rounding": "torch",
 }
 
 
@@ -68,6 +72,10 @@ class RMSprop(Optimizer):
         eps_in_sqrt: bool = False,
         initial_square_avg: float = 0.0,
         decoupled_weight_decay: bool = False,
+        lr_in_momentum: bool = False,
+        nesterov: bool = False,
+        bias_correction: bool = False,
+        rounding: str = "torch",
         foreach: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
@@ -75,6 +83,7 @@ class RMSprop(Optimizer):
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         check_optimizer_args(float(lr), alpha, eps, weight_decay, momentum, initial_square_avg)
+        check_option_combination(momentum, alpha, nesterov, bias_correction)
         if capturable:
             raise ValueError("capturable=True is not supported: rmsprop_ext steps on the host")
         if differentiable:
@@ -94,6 +103,10 @@ class RMSprop(Optimizer):
             "eps_in_sqrt": eps_in_sqrt,
             "initial_square_avg": initial_square_avg,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "lr_in_momentum": lr_in_momentum,
+            "nesterov": nesterov,
+            "bias_correction": bias_correction,
+            "rounding": rounding,
         }
         super().__init__(params, defaults)
 
@@ -178,8 +191,6 @@ class RMSprop(Optimizer):
                 raise SparseGradientError(
                     f"RMSprop does not support sparse gradients (a {p.grad.layout} grad)"
                 )
-            if torch.is_complex(p):
-                raise TypeError("rmsprop_ext.RMSprop does not support complex parameters")
             params_with_grad.append(p)
             grads.append(p.grad)
 
@@ -255,7 +266,11 @@ class RMSprop(Optimizer):
         threads = threads_for_torch()
         # native.step refuses (returning False) a group whose list holds other parameters now.
         work = [
-            (plan, group["params"], {**options_from(group), "num_threads": threads})
+            (
+                plan,
+                group["params"],
+                {"hyperparams": native_hyperparams(options_from(group)), "num_threads": threads},
+            )
             for plan, group in zip(plans, self.param_groups)
         ]
         if len(work) > 1:
@@ -336,6 +351,10 @@ class RMSprop(Optimizer):
                     maximize=group["maximize"],
                     eps_in_sqrt=group["eps_in_sqrt"],
                     decoupled_weight_decay=group["decoupled_weight_decay"],
+                    lr_in_momentum=group["lr_in_momentum"],
+                    nesterov=group["nesterov"],
+                    bias_correction=group["bias_correction"],
+                    rounding=group["rounding"],
                     check_only=check_only,
                 )
 
@@ -459,12 +478,12 @@ class _GroupPlan:
         states = [state[p] for p in params]
 
         def views(key: str) -> list[Any]:
-            return [s[key].detach().numpy() for s in states]
+            return [as_native_array(s[key], key) for s in states]
 
         try:
             native = _core.PreparedStep(
                 params,
-                [p.detach().numpy() for p in params],
+                [as_native_array(p, "param") for p in params],
                 views("square_avg"),
                 views("momentum_buffer") if momentum else None,
                 views("grad_avg") if centered else None,
@@ -494,6 +513,10 @@ def rmsprop(
     maximize: bool,
     eps_in_sqrt: bool = False,
     decoupled_weight_decay: bool = False,
+    lr_in_momentum: bool = False,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    rounding: str = "torch",
     check_only: bool = False,
 ) -> None:
     r"""Functional API that performs the rmsprop_ext algorithm computation (see `RMSprop`).
@@ -513,6 +536,10 @@ def rmsprop(
         maximize,
         eps_in_sqrt,
         decoupled_weight_decay,
+        lr_in_momentum,
+        nesterov,
+        bias_correction,
+        rounding,
     )
     use_momentum = momentum > 0
 
@@ -538,7 +565,7 @@ def rmsprop(
             arrays(square_avgs, "square_avgs"),
             arrays(momentum_buffer_list, "momentum_buffers") if use_momentum else None,
             arrays(grad_avgs, "grad_avgs") if centered else None,
-            **options,
+            hyperparams=native_hyperparams(options),
             num_threads=threads_for_torch(),
             check_only=check_only,
             # counted in the same native call as the update: nothing can interrupt in between
@@ -557,6 +584,7 @@ def rmsprop(
             momentum_buffer_list[i] if use_momentum else None,
             grad_avgs[i] if centered else None,
             **options,
+            step=int(state_steps[i].item()) + 1,
         )
     if fallback:
         torch._foreach_add_([state_steps[i] for i in fallback], 1)

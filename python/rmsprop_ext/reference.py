@@ -130,13 +130,21 @@ def rmsprop_reference(
     maximize: bool = False,
     eps_in_sqrt: bool = False,
     decoupled_weight_decay: bool = False,
+    lr_in_momentum: bool = False,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    step: int = 1,
+    rounding: str = "torch",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """One step of any variant in float64.
+    """One step of any variant in float64; `step` numbers it (1 for the first) for the bias
+    correction. ``rounding`` is accepted so that option sets can be passed whole; real numbers
+    have no rounding to choose.
 
     Returns new (param, square_avg, momentum_buffer, grad_avg).
 
     The buffers that an option does not use come back as given (possibly None).
     """
+    del rounding
     x = np.asarray(param, dtype=np.float64).copy()
     g = np.asarray(grad, dtype=np.float64)
     s = np.asarray(square_avg, dtype=np.float64)
@@ -149,18 +157,25 @@ def rmsprop_reference(
         g = g + weight_decay * np.asarray(param, dtype=np.float64)
 
     s = alpha * s + (1 - alpha) * g * g
-    variance = s
+    # optax's bias correction: the averages over t steps divided by 1 - alpha^t.
+    correction = 1 - alpha**step if bias_correction else 1.0
+    variance = s / correction
     if centered:
         assert grad_avg is not None, "centered needs grad_avg"
         grad_avg = alpha * np.asarray(grad_avg, dtype=np.float64) + (1 - alpha) * g
+        mean = grad_avg / correction
         # Clamped at 0 (NaN passes through): rounding can leave s - a^2 a hair below zero.
-        variance = np.where(s - grad_avg * grad_avg < 0, 0.0, s - grad_avg * grad_avg)
+        variance = np.where(variance - mean * mean < 0, 0.0, variance - mean * mean)
 
     denom = np.sqrt(variance + eps) if eps_in_sqrt else np.sqrt(variance) + eps
-    direction = g / denom
+    # The learning rate scales the step before the momentum buffer (TF1, Keras, timm, optax) or
+    # after it (torch).
+    inside, outside = (lr, 1.0) if lr_in_momentum else (1.0, lr)
+    direction = inside * g / denom
     if momentum > 0:
         assert momentum_buffer is not None, "momentum > 0 needs momentum_buffer"
-        momentum_buffer = momentum * np.asarray(momentum_buffer, dtype=np.float64) + direction
-        direction = momentum_buffer
-    x = x - lr * direction
+        scaled = direction
+        momentum_buffer = momentum * np.asarray(momentum_buffer, dtype=np.float64) + scaled
+        direction = scaled + momentum * momentum_buffer if nesterov else momentum_buffer
+    x = x - outside * direction
     return x, s, momentum_buffer, grad_avg

@@ -1,0 +1,175 @@
+"""How torch rounds ``a * b + c`` on this machine, so the native step can round the same way.
+
+torch's CPU kernels for AVX2 and AVX-512 compute ``add(alpha=)``, ``addcmul`` and ``lerp`` with
+one rounding (FMA instructions in the vector body, and GCC contracts the scalar tail), while its
+DEFAULT kernels (``ATEN_CPU_CAPABILITY=default``, or a CPU without AVX2) round the product and the
+sum separately. Which one a process gets is fixed when torch first dispatches, so it is measured
+once: torch's own ops on numbers whose two roundings differ.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import sys
+import warnings
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["ROUNDINGS", "resolve_rounding", "torch_fuses_multiply_add", "torch_sqrt_installed"]
+
+_PROBE_SIZE = 1031  # a vector body and a scalar tail on every instruction set
+
+
+def _probe_values() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(20261130)
+    return tuple(rng.standard_normal(_PROBE_SIZE).astype(np.float32) for _ in range(3))  # type: ignore[return-value]
+
+
+def _fused(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    # float32 products are exact in float64; the sum's float64 rounding only matters on ties.
+    return (a.astype(np.float64) * b + c).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def torch_fuses_multiply_add() -> bool:
+    """True when torch's CPU ops in this process round ``a * b + c`` once (FMA)."""
+    import torch
+
+    a, b, c = _probe_values()
+    ta, tb, tc = (torch.from_numpy(v) for v in (a, b, c))
+    weight = np.float32(0.01)
+    scaled = np.float32(0.1) * a
+    observed = {
+        # grad.add(param, alpha=wd)
+        "add": (ta.add(tb, alpha=0.01).numpy(), b * weight + a, _fused(b, weight, a)),
+        # square_avg.addcmul_(grad, grad, value=...): (value * t1) * t2 + self
+        "addcmul": (tc.addcmul(ta, tb, value=0.1).numpy(), scaled * b + c, _fused(scaled, b, c)),
+        # grad_avg.lerp_(grad, w): self + w * (end - self)
+        "lerp": (ta.lerp(tb, 0.01).numpy(), weight * (b - a) + a, _fused(weight, b - a, a)),
+    }
+    verdicts = set()
+    for name, (got, separate, fused) in observed.items():
+        if np.array_equal(got, separate):
+            verdicts.add(False)
+        elif np.array_equal(got, fused):
+            verdicts.add(True)
+        else:
+            warnings.warn(
+                f"torch's {name} rounds neither like one FMA nor like a multiply and an add; "
+                "rmsprop_ext cannot follow its rounding bit for bit",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            verdicts.add(True)
+    if len(verdicts) > 1:
+        warnings.warn(
+            "torch fuses some multiply-adds and not others; rmsprop_ext fuses all of them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return True in verdicts
+
+
+def _mkl_sqrt_functions() -> tuple[int, int] | None:
+    """Addresses of MKL's vmsSqrt and vmdSqrt inside the loaded libtorch_cpu, or None."""
+    import ctypes
+
+    import torch
+
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll"):
+        path = os.path.join(os.path.dirname(torch.__file__), "lib", name)
+        if not os.path.exists(path):
+            continue
+        try:
+            library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0))
+            return tuple(  # type: ignore[return-value]
+                ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
+                for symbol in ("vmsSqrt", "vmdSqrt")
+            )
+        except (OSError, AttributeError):
+            return None
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def torch_sqrt_installed() -> bool:
+    """Installs torch's square root into the extension when torch's differs from the IEEE one.
+
+    torch with MKL takes ``sqrt`` from MKL's vector math, which rounds 1 ulp low on some inputs
+    (which ones depends on the code path MKL picks for the CPU). Its functions are found in the
+    loaded libtorch_cpu and installed when they give exactly torch.sqrt's results on a probe;
+    when torch.sqrt is the IEEE square root nothing is needed. Returns True when installed.
+    """
+    import torch
+
+    probe = np.abs(np.concatenate(_probe_values())) * np.float32(1e-3)
+    samples = [probe.astype(np.float32), probe.astype(np.float64) * 1.1]
+    torch_roots = [torch.from_numpy(x).sqrt().numpy() for x in samples]
+    ieee = all(np.array_equal(r, np.sqrt(x)) for x, r in zip(samples, torch_roots))
+    functions = _mkl_sqrt_functions()
+    if functions is not None and all(functions):
+        if all(
+            np.array_equal(_vml_sqrt(address, x), r)
+            for address, x, r in zip(functions, samples, torch_roots)
+        ):
+            _core._install_mkl_sqrt(*functions)
+            return True
+    if not ieee:
+        warnings.warn(
+            "torch's sqrt is neither the IEEE square root nor MKL's found in libtorch_cpu; "
+            "rmsprop_ext cannot follow it bit for bit",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return False
+
+
+# The mode torch passes to MKL (aten/src/ATen/cpu/vml.h): VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE.
+_TORCH_VML_MODE = 0x2 | 0x140000 | 0x100
+
+
+def _vml_sqrt(address: int, values: np.ndarray) -> np.ndarray:
+    """MKL's vector square root at `address` (vmsSqrt or vmdSqrt) applied to `values`."""
+    import ctypes
+
+    function = ctypes.CFUNCTYPE(
+        None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64
+    )(address)
+    out = np.empty_like(values)
+    function(values.size, values.ctypes.data, out.ctypes.data, _TORCH_VML_MODE)
+    return out
+
+
+ROUNDINGS = ("torch", "fused", "separate")
+
+
+def resolve_rounding(rounding: str) -> tuple[bool, bool]:
+    """(fused_multiply_add, torch_sqrt) for a ``rounding`` option.
+
+    "torch": torch's rounding in this process, bit for bit: FMA or not as its kernels do, and its
+    square root (MKL's, when torch uses it). Without torch imported, the rule torch would follow
+    (FMA when the CPU has AVX2 and FMA, unless ``ATEN_CPU_CAPABILITY=default``) and the IEEE
+    square root. "fused" / "separate": multiply-adds rounded once / twice, IEEE square roots.
+    """
+    if rounding == "fused":
+        return True, False
+    if rounding == "separate":
+        return False, False
+    if rounding != "torch":
+        raise ValueError(f"rounding must be one of {', '.join(map(repr, ROUNDINGS))}, got {rounding!r}")
+    if "torch" in sys.modules:
+        return torch_fuses_multiply_add(), torch_sqrt_installed()
+    return _torch_rule(os.environ.get("ATEN_CPU_CAPABILITY", "").lower()), False
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_rule(capability: str) -> bool:
+    if capability == "default":
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return "avx2" in _core.build_info()["isa_cpu"]
+    return True
