@@ -3,6 +3,54 @@ from typing import Any
 
 import numpy as np
 
+class Hyperparams:
+    def __init__(
+        self,
+        *,
+        lr: float,
+        alpha: float,
+        eps: float,
+        weight_decay: float,
+        momentum: float,
+        centered: bool,
+        maximize: bool,
+        eps_in_sqrt: bool,
+        decoupled_weight_decay: bool,
+        lr_in_momentum: bool,
+        nesterov: bool,
+        bias_correction: bool,
+        fused_multiply_add: bool,
+        torch_sqrt: bool,
+    ) -> None: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def eps(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def centered(self) -> bool: ...
+    @property
+    def maximize(self) -> bool: ...
+    @property
+    def eps_in_sqrt(self) -> bool: ...
+    @property
+    def decoupled_weight_decay(self) -> bool: ...
+    @property
+    def lr_in_momentum(self) -> bool: ...
+    @property
+    def nesterov(self) -> bool: ...
+    @property
+    def bias_correction(self) -> bool: ...
+    @property
+    def fused_multiply_add(self) -> bool: ...
+    @property
+    def torch_sqrt(self) -> bool: ...
+
 def rmsprop_step(
     param: np.ndarray,
     grad: np.ndarray,
@@ -10,16 +58,9 @@ def rmsprop_step(
     momentum_buffer: np.ndarray | None = None,
     grad_avg: np.ndarray | None = None,
     *,
-    lr: float,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-    centered: bool,
-    maximize: bool,
-    eps_in_sqrt: bool,
-    decoupled_weight_decay: bool,
+    hyperparams: Hyperparams,
     num_threads: int = 0,
+    step: float = 0.0,
 ) -> None: ...
 def rmsprop_step_many(
     params: Sequence[np.ndarray],
@@ -28,20 +69,15 @@ def rmsprop_step_many(
     momentum_buffers: Sequence[np.ndarray] | None = None,
     grad_avgs: Sequence[np.ndarray] | None = None,
     *,
-    lr: float,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-    centered: bool,
-    maximize: bool,
-    eps_in_sqrt: bool,
-    decoupled_weight_decay: bool,
+    hyperparams: Hyperparams,
     num_threads: int = 0,
     check_only: bool = False,
     steps: Sequence[np.ndarray] | None = None,
+    step: float = 0.0,
 ) -> None: ...
 def set_num_threads(num_threads: int) -> None: ...
+def _install_mkl_sqrt(vms_sqrt: int, vmd_sqrt: int) -> None: ...
+def _mkl_sqrt_installed() -> bool: ...
 def get_num_threads() -> int: ...
 def requested_num_threads() -> int: ...
 def last_num_threads() -> int: ...
@@ -78,15 +114,7 @@ class PreparedStep:
         self,
         owners: Sequence[Any],
         *,
-        lr: float,
-        alpha: float,
-        eps: float,
-        weight_decay: float,
-        momentum: float,
-        centered: bool,
-        maximize: bool,
-        eps_in_sqrt: bool,
-        decoupled_weight_decay: bool,
+        hyperparams: Hyperparams,
         num_threads: int = 0,
         check_only: bool = False,
     ) -> bool: ...

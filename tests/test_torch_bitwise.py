@@ -1,0 +1,146 @@
+"""rmsprop_ext.RMSprop gives torch.optim.RMSprop's results bit for bit (compared with torch.equal).
+
+The configurations are torch's own optimizer test table for RMSprop; every test runs on each
+instruction set (conftest), and the subprocess tests repeat the table under each of torch's CPU
+capabilities, whose kernels round multiply-adds differently (FMA in AVX2/AVX-512, not in DEFAULT).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import rmsprop_ext
+from conftest import HAS_TORCH
+
+pytestmark = [
+    pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch"),
+    pytest.mark.needs_torch,
+]
+
+STEPS = 200
+# Vector bodies, scalar tails, a one-element and a 2-D parameter.
+SHAPES = [(1031,), (17, 33), (5,), (1,), (3 * 1024 + 7,)]
+
+
+def torch_table() -> list[tuple[str, dict[str, Any]]]:
+    from torch.testing._internal.common_optimizers import optim_inputs_func_rmsprop
+
+    return [(case.desc, case.kwargs) for case in optim_inputs_func_rmsprop("cpu")]
+
+
+def train(optimizer: Any, kwargs: dict[str, Any], dtype: Any, steps: int = STEPS) -> list[Any]:
+    """`steps` steps on fixed random parameters and gradients whose size changes from step to step."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    params = [
+        torch.nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)) for shape in SHAPES
+    ]
+    opt = optimizer(params, **kwargs)
+    for k in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator, dtype=dtype) * (1 + k % 3)
+        opt.step()
+    return [p.detach() for p in params]
+
+
+def torch_paths_disagree(kwargs: dict[str, Any], dtype: Any) -> bool:
+    """torch's for-loop adds the weight decay to a complex gradient in complex arithmetic, which
+    never fuses the multiply-add; its foreach path views the tensors as reals first and fuses it.
+    The two torch paths then differ from each other, and rmsprop_ext follows the for-loop (the
+    default on CPU)."""
+    return dtype.is_complex and kwargs.get("weight_decay", 0) != 0 and torch_fuses()
+
+
+def torch_fuses() -> bool:
+    from rmsprop_ext._rounding import torch_fuses_multiply_add
+
+    return torch_fuses_multiply_add()
+
+
+def differing_elements(kwargs: dict[str, Any], dtype: Any, foreach: bool) -> int:
+    import torch
+
+    theirs = train(lambda p, **kw: torch.optim.RMSprop(p, foreach=foreach, **kw), kwargs, dtype)
+    ours = train(rmsprop_ext.RMSprop, kwargs, dtype)
+    for a, b in zip(theirs, ours):
+        assert a.dtype == b.dtype
+    return sum(int((a != b).sum()) for a, b in zip(theirs, ours) if not torch.equal(a, b))
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64", "complex64"])
+def test_torch_table_is_matched_bit_for_bit(dtype_name: str) -> None:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    for desc, kwargs in torch_table():
+        assert differing_elements(kwargs, dtype, foreach=False) == 0, (desc, "for-loop")
+        foreach_differences = differing_elements(kwargs, dtype, foreach=True)
+        if torch_paths_disagree(kwargs, dtype):
+            # Not an exception we grant ourselves: torch's two paths really differ here.
+            theirs = train(lambda p, **kw: torch.optim.RMSprop(p, foreach=False, **kw), kwargs, dtype)
+            foreach = train(lambda p, **kw: torch.optim.RMSprop(p, foreach=True, **kw), kwargs, dtype)
+            assert not all(torch.equal(a, b) for a, b in zip(theirs, foreach)), desc
+        else:
+            assert foreach_differences == 0, (desc, "foreach")
+
+
+def test_functional_and_numpy_apis_round_like_the_optimizer() -> None:
+    import numpy as np
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    p0 = torch.randn(2053, generator=generator)
+    grads = [torch.randn(2053, generator=generator) for _ in range(20)]
+    kwargs = {"lr": 1e-2, "momentum": 0.5, "centered": True, "weight_decay": 0.1}
+
+    param = torch.nn.Parameter(p0.clone())
+    opt = torch.optim.RMSprop([param], foreach=False, **kwargs)
+    array = p0.numpy().copy()
+    numpy_opt = rmsprop_ext.NumpyRMSprop([array], **kwargs)
+    functional = p0.clone()
+    state = [torch.zeros_like(p0) for _ in range(3)]
+    for g in grads:
+        param.grad = g
+        opt.step()
+        numpy_opt.step([g.numpy()])
+        rmsprop_ext.rmsprop_step(
+            functional, g, state[0], momentum_buffer=state[1], grad_avg=state[2], **kwargs
+        )
+    assert torch.equal(functional, param.detach())
+    assert np.array_equal(array, param.detach().numpy())
+
+
+CHECK_TABLE = """
+import sys, torch, rmsprop_ext
+sys.path.insert(0, {tests!r})
+import test_torch_bitwise as t
+bad = [
+    (str(dtype), desc)
+    for dtype in (torch.float32, torch.float64, torch.complex64)
+    for desc, kwargs in t.torch_table()
+    if t.differing_elements(kwargs, dtype, foreach=False)
+]
+print(torch.backends.cpu.get_cpu_capability(), rmsprop_ext.get_isa(), "mismatches:", bad)
+sys.exit(1 if bad else 0)
+"""
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_torch_table_under_each_torch_cpu_capability(capability: str, isa: str) -> None:
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "RMSPROP_EXT_ISA": isa}
+    tests = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK_TABLE.format(tests=tests)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert capability.upper() in result.stdout  # torch really ran with that capability
