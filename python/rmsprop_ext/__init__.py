@@ -16,6 +16,7 @@ from ._core import get_isa, last_num_threads, set_isa
 from ._threads import get_num_threads, set_num_threads
 from .functional import rmsprop_step, rmsprop_step_many
 from .numpy_optimizer import NumpyRMSprop
+from .presets import presets
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "get_isa",
     "get_num_threads",
     "last_num_threads",
+    "presets",
     "reference",
     "rmsprop_step",
     "rmsprop_step_many",
