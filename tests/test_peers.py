@@ -49,7 +49,9 @@ def problem(dtype: Any) -> tuple[np.ndarray, list[np.ndarray]]:
     return start, grads
 
 
-def run_ours(options: dict[str, Any], dtype: Any, weight_decay_gradient: bool = False) -> np.ndarray:
+def run_ours(
+    options: dict[str, Any], dtype: Any, weight_decay_gradient: bool = False
+) -> np.ndarray:
     """rmsprop_ext.RMSprop with `options`, the cosine schedule, and the fixed gradients."""
     import torch
 
@@ -228,3 +230,16 @@ def test_presets_are_read_only_and_name_only_known_options() -> None:
         with pytest.raises(TypeError):
             options["alpha"] = 0.5  # type: ignore[index]
     assert set(rmsprop_ext.presets) == {"torch", "tf1", "keras", "timm", "optax", "textbook"}
+
+
+def test_textbook_preset_matches_the_textbook_formulas() -> None:
+    from rmsprop_ext import reference
+
+    start, grads = problem(np.float64)
+    ours = start.copy()
+    opt = rmsprop_ext.NumpyRMSprop([ours], lr=0.01, **rmsprop_ext.presets["textbook"])
+    theirs, state = start.copy(), np.zeros_like(start)
+    for grad in grads:
+        opt.step([grad])
+        reference.rmsprop_numpy([(theirs, grad)], [state], {"lr": 0.01, "gamma": 0.9})
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-13)

@@ -47,9 +47,10 @@ Built with keyword arguments only; ValueError naming the bad one. Read-only afte
       .def_property_readonly("torch_sqrt",
                              [](const Hyperparams& hp) { return hp.sqrt_f32 != nullptr; });
 
-  m.def("_install_mkl_sqrt", &rmsprop_ext::binding::install_mkl_sqrt, py::arg("vms_sqrt"),
-        py::arg("vmd_sqrt"),
-        R"doc(Installs MKL's vmsSqrt and vmdSqrt (function addresses found in torch's own library) as
+  m.def(
+      "_install_mkl_sqrt", &rmsprop_ext::binding::install_mkl_sqrt, py::arg("vms_sqrt"),
+      py::arg("vmd_sqrt"),
+      R"doc(Installs MKL's vmsSqrt and vmdSqrt (function addresses found in torch's own library) as
 the square root of updates built with torch_sqrt=True; (0, 0) uninstalls.)doc");
   m.def("_mkl_sqrt_installed", &rmsprop_ext::binding::mkl_sqrt_installed,
         R"doc(True when _install_mkl_sqrt has installed MKL's square roots.)doc");

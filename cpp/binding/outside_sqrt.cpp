@@ -37,8 +37,7 @@ void sqrt_f64(std::int64_t n, const double* in, double* out) {
 
 void install_mkl_sqrt(std::uintptr_t vms, std::uintptr_t vmd) {
   const bool both = vms != 0 && vmd != 0;
-  vms_sqrt.store(both ? reinterpret_cast<MklSqrt<float>>(vms) : nullptr,
-                 std::memory_order_release);
+  vms_sqrt.store(both ? reinterpret_cast<MklSqrt<float>>(vms) : nullptr, std::memory_order_release);
   vmd_sqrt.store(both ? reinterpret_cast<MklSqrt<double>>(vmd) : nullptr,
                  std::memory_order_release);
 }

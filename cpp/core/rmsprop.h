@@ -7,9 +7,10 @@
 
 namespace rmsprop_ext {
 
-// An elementwise square root over n values (out may not alias in). The update uses one in place of
-// the CPU's correctly rounded square root to follow a library whose own rounds differently: torch
-// with MKL takes its square roots from MKL's vector math, which can be 1 ulp below the IEEE result.
+// An elementwise square root over n values, in place when out == in. The update uses one in place
+// of the CPU's correctly rounded square root to follow a library whose own rounds differently:
+// torch with MKL takes its square roots from MKL's vector math, which can be 1 ulp below the IEEE
+// result.
 template <typename T>
 using SqrtBlockFn = void (*)(std::int64_t n, const T* in, T* out);
 

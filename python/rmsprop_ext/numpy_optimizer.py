@@ -11,7 +11,7 @@ import numpy as np
 from . import _core
 from .functional import native_hyperparams, options_from
 
-__all__ = ["NumpyRMSprop", "check_option_combination", "check_optimizer_args"]
+__all__ = ["NumpyRMSprop", "check_optimizer_args", "check_option_combination"]
 
 _STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 

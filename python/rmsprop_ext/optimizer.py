@@ -14,7 +14,7 @@ from ._step_contract import OWN_STEP_CONTRACT, run_step
 from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
 from .functional import as_native_array, hyperparams, native_hyperparams, options_from
-from .numpy_optimizer import check_option_combination, check_optimizer_args
+from .numpy_optimizer import check_optimizer_args, check_option_combination
 
 __all__ = ["RMSprop", "SparseGradientError", "rmsprop"]
 
