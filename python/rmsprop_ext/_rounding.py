@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def _probe_values() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(rng.standard_normal(_PROBE_SIZE).astype(np.float32) for _ in range(3))  # type: ignore[return-value]
 
 
-def _fused(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _fused(a: Any, b: Any, c: Any) -> np.ndarray:
     # float32 products are exact in float64; the sum's float64 rounding only matters on ties.
     return (a.astype(np.float64) * b + c).astype(np.float32)
 
