@@ -267,41 +267,29 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
 }
 
 void StepCounters::increment() const {
-  for (float* c : f32) {
-    *c += 1.0f;
-  }
-  for (double* c : f64) {
-    *c += 1.0;
-  }
-}
-
-void StepCounters::number_updates(Batch& batch) const {
-  // Counters come in parameter order, float32 and float64 counters each in their own list.
-  std::size_t next_f32 = 0, next_f64 = 0;
-  for (std::size_t i = 0; i < order.size() && i < batch.is_f32.size(); ++i) {
-    const double count = order[i] ? double(*f32[next_f32++]) : *f64[next_f64++];
-    if (batch.is_f32[i]) {
-      batch.f32[batch.slot[i]].step = count + 1.0;
+  for (const Counter& c : counters) {
+    if (c.f32 != nullptr) {
+      *c.f32 += 1.0f;
     } else {
-      batch.f64[batch.slot[i]].step = count + 1.0;
+      *c.f64 += 1.0;
     }
   }
 }
 
-void number_updates(Batch& batch, const Hyperparams& hp, double step, bool have_counters) {
-  if (have_counters) {
-    return;
+void StepCounters::number_updates(Batch& batch) const {
+  for (std::size_t i = 0; i < counters.size(); ++i) {
+    batch.set_step(i, counters[i].value() + 1.0);
   }
+}
+
+void number_updates(Batch& batch, const Hyperparams& hp, double step) {
   if (hp.bias_correction && !(step >= 1.0)) {
     throw py::value_error(
         "step (the number of this update, 1 for the first) is required when "
         "bias_correction=True");
   }
-  for (auto& b : batch.f32) {
-    b.step = step;
-  }
-  for (auto& b : batch.f64) {
-    b.step = step;
+  for (std::size_t i = 0; i < batch.is_f32.size(); ++i) {
+    batch.set_step(i, step);
   }
 }
 
@@ -327,11 +315,9 @@ StepCounters step_counters(py::handle steps, std::size_t expected,
       throw py::value_error(label + " shares memory with a parameter or its state");
     }
     if (counter.dtype().equal(py::dtype::of<float>())) {
-      counters.f32.push_back(static_cast<float*>(counter.mutable_data()));
-      counters.order.push_back(true);
+      counters.counters.push_back({static_cast<float*>(counter.mutable_data()), nullptr});
     } else if (counter.dtype().equal(py::dtype::of<double>())) {
-      counters.f64.push_back(static_cast<double*>(counter.mutable_data()));
-      counters.order.push_back(false);
+      counters.counters.push_back({nullptr, static_cast<double*>(counter.mutable_data())});
     } else {
       throw py::type_error(label + " must be float32 or float64");
     }

@@ -69,6 +69,15 @@ struct Batch {
   // For each parameter, in order: whether it is in f32 (else f64), and its index there.
   std::vector<bool> is_f32;
   std::vector<std::size_t> slot;
+
+  // Sets ParamBuffers::step of parameter i, wherever its buffers are.
+  void set_step(std::size_t i, double step) {
+    if (is_f32[i]) {
+      f32[slot[i]].step = step;
+    } else {
+      f64[slot[i]].step = step;
+    }
+  }
 };
 
 // Checks the buffers of each parameter (objects[role][i]) and fills the batch; throws before any
@@ -80,10 +89,13 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
 // Step counters to add one to right after an update, in the same native call, so that no Python
 // exception (a KeyboardInterrupt) can land between a parameter's update and its counter.
 struct StepCounters {
-  std::vector<float*> f32;
-  std::vector<double*> f64;
-  // For each counter in parameter order: whether it is in f32 (else f64).
-  std::vector<bool> order;
+  // One parameter's counter: a float32 or a float64 element (the other pointer is null).
+  struct Counter {
+    float* f32 = nullptr;
+    double* f64 = nullptr;
+    double value() const { return f32 != nullptr ? double{*f32} : *f64; }
+  };
+  std::vector<Counter> counters;  // in parameter order
   std::vector<py::object> keep_alive;
 
   void increment() const;
@@ -93,7 +105,7 @@ struct StepCounters {
 
 // Sets every parameter's ParamBuffers::step to `step`; ValueError when the bias correction needs a
 // step number (>= 1) and none was given.
-void number_updates(Batch& batch, const Hyperparams& hp, double step, bool have_counters);
+void number_updates(Batch& batch, const Hyperparams& hp, double step);
 
 // Checks `steps` (None, or `expected` one-element float32/float64 arrays, each writeable and,
 // when `written` is given, apart from those buffers) before anything is written.

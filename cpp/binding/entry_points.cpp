@@ -30,7 +30,7 @@ void step_one(py::handle param, py::handle grad, py::handle square_avg, py::hand
       {param}, {grad}, {square_avg}, {momentum_buffer}, {grad_avg}};
   Batch batch;
   gather(objects, /*single=*/true, /*with_grads=*/true, hp, batch);
-  number_updates(batch, hp, step, /*have_counters=*/false);
+  number_updates(batch, hp, step);
   run(batch, hp, num_threads, Work::kUpdate);
 }
 
@@ -58,8 +58,11 @@ void step_many(py::handle params, py::handle grads, py::handle square_avgs,
   gather(objects, /*single=*/false, /*with_grads=*/true, hp, batch);
   const std::vector<Extent> written = written_extents(batch.buffers);
   const StepCounters counters = step_counters(steps, n, &written);
-  counters.number_updates(batch);
-  number_updates(batch, hp, step, /*have_counters=*/!steps.is_none());
+  if (steps.is_none()) {
+    number_updates(batch, hp, step);
+  } else {
+    counters.number_updates(batch);
+  }
   run(batch, hp, num_threads, work);
   if (work == Work::kUpdate) {
     counters.increment();

@@ -109,7 +109,7 @@ void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int
     return;
   }
   // The same two halves with the outside square root between them, block by block: the memory
-  // is still read and written once, the block's intermediates live in L1.
+  // is still read and written once, the block's intermediates stay in cache.
   alignas(64) T grads[kSqrtBlock];
   alignas(64) T roots[kSqrtBlock];  // the radicands, then their square roots in place
   for (std::int64_t block = begin; block < end; block += kSqrtBlock) {
