@@ -20,7 +20,13 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["ROUNDINGS", "resolve_rounding", "torch_fuses_multiply_add", "torch_sqrt_installed"]
+__all__ = [
+    "ROUNDINGS",
+    "check_rounding",
+    "resolve_rounding",
+    "torch_fuses_multiply_add",
+    "torch_sqrt_installed",
+]
 
 _PROBE_SIZE = 1031  # a vector body and a scalar tail on every instruction set
 
@@ -157,6 +163,14 @@ def _vml_sqrt(address: int, values: np.ndarray) -> np.ndarray:
 ROUNDINGS = ("torch", "fused", "separate")
 
 
+def check_rounding(rounding: Any) -> None:
+    """ValueError naming the choices for anything but one of ROUNDINGS."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(
+            f"rounding must be one of {', '.join(map(repr, ROUNDINGS))}, got {rounding!r}"
+        )
+
+
 def resolve_rounding(rounding: str) -> tuple[bool, bool]:
     """(fused_multiply_add, torch_sqrt) for a ``rounding`` option.
 
@@ -165,14 +179,11 @@ def resolve_rounding(rounding: str) -> tuple[bool, bool]:
     (FMA when the CPU has AVX2 and FMA, unless ``ATEN_CPU_CAPABILITY=default``) and the IEEE
     square root. "fused" / "separate": multiply-adds rounded once / twice, IEEE square roots.
     """
+    check_rounding(rounding)
     if rounding == "fused":
         return True, False
     if rounding == "separate":
         return False, False
-    if rounding != "torch":
-        raise ValueError(
-            f"rounding must be one of {', '.join(map(repr, ROUNDINGS))}, got {rounding!r}"
-        )
     if "torch" in sys.modules:
         return torch_fuses_multiply_add(), torch_sqrt_installed()
     return _torch_rule(os.environ.get("ATEN_CPU_CAPABILITY", "").lower()), False

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from . import _core
-from ._rounding import resolve_rounding
+from ._rounding import check_rounding, resolve_rounding
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +21,7 @@ else:
 
 __all__ = [
     "as_native_array",
+    "check_extension_options",
     "hyperparams",
     "native_hyperparams",
     "options_from",
@@ -124,17 +125,32 @@ def hyperparams(
         "bias_correction": bool(bias_correction),
         "rounding": rounding,
     }
-    resolve_rounding(rounding)  # ValueError naming the choices
     for name in ("lr", "eps", "weight_decay", "momentum"):
         if not (math.isfinite(options[name]) and options[name] >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {options[name]}")
     if not 0.0 <= options["alpha"] <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {options['alpha']}")
-    if options["bias_correction"] and options["alpha"] == 1.0:
-        raise ValueError("bias_correction needs alpha < 1 (it divides by 1 - alpha^t), got 1.0")
-    if options["nesterov"] and options["momentum"] == 0:
-        raise ValueError("nesterov=True needs momentum > 0")
+    check_extension_options(
+        options["momentum"],
+        options["alpha"],
+        options["nesterov"],
+        options["bias_correction"],
+        rounding,
+    )
     return options
+
+
+def check_extension_options(
+    momentum: float, alpha: float, nesterov: bool, bias_correction: bool, rounding: Any
+) -> None:
+    """The options beyond torch's that only make sense together, and the rounding's name."""
+    if nesterov and momentum <= 0:
+        raise ValueError("Invalid nesterov: it needs momentum > 0")
+    if bias_correction and alpha >= 1:
+        raise ValueError(
+            f"Invalid bias_correction: it needs alpha < 1 (it divides by 1 - alpha^t), got {alpha}"
+        )
+    check_rounding(rounding)
 
 
 def native_hyperparams(options: dict[str, Any]) -> _core.Hyperparams:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .functional import native_hyperparams, options_from
+from .functional import check_extension_options, native_hyperparams, options_from
 
-__all__ = ["NumpyRMSprop", "check_optimizer_args", "check_option_combination"]
+__all__ = ["NumpyRMSprop", "check_optimizer_args"]
 
 _STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 
@@ -36,16 +36,6 @@ def check_optimizer_args(
     for what, value, low, high in checks:
         if not (low <= value <= high) or not math.isfinite(value):
             raise ValueError(f"Invalid {what}: {value}")
-
-
-def check_option_combination(
-    momentum: float, alpha: float, nesterov: bool, bias_correction: bool
-) -> None:
-    """Options that only make sense together."""
-    if nesterov and momentum <= 0:
-        raise ValueError("Invalid nesterov: it needs momentum > 0")
-    if bias_correction and alpha >= 1:
-        raise ValueError(f"Invalid bias_correction: it needs alpha < 1, got alpha={alpha}")
 
 
 class NumpyRMSprop:
@@ -76,7 +66,7 @@ class NumpyRMSprop:
         rounding: str = "torch",
     ) -> None:
         check_optimizer_args(lr, alpha, eps, weight_decay, momentum, initial_square_avg)
-        check_option_combination(momentum, alpha, nesterov, bias_correction)
+        check_extension_options(momentum, alpha, nesterov, bias_correction, rounding)
         self.params: list[np.ndarray] = list(params)
         for i, p in enumerate(self.params):
             if not isinstance(p, np.ndarray):

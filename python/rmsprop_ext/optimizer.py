@@ -13,8 +13,14 @@ from . import _core
 from ._step_contract import OWN_STEP_CONTRACT, run_step
 from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
-from .functional import as_native_array, hyperparams, native_hyperparams, options_from
-from .numpy_optimizer import check_optimizer_args, check_option_combination
+from .functional import (
+    as_native_array,
+    check_extension_options,
+    hyperparams,
+    native_hyperparams,
+    options_from,
+)
+from .numpy_optimizer import check_optimizer_args
 
 __all__ = ["RMSprop", "SparseGradientError", "rmsprop"]
 
@@ -83,7 +89,7 @@ class RMSprop(Optimizer):
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         check_optimizer_args(float(lr), alpha, eps, weight_decay, momentum, initial_square_avg)
-        check_option_combination(momentum, alpha, nesterov, bias_correction)
+        check_extension_options(momentum, alpha, nesterov, bias_correction, rounding)
         if capturable:
             raise ValueError("capturable=True is not supported: rmsprop_ext steps on the host")
         if differentiable:
