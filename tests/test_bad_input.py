@@ -113,6 +113,31 @@ SINGLE_CASES: list[
     ("momentum-negative", lambda b: {}, {"momentum": -0.5}, ValueError, "momentum"),
     ("momentum-inf", lambda b: {}, {"momentum": float("inf")}, ValueError, "momentum"),
     ("num-threads-zero", lambda b: {}, {"num_threads": 0}, ValueError, "num_threads"),
+    ("rounding-unknown", lambda b: {}, {"rounding": "exact"}, ValueError, "rounding"),
+    (
+        "nesterov-no-momentum",
+        lambda b: {},
+        {"nesterov": True, "momentum": 0.0},
+        ValueError,
+        "nesterov",
+    ),
+    ("bias-correction-no-step", lambda b: {}, {"bias_correction": True}, ValueError, "step"),
+    ("step-zero", lambda b: {}, {"bias_correction": True, "step": 0}, ValueError, "step"),
+    ("step-float", lambda b: {}, {"step": 1.5}, ValueError, "step"),
+    (
+        "bias-correction-alpha-one",
+        lambda b: {},
+        {"bias_correction": True, "alpha": 1.0, "step": 1},
+        ValueError,
+        "bias_correction",
+    ),
+    (
+        "grad-real-for-complex-param",
+        lambda b: {k: v.astype(np.complex64) for k, v in b.items() if k != "grad"},
+        {},
+        TypeError,
+        "grad",
+    ),
 ]
 
 

@@ -29,6 +29,26 @@ COMBOS = [
     )
 ]
 
+# The other libraries' math (timm, Keras, TF1, optax): where the learning rate goes, Nesterov
+# momentum and the bias correction, with and without centering. Centered and bias-corrected,
+# the variance is exactly 0 at step 1 (s = g^2, a = g) and any rounding leaves noise there that
+# sqrt(v) magnifies without bound; eps inside the root, large enough, keeps the step well
+# conditioned (optax's own default puts eps inside).
+OTHER_LIBRARY_COMBOS = [
+    {
+        "centered": c,
+        "momentum": 0.9,
+        "lr_in_momentum": lr,
+        "nesterov": n,
+        "bias_correction": b,
+        **({"eps": 0.1, "eps_in_sqrt": True} if c and b else {}),
+    }
+    for c, lr, n, b in itertools.product([False, True], repeat=4)
+] + [
+    {"centered": False, "bias_correction": True},
+    {"centered": True, "bias_correction": True, "eps": 0.1, "eps_in_sqrt": True},
+]
+
 
 def combo_id(options: dict[str, Any]) -> str:
     return "-".join(f"{k}={v}" for k, v in options.items()) or "plain"
@@ -44,7 +64,9 @@ def run_native(
     if options.get("centered"):
         state["grad_avg"] = np.zeros_like(param)
     for t in range(steps):
-        rmsprop_ext.rmsprop_step(param, stream.grad(t), lr=0.01, alpha=0.9, **state, **options)
+        rmsprop_ext.rmsprop_step(
+            param, stream.grad(t), lr=0.01, alpha=0.9, step=t + 1, **state, **options
+        )
     return {"param": param, **state}
 
 
@@ -66,6 +88,7 @@ def run_reference(
             grad_avg,
             lr=0.01,
             alpha=0.9,
+            step=t + 1,
             **options,
         )
     out = {"param": param, "square_avg": square_avg}
@@ -85,7 +108,7 @@ def assert_matches(
         np.testing.assert_allclose(native[key], expected, **TOLERANCE[dtype], err_msg=key)
 
 
-@pytest.mark.parametrize("options", COMBOS, ids=combo_id)
+@pytest.mark.parametrize("options", COMBOS + OTHER_LIBRARY_COMBOS, ids=combo_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("size", SMALL_SIZES)
 def test_small_sizes_match_reference(size: int, dtype: Any, options: dict[str, Any]) -> None:
@@ -105,7 +128,7 @@ def test_large_size_matches_reference_everywhere(dtype: Any, options: dict[str, 
     assert_matches(native, run_reference(stream, options, STEPS), dtype, LARGE_SIZE)
 
 
-@pytest.mark.parametrize("options", [COMBOS[0], COMBOS[-1]], ids=combo_id)
+@pytest.mark.parametrize("options", [COMBOS[0], COMBOS[-1], OTHER_LIBRARY_COMBOS[-3]], ids=combo_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_large_size_matches_reference_on_random_data(dtype: Any, options: dict[str, Any]) -> None:
     stream = GradientStream(LARGE_SIZE, dtype, seed=2)
