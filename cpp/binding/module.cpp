@@ -49,9 +49,10 @@ Built with keyword arguments only; ValueError naming the bad one. Read-only afte
 
   m.def(
       "_install_mkl_sqrt", &rmsprop_ext::binding::install_mkl_sqrt, py::arg("vms_sqrt"),
-      py::arg("vmd_sqrt"),
+      py::arg("vmd_sqrt"), py::arg("set_num_threads_local"),
       R"doc(Installs MKL's vmsSqrt and vmdSqrt (function addresses found in torch's own library) as
-the square root of updates built with torch_sqrt=True; (0, 0) uninstalls.)doc");
+the square root of updates built with torch_sqrt=True, called on one thread each through
+mkl_set_num_threads_local; zeros uninstall.)doc");
   m.def("_mkl_sqrt_installed", &rmsprop_ext::binding::mkl_sqrt_installed,
         R"doc(True when _install_mkl_sqrt has installed MKL's square roots.)doc");
 

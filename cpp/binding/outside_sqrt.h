@@ -11,8 +11,10 @@
 namespace rmsprop_ext::binding {
 
 // Installs MKL's vmsSqrt and vmdSqrt (addresses of functions with MKL's LP64 signature
-// void(int n, const T* a, T* r, std::int64_t mode)); 0 and 0 uninstalls.
-void install_mkl_sqrt(std::uintptr_t vms_sqrt, std::uintptr_t vmd_sqrt);
+// void(int n, const T* a, T* r, std::int64_t mode)) and mkl_set_num_threads_local (int(int)),
+// which keeps each call on its calling thread; zeros uninstall.
+void install_mkl_sqrt(std::uintptr_t vms_sqrt, std::uintptr_t vmd_sqrt,
+                      std::uintptr_t set_num_threads_local);
 
 bool mkl_sqrt_installed();
 

@@ -81,8 +81,14 @@ def torch_fuses_multiply_add() -> bool:
     return True in verdicts
 
 
-def _mkl_sqrt_functions() -> tuple[int, int] | None:
-    """Addresses of MKL's vmsSqrt and vmdSqrt inside the loaded libtorch_cpu, or None."""
+# mkl_service.h maps the C name mkl_set_num_threads_local to MKL_Set_Num_Threads_Local(int);
+# the exported lower-case symbol is the Fortran entry, which takes a pointer.
+_MKL_FUNCTIONS = ("vmsSqrt", "vmdSqrt", "MKL_Set_Num_Threads_Local")
+
+
+def _mkl_sqrt_functions() -> tuple[int, int, int] | None:
+    """Addresses of MKL's vmsSqrt, vmdSqrt and (C) mkl_set_num_threads_local inside the loaded
+    libtorch_cpu, or None."""
     import ctypes
 
     import torch
@@ -95,7 +101,7 @@ def _mkl_sqrt_functions() -> tuple[int, int] | None:
             library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0))
             return tuple(  # type: ignore[return-value]
                 ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
-                for symbol in ("vmsSqrt", "vmdSqrt")
+                for symbol in _MKL_FUNCTIONS
             )
         except (OSError, AttributeError):
             return None
@@ -128,7 +134,7 @@ def torch_sqrt_installed() -> bool:
         and all(functions)
         and all(
             np.array_equal(_vml_sqrt(address, x), r)
-            for address, x, r in zip(functions, samples, torch_roots)
+            for address, x, r in zip(functions[:2], samples, torch_roots)
         )
     ):
         _core._install_mkl_sqrt(*functions)
