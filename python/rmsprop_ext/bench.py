@@ -368,13 +368,15 @@ def native_on_pages(n: int, huge: bool, threads: int) -> StepFn:
     return lambda: rmsprop_step(x, g, s, lr=LR, alpha=ALPHA, num_threads=threads)
 
 
-def native_functional(n: int, variant: str, threads: int) -> StepFn:
+def native_functional(n: int, variant: str, threads: int, rounding: str = "torch") -> StepFn:
     options, _ = VARIANTS[variant]
     x, g, s, *extra = _arrays(n, 3 + len(options))
     state = _extra_state(variant, extra)
 
     def step() -> None:
-        rmsprop_step(x, g, s, lr=LR, alpha=ALPHA, num_threads=threads, **options, **state)
+        rmsprop_step(
+            x, g, s, lr=LR, alpha=ALPHA, num_threads=threads, rounding=rounding, **options, **state
+        )
 
     return step
 
@@ -484,6 +486,9 @@ def torch_scratch(n: int, variant: str, threads: int) -> StepFn:
     return step
 
 
+# The functional step with rounding="fused": what following torch's square root costs.
+IEEE_NATIVE = "native, IEEE sqrt"
+
 # (label, factory(n, variant, threads), variants it runs, needs torch, note)
 SingleTensorCase = tuple[str, Callable[[int, str, int], StepFn], tuple[str, ...], bool, str]
 
@@ -491,6 +496,13 @@ ALL = tuple(VARIANTS)
 SINGLE_TENSOR_CASES: list[SingleTensorCase] = [
     ("roofline kernel", roofline, ALL, False, "same bytes, trivial arithmetic"),
     ("native rmsprop_step", native_functional, ALL, False, ""),
+    (
+        IEEE_NATIVE,
+        lambda n, v, t: native_functional(n, v, t, rounding="fused"),
+        ALL,
+        False,
+        "IEEE square roots instead of torch's MKL ones",
+    ),
     ("native RMSprop.step", lambda n, v, t: ours_optimizer(1, n, v), ALL, True, ""),
     ("torch RMSprop for-loop", lambda n, v, t: torch_rmsprop(1, n, v, False), ALL, True, ""),
     ("torch RMSprop foreach", lambda n, v, t: torch_rmsprop(1, n, v, True), ALL, True, ""),

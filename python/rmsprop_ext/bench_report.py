@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 
-from .bench import SMALL_MODEL_STEPS_PER_ROUND, Measurement
+from .bench import IEEE_NATIVE, SMALL_MODEL_STEPS_PER_ROUND, Measurement
 
 __all__ = ["format_report", "summary_lines"]
 
@@ -140,6 +140,12 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
             lines.append(
                 f"{n:,} elements: native / roofline throughput = {_fraction(native, roof)}"
             )
+        ieee = _find(sizes, implementation=IEEE_NATIVE, elements=n)
+        if ieee and roof:
+            lines.append(
+                f"{n:,} elements: native with IEEE sqrt / roofline throughput = "
+                f"{_fraction(ieee, roof)}"
+            )
         # Each peer against the native path of its kind, all on the same memory: the Python
         # formulas against the functional call, the torch optimizers against RMSprop.step.
         for peer in ("numpy scratch formula", "torch scratch formula", "Python scalar loop"):
@@ -158,6 +164,14 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
             best = min(torch_rows, key=lambda r: r.median_s)
             label = f"{best.implementation} (the faster)"
             lines.append(f"{n:,} elements: RMSprop.step vs {label} = {_ratio(best, optimizer)}")
+    for r in rows:
+        if r.section == "sizes" and r.implementation == NATIVE:
+            ieee = _find(rows, section="sizes", elements=r.elements, implementation=IEEE_NATIVE)
+            if ieee:
+                lines.append(
+                    f"{r.elements:,} elements: torch's rounding (MKL sqrt) costs "
+                    f"{_ratio(r, ieee)} the IEEE-sqrt step's time"
+                )
     for r in rows:
         if r.section == "variants" and r.implementation == NATIVE:
             roof = _find(rows, section="variants", variant=r.variant, implementation=ROOFLINE)
