@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <complex>
 
-#include "binding/outside_sqrt.h"
+#include "binding/torch_sqrt.h"
 
 namespace rmsprop_ext::binding {
 namespace {
@@ -215,7 +215,7 @@ Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_
   hp.nesterov = nesterov;
   hp.bias_correction = bias_correction;
   hp.fused_multiply_add = fused_multiply_add;
-  if (torch_sqrt && !use_mkl_sqrt(hp)) {
+  if (torch_sqrt && !use_torch_sqrt(hp)) {
     throw py::value_error("torch_sqrt=True but torch's square root has not been installed");
   }
   const std::string problem = check_hyperparams(hp);

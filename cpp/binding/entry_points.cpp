@@ -11,6 +11,12 @@
 namespace rmsprop_ext::binding {
 
 void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work) {
+  // Checked when hp was built, but the active kernel may have changed since (a square root only
+  // the avx512 kernel computes).
+  const std::string problem = check_hyperparams(hp);
+  if (!problem.empty()) {
+    throw py::value_error(problem);
+  }
   if (work == Work::kCheckOnly) {
     return;
   }

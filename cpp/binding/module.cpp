@@ -6,8 +6,8 @@
 #include <string>
 
 #include "binding/entry_points.h"
-#include "binding/outside_sqrt.h"
 #include "binding/prepared_step.h"
+#include "binding/torch_sqrt.h"
 #include "core/isa.h"
 #include "core/rmsprop.h"
 
@@ -44,17 +44,27 @@ Built with keyword arguments only; ValueError naming the bad one. Read-only afte
       .def_readonly("nesterov", &Hyperparams::nesterov)
       .def_readonly("bias_correction", &Hyperparams::bias_correction)
       .def_readonly("fused_multiply_add", &Hyperparams::fused_multiply_add)
-      .def_property_readonly("torch_sqrt",
-                             [](const Hyperparams& hp) { return hp.sqrt_f32 != nullptr; });
+      .def_property_readonly("square_root_f32",
+                             [](const Hyperparams& hp) {
+                               return rmsprop_ext::binding::square_root_name(hp.square_root_f32);
+                             })
+      .def_property_readonly("square_root_f64", [](const Hyperparams& hp) {
+        return rmsprop_ext::binding::square_root_name(hp.square_root_f64);
+      });
 
-  m.def(
-      "_install_mkl_sqrt", &rmsprop_ext::binding::install_mkl_sqrt, py::arg("vms_sqrt"),
-      py::arg("vmd_sqrt"), py::arg("set_num_threads_local"),
-      R"doc(Installs MKL's vmsSqrt and vmdSqrt (function addresses found in torch's own library) as
-the square root of updates built with torch_sqrt=True, called on one thread each through
-mkl_set_num_threads_local; zeros uninstall.)doc");
-  m.def("_mkl_sqrt_installed", &rmsprop_ext::binding::mkl_sqrt_installed,
-        R"doc(True when _install_mkl_sqrt has installed MKL's square roots.)doc");
+  m.def("_install_torch_sqrt", &rmsprop_ext::binding::install_torch_sqrt, py::kw_only(),
+        py::arg("float32"), py::arg("float64"), py::arg("vms_sqrt"), py::arg("vmd_sqrt"),
+        py::arg("set_num_threads_local"),
+        R"doc(Installs torch's square root for updates built with torch_sqrt=True, per dtype:
+'ieee', 'mkl_avx512' (computed by the avx512 kernel in its single pass) or 'outside' (MKL's
+vmsSqrt / vmdSqrt, function addresses found in torch's own library, called on blocks on one
+thread each through mkl_set_num_threads_local; also what other kernels use for 'mkl_avx512').
+'ieee' for both with zero addresses uninstalls.)doc");
+  m.def("_torch_sqrt_installed", &rmsprop_ext::binding::torch_sqrt_installed,
+        R"doc(True when _install_torch_sqrt has installed torch's square root.)doc");
+  m.def("_mkl_avx512_sqrt", &rmsprop_ext::binding::mkl_avx512_sqrt_of, py::arg("values"),
+        R"doc(MKL's AVX-512 square root of a float32 or float64 array, as the avx512 kernel
+computes it (whichever kernel is active), in a new array. RuntimeError without AVX-512.)doc");
 
   m.def("rmsprop_step", &step_one, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
         py::arg("momentum_buffer") = py::none(), py::arg("grad_avg") = py::none(), py::kw_only(),

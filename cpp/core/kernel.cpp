@@ -28,9 +28,21 @@ using VectorOps = ScalarOps<T>;
 #endif
 
 // Lanes of the tail round exactly like lanes of the body: the variant, not the instruction set,
-// says whether a multiply-add rounds once.
+// says whether a multiply-add rounds once, and the AVX-512 tail has MKL's square root too.
+#if defined(__AVX512F__)
+template <typename T>
+using TailOps = Avx512LaneOps<T>;
+#else
 template <typename T>
 using TailOps = ScalarOps<T>;
+#endif
+
+// Whether this kernel computes MKL's AVX-512 square root itself.
+#if defined(__AVX512F__)
+constexpr bool kHasMklSqrt = true;
+#else
+constexpr bool kHasMklSqrt = false;
+#endif
 
 // Lanes to run one at a time before `p + begin` sits on a vector-width boundary. numpy allocates
 // large arrays 16 bytes past a cache line, so without this every AVX-512 access of a numpy buffer
@@ -101,8 +113,10 @@ void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int
       return tail_coefficients;
     }
   };
-  const SqrtBlockFn<T> sqrt_block = sqrt_block_for(hp, static_cast<T*>(nullptr));
-  if (sqrt_block == nullptr) {
+  const SquareRoot root = square_root_for(hp, static_cast<T*>(nullptr));
+  const bool in_registers =
+      root == SquareRoot::kIeee || (root == SquareRoot::kMklAvx512 && kHasMklSqrt);
+  if (in_registers) {
     for_each_lane_group(b.param, begin, end, [&](auto ops, std::int64_t i) {
       update_lanes<decltype(ops), V>(coefficients(ops), b, i);
     });
@@ -110,6 +124,7 @@ void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int
   }
   // The same two halves with the outside square root between them, block by block: the memory
   // is still read and written once, the block's intermediates stay in cache.
+  const SqrtBlockFn<T> sqrt_block = sqrt_block_for(hp, static_cast<T*>(nullptr));
   alignas(64) T grads[kSqrtBlock];
   alignas(64) T roots[kSqrtBlock];  // the radicands, then their square roots in place
   for (std::int64_t block = begin; block < end; block += kSqrtBlock) {
@@ -173,17 +188,30 @@ void with_decay(const Hyperparams& hp, bool complex_pairs, F&& f) {
   }
 }
 
+// Calls f with std::true_type when this kernel computes the square root as MKL's AVX-512 code
+// does; only the avx512 kernel instantiates that.
+template <typename T, typename F>
+void with_mkl_sqrt(const Hyperparams& hp, F&& f) {
+  if constexpr (kHasMklSqrt) {
+    with_flag(square_root_for(hp, static_cast<T*>(nullptr)) == SquareRoot::kMklAvx512, f);
+  } else {
+    f(std::false_type{});
+  }
+}
+
 // Calls f(V{}) with the Variant that matches the hyperparameters and the parameter.
-template <typename F>
+template <typename T, typename F>
 void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
   with_flag(hp.centered, [&](auto centered) {
     with_momentum(hp, [&](auto momentum) {
       with_flag(hp.eps_in_sqrt, [&](auto eps_in_sqrt) {
         with_decay(hp, complex_pairs, [&](auto decay) {
           with_flag(hp.fused_multiply_add, [&](auto fused) {
-            f(Variant<decltype(centered)::value, decltype(momentum)::value,
-                      decltype(eps_in_sqrt)::value, decltype(decay)::value,
-                      decltype(fused)::value>{});
+            with_mkl_sqrt<T>(hp, [&](auto mkl_sqrt) {
+              f(Variant<decltype(centered)::value, decltype(momentum)::value,
+                        decltype(eps_in_sqrt)::value, decltype(decay)::value,
+                        decltype(fused)::value, decltype(mkl_sqrt)::value>{});
+            });
           });
         });
       });
@@ -198,7 +226,7 @@ void dispatch_traffic(const Hyperparams& hp, F&& f) {
     with_flag(hp.momentum > 0.0, [&](auto momentum) {
       f(Variant<decltype(centered)::value,
                 decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, false,
-                Decay::kNone, true>{});
+                Decay::kNone, true, false>{});
     });
   });
 }
@@ -206,7 +234,7 @@ void dispatch_traffic(const Hyperparams& hp, F&& f) {
 template <typename T>
 void update_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
                       const Hyperparams& hp) {
-  dispatch_variant(hp, b.complex_pairs, [&](auto variant) {
+  dispatch_variant<T>(hp, b.complex_pairs, [&](auto variant) {
     update_range_variant<T, decltype(variant)>(b, begin, end, hp);
   });
 }
@@ -239,5 +267,21 @@ void traffic_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64
                    const Hyperparams& hp) {
   traffic_range_any(b, begin, end, hp);
 }
+
+#if defined(__AVX512F__)
+namespace {
+template <typename T>
+void mkl_sqrt_any(std::int64_t n, const T* in, T* out) {
+  for_each_lane_group(in, 0, n, [&](auto ops, std::int64_t i) {
+    using Ops = decltype(ops);
+    Ops::store(out + i, Ops::mkl_sqrt(Ops::load(in + i)));
+  });
+}
+}  // namespace
+
+void mkl_sqrt(std::int64_t n, const float* in, float* out) { mkl_sqrt_any(n, in, out); }
+
+void mkl_sqrt(std::int64_t n, const double* in, double* out) { mkl_sqrt_any(n, in, out); }
+#endif
 
 }  // namespace rmsprop_ext::RMSPROP_KERNEL_NS

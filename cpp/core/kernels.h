@@ -30,6 +30,11 @@ RMSPROP_EXT_DECLARE_KERNELS(avx2)
 #endif
 #if RMSPROP_EXT_HAVE_AVX512
 RMSPROP_EXT_DECLARE_KERNELS(avx512)
+namespace avx512 {
+// MKL's AVX-512 square root as the avx512 kernel computes it (see simd_ops.h), over n values.
+void mkl_sqrt(std::int64_t n, const float* in, float* out);
+void mkl_sqrt(std::int64_t n, const double* in, double* out);
+}  // namespace avx512
 #endif
 
 #undef RMSPROP_EXT_DECLARE_KERNELS

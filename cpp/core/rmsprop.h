@@ -14,6 +14,17 @@ namespace rmsprop_ext {
 template <typename T>
 using SqrtBlockFn = void (*)(std::int64_t n, const T* in, T* out);
 
+// Which square root an update takes.
+enum class SquareRoot {
+  // The CPU's, correctly rounded.
+  kIeee,
+  // MKL's AVX-512 high-accuracy one (what torch.sqrt gives on AVX-512 CPUs), computed in registers
+  // by the avx512 kernel; the other kernels cannot, and call the outside function instead.
+  kMklAvx512,
+  // The outside function (Hyperparams::sqrt_f32 / sqrt_f64), on blocks of elements.
+  kOutside,
+};
+
 // Hyperparameters of one update, in the vocabulary of torch.optim.RMSprop plus the extensions
 // (eps inside the square root, decoupled weight decay) and the other libraries' RMSProp math
 // (learning rate inside the momentum buffer, Nesterov momentum, bias correction).
@@ -38,11 +49,16 @@ struct Hyperparams {
   // How a * b + c rounds, to follow torch bit for bit: once (torch's AVX2 and AVX-512 kernels use
   // FMA instructions, and GCC contracts their scalar tails) or twice (torch's DEFAULT kernels).
   bool fused_multiply_add = true;
-  // Square roots by these functions, in blocks, instead of the CPU's (nullptr: the CPU's).
+  // The square root of float32 and of float64 updates; kOutside needs the function, and so does
+  // kMklAvx512 unless the avx512 kernel runs.
+  SquareRoot square_root_f32 = SquareRoot::kIeee;
+  SquareRoot square_root_f64 = SquareRoot::kIeee;
   SqrtBlockFn<float> sqrt_f32 = nullptr;
   SqrtBlockFn<double> sqrt_f64 = nullptr;
 };
 
+inline SquareRoot square_root_for(const Hyperparams& hp, float*) { return hp.square_root_f32; }
+inline SquareRoot square_root_for(const Hyperparams& hp, double*) { return hp.square_root_f64; }
 inline SqrtBlockFn<float> sqrt_block_for(const Hyperparams& hp, float*) { return hp.sqrt_f32; }
 inline SqrtBlockFn<double> sqrt_block_for(const Hyperparams& hp, double*) { return hp.sqrt_f64; }
 
@@ -64,8 +80,8 @@ struct ParamBuffers {
   bool complex_pairs = false;
 };
 
-// Returns an empty string when the hyperparameters are usable, otherwise a message that names the
-// offending one. The step functions assume this check has passed.
+// Returns an empty string when the hyperparameters are usable with the active kernel, otherwise a
+// message that names the offending one. The step functions assume this check has passed.
 std::string check_hyperparams(const Hyperparams& hp);
 
 // One RMSProp step over every element of every parameter, in place, in a single pass over memory.
@@ -83,6 +99,12 @@ void roofline_step(const ParamBuffers<float>* items, std::size_t count, const Hy
                    int num_threads = 0);
 void roofline_step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
                    int num_threads = 0);
+
+// Writes MKL's AVX-512 square root of in[0..n) to out, as the avx512 kernel computes it for
+// SquareRoot::kMklAvx512 (whichever kernel is active); false, writing nothing, when the CPU or
+// the build has no AVX-512. Lets callers check it against MKL itself before relying on it.
+bool mkl_avx512_sqrt(std::int64_t n, const float* in, float* out);
+bool mkl_avx512_sqrt(std::int64_t n, const double* in, double* out);
 
 // Threads used by step(): the value given to set_num_threads, else OpenMP's default (which honours
 // OMP_NUM_THREADS). set_num_threads(0) returns to OpenMP's default.

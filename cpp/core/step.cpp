@@ -5,6 +5,9 @@
 #include <cmath>
 #include <cstdint>
 #include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "isa.h"
 #include "kernels.h"
@@ -112,10 +115,43 @@ void run_span(const ParamBuffers<T>* items, std::size_t count, Position from, Po
   }
 }
 
+// Empty when the kernel of `isa` can take the square root asked for T.
+template <typename T>
+std::string square_root_problem(const Hyperparams& hp, Isa isa, const char* dtype) {
+  const SquareRoot root = square_root_for(hp, static_cast<T*>(nullptr));
+  const bool in_registers =
+      root == SquareRoot::kIeee || (root == SquareRoot::kMklAvx512 && isa == Isa::kAvx512);
+  if (in_registers || sqrt_block_for(hp, static_cast<T*>(nullptr)) != nullptr) {
+    return {};
+  }
+  std::ostringstream message;
+  message << "the " << dtype << " square root ";
+  if (root == SquareRoot::kOutside) {
+    message << "is an outside function, but none is given";
+  } else {
+    message << "is MKL's AVX-512 one, which the " << isa_name(isa)
+            << " kernel cannot compute, and no outside function is given";
+  }
+  return message.str();
+}
+
+std::string square_roots_problem(const Hyperparams& hp, Isa isa) {
+  std::string problem = square_root_problem<float>(hp, isa, "float32");
+  return problem.empty() ? square_root_problem<double>(hp, isa, "float64") : problem;
+}
+
 template <typename T>
 void step_any(const ParamBuffers<T>* items, std::size_t count, const Hyperparams& hp,
               int num_threads, Work work) {
-  const UpdateRangeFn<T> kernel = kernel_for<T>(active_isa(), work);
+  const Isa isa = active_isa();
+  const UpdateRangeFn<T> kernel = kernel_for<T>(isa, work);
+  if (work == Work::kUpdate) {
+    // check_hyperparams passed, but the active kernel may have changed since.
+    const std::string problem = square_roots_problem(hp, isa);
+    if (!problem.empty()) {
+      throw std::invalid_argument(problem);
+    }
+  }
   std::int64_t total = 0;
   for (std::size_t i = 0; i < count; ++i) {
     total += items[i].size;
@@ -171,6 +207,8 @@ std::string check_hyperparams(const Hyperparams& hp) {
     message << "momentum must be a finite number >= 0, got " << hp.momentum;
   } else if (hp.bias_correction && !(hp.alpha < 1.0)) {
     message << "bias_correction needs alpha < 1 (it divides by 1 - alpha^t), got " << hp.alpha;
+  } else {
+    return square_roots_problem(hp, active_isa());
   }
   return message.str();
 }
@@ -193,6 +231,31 @@ void roofline_step(const ParamBuffers<float>* items, std::size_t count, const Hy
 void roofline_step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
                    int num_threads) {
   step_any(items, count, hp, num_threads, Work::kTraffic);
+}
+
+namespace {
+template <typename T>
+bool mkl_avx512_sqrt_any(std::int64_t n, const T* in, T* out) {
+#if RMSPROP_EXT_HAVE_AVX512
+  const std::vector<Isa> isas = available_isas();
+  if (std::find(isas.begin(), isas.end(), Isa::kAvx512) != isas.end()) {
+    avx512::mkl_sqrt(n, in, out);
+    return true;
+  }
+#endif
+  static_cast<void>(n);
+  static_cast<void>(in);
+  static_cast<void>(out);
+  return false;
+}
+}  // namespace
+
+bool mkl_avx512_sqrt(std::int64_t n, const float* in, float* out) {
+  return mkl_avx512_sqrt_any(n, in, out);
+}
+
+bool mkl_avx512_sqrt(std::int64_t n, const double* in, double* out) {
+  return mkl_avx512_sqrt_any(n, in, out);
 }
 
 void set_num_threads(int num_threads) {

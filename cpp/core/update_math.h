@@ -18,7 +18,9 @@ enum class Momentum { kNone, kHeavyBall, kNesterov };
 // Coupled weight decay: none, or grad + wd * param rounded once or twice (see complex_pairs).
 enum class Decay { kNone, kFused, kSeparate };
 
-template <bool kCentered, Momentum kMomentum, bool kEpsInSqrt, Decay kDecay, bool kFused>
+// kMklSqrt: the square root is MKL's AVX-512 one (Ops::mkl_sqrt), not the CPU's.
+template <bool kCentered, Momentum kMomentum, bool kEpsInSqrt, Decay kDecay, bool kFused,
+          bool kMklSqrt>
 struct Variant {
   static constexpr bool centered = kCentered;
   static constexpr bool momentum = kMomentum != Momentum::kNone;
@@ -27,6 +29,7 @@ struct Variant {
   static constexpr bool coupled_decay = kDecay != Decay::kNone;
   static constexpr bool fused_decay = kDecay == Decay::kFused;
   static constexpr bool fused = kFused;
+  static constexpr bool mkl_sqrt = kMklSqrt;
 };
 
 // a * b + c rounded as the variant says: once (FMA) or after the product and after the sum.
@@ -37,6 +40,15 @@ inline typename Ops::Vec multiply_add(typename Ops::Vec a, typename Ops::Vec b,
     return Ops::mul_add(a, b, c);
   } else {
     return Ops::add(Ops::mul(a, b), c);
+  }
+}
+
+template <class Ops, class V>
+inline typename Ops::Vec square_root(typename Ops::Vec x) {
+  if constexpr (V::mkl_sqrt) {
+    return Ops::mkl_sqrt(x);
+  } else {
+    return Ops::sqrt(x);
   }
 }
 
@@ -158,12 +170,12 @@ inline void param_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename 
 }
 
 // Updates lanes [i, i + Ops::kWidth) of one parameter: reads param, grad and state once, writes
-// param and state once, with the CPU's square root.
+// param and state once.
 template <class Ops, class V>
 inline void update_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename Ops::Scalar>& b,
                          std::int64_t i) {
   const StateLanes<Ops> lanes = state_lanes<Ops, V>(c, b, i);
-  param_lanes<Ops, V>(c, b, i, lanes.param, lanes.grad, Ops::sqrt(lanes.radicand));
+  param_lanes<Ops, V>(c, b, i, lanes.param, lanes.grad, square_root<Ops, V>(lanes.radicand));
 }
 
 // The roofline companion of update_lanes: the same loads and stores, in the same order, for the

@@ -26,6 +26,7 @@ __all__ = [
     "resolve_rounding",
     "torch_fuses_multiply_add",
     "torch_sqrt_installed",
+    "torch_square_roots",
 ]
 
 _PROBE_SIZE = 1031  # a vector body and a scalar tail on every instruction set
@@ -108,45 +109,113 @@ def _mkl_sqrt_functions() -> tuple[int, int, int] | None:
     return None
 
 
+def _sqrt_probe(dtype: type) -> np.ndarray:
+    """Radicands that tell square roots apart: every binade of the dtype (subnormals included) at
+    random mantissas, the range optimizer states live in, zeros, infinity and NaN."""
+    rng = np.random.default_rng(20261130)
+    if dtype is np.float32:
+        bits = rng.integers(0, 0x7F800000, _SQRT_PROBE_SIZE, dtype=np.uint32)
+    else:
+        bits = rng.integers(0, 0x7FF0000000000000, _SQRT_PROBE_SIZE, dtype=np.uint64)
+    typical = np.exp(rng.uniform(np.log(1e-12), np.log(1e2), _SQRT_PROBE_SIZE))
+    special = np.array([0.0, -0.0, np.inf, np.nan])
+    return np.concatenate([bits.view(dtype), typical.astype(dtype), special.astype(dtype)])
+
+
+_SQRT_PROBE_SIZE = 1 << 15
+# torch hands MKL's vector math to its threads in grains of 2,048 elements (ATen/cpu/vml.h); the
+# probe asks in smaller pieces, so that every piece runs on the calling thread.
+_TORCH_SERIAL_PIECE = 2000
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    unsigned = np.uint32 if a.dtype == np.float32 else np.uint64
+    return a.shape == b.shape and bool(np.array_equal(a.view(unsigned), b.view(unsigned)))
+
+
+def _torch_sqrt(values: np.ndarray) -> np.ndarray:
+    import torch
+
+    tensor = torch.from_numpy(values)
+    return torch.cat([piece.sqrt() for piece in tensor.split(_TORCH_SERIAL_PIECE)]).numpy()
+
+
+def _square_root_form(values: np.ndarray, torch_roots: np.ndarray, functions: Any) -> str | None:
+    """Which square root gives torch's bits: 'ieee', 'mkl_avx512', 'outside' or None."""
+    if _same_bits(np.sqrt(values), torch_roots):
+        return "ieee"
+    try:
+        if _same_bits(_core._mkl_avx512_sqrt(values), torch_roots):
+            return "mkl_avx512"
+    except RuntimeError:  # no AVX-512 here
+        pass
+    address = functions[0] if values.dtype == np.float32 else functions[1]
+    if address and _same_bits(_vml_sqrt(address, values), torch_roots):
+        return "outside"
+    return None
+
+
+@functools.cache
+def torch_square_roots() -> dict[str, str | None]:
+    """Which square root torch.sqrt computes in this process, per dtype ("float32", "float64").
+
+    "ieee": the correctly rounded one. "mkl_avx512": MKL's AVX-512 high-accuracy vsSqrt/vdSqrt
+    (torch with MKL on an AVX-512 CPU), which the avx512 kernel reproduces in its single pass.
+    "outside": another of MKL's code paths (e.g. MKL_ENABLE_INSTRUCTIONS=AVX2), reproduced by
+    calling MKL's function, found in the loaded libtorch_cpu, on blocks of each update. None:
+    none of these; the native step then cannot follow torch's square root bit for bit.
+    Measured bit for bit (NaNs included) on radicands from every binade. Negative ones, which
+    an update never makes, are left out: MKL's NaN for them (+qNaN) is not the CPU's (-qNaN),
+    which would tell an MKL path that rounds like IEEE from the CPU's square root for nothing.
+    """
+    # torch's first parallel sqrt in a process can come out different on the worker threads
+    # (seen: 1,557 of 3,093 elements, in 2 of 6 fresh processes; MKL starting up there), so torch
+    # is warmed up first, and the probe runs on the calling thread.
+    import torch
+
+    for _ in range(2):
+        torch.ones(1 << 16).sqrt()
+    functions = _mkl_sqrt_functions() or (0, 0, 0)
+    forms = {}
+    for dtype in (np.float32, np.float64):
+        values = _sqrt_probe(dtype)
+        forms[np.dtype(dtype).name] = _square_root_form(values, _torch_sqrt(values), functions)
+    return forms
+
+
 @functools.cache
 def torch_sqrt_installed() -> bool:
     """Installs torch's square root into the extension when torch's differs from the IEEE one.
 
-    torch with MKL takes ``sqrt`` from MKL's vector math, which rounds 1 ulp low on some inputs
-    (which ones depends on the code path MKL picks for the CPU). Its functions are found in the
-    loaded libtorch_cpu and installed when they give exactly torch.sqrt's results on a probe;
-    when torch.sqrt is the IEEE square root nothing is needed. Returns True when installed.
+    See torch_square_roots. Returns True when installed; warns when torch's square root is none
+    the extension can follow.
     """
-    import torch
-
-    probe = np.abs(_probe_values()[0]) * np.float32(1e-3)
-    samples = [probe.astype(np.float32), probe.astype(np.float64) * 1.1]
-    # torch's first parallel sqrt in a process can come out different on the worker threads
-    # (seen: 1,557 of 3,093 elements, in 2 of 6 fresh processes; MKL starting up there), so torch
-    # is warmed up first, and the probe stays below its 2,048-element grain (one thread).
-    for _ in range(2):
-        torch.ones(1 << 16).sqrt()
-    torch_roots = [torch.from_numpy(x).sqrt().numpy() for x in samples]
-    ieee = all(np.array_equal(r, np.sqrt(x)) for x, r in zip(samples, torch_roots))
-    functions = _mkl_sqrt_functions()
-    if (
-        functions is not None
-        and all(functions)
-        and all(
-            np.array_equal(_vml_sqrt(address, x), r)
-            for address, x, r in zip(functions[:2], samples, torch_roots)
-        )
-    ):
-        _core._install_mkl_sqrt(*functions)
-        return True
-    if not ieee:
+    forms = torch_square_roots()
+    if None in forms.values():
         warnings.warn(
-            "torch's sqrt is neither the IEEE square root nor MKL's found in libtorch_cpu; "
-            "rmsprop_ext cannot follow it bit for bit",
+            "torch's sqrt is neither the IEEE square root nor one of MKL's that rmsprop_ext can "
+            f"reproduce ({forms}); the native step cannot follow it bit for bit",
             RuntimeWarning,
             stacklevel=2,
         )
-    return False
+    chosen = {dtype: form or "ieee" for dtype, form in forms.items()}
+    if set(chosen.values()) == {"ieee"}:
+        return False
+    install_square_roots(chosen)
+    return True
+
+
+def install_square_roots(forms: dict[str, str]) -> None:
+    """Installs these square roots (see torch_square_roots) with MKL's functions, when found, as
+    the outside ones."""
+    functions = _mkl_sqrt_functions() or (0, 0, 0)
+    _core._install_torch_sqrt(
+        float32=forms["float32"],
+        float64=forms["float64"],
+        vms_sqrt=functions[0] or 0,
+        vmd_sqrt=functions[1] or 0,
+        set_num_threads_local=functions[2] or 0,
+    )
 
 
 # The mode torch passes to MKL (aten/src/ATen/cpu/vml.h):
