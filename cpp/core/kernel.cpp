@@ -102,8 +102,12 @@ void prefetch_block(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t e
 }
 
 template <typename T, class V>
-void update_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+void update_range_variant(const ParamBuffers<T>& buffers, std::int64_t begin, std::int64_t end,
                           const Hyperparams& hp) {
+  // A local copy: the unaligned vector stores may alias anything (GCC declares their types
+  // may_alias), so through the caller's reference the compiler reloaded the buffer pointers
+  // after every store, three loads per vector for nothing.
+  const ParamBuffers<T> b = buffers;
   const Coefficients<VectorOps<T>> vector_coefficients(hp, b.step);
   const Coefficients<TailOps<T>> tail_coefficients(hp, b.step);
   auto coefficients = [&](auto ops) -> const auto& {
