@@ -87,6 +87,7 @@ def torch_fuses_multiply_add() -> bool:
 _MKL_FUNCTIONS = ("vmsSqrt", "vmdSqrt", "MKL_Set_Num_Threads_Local")
 
 
+@functools.cache
 def _mkl_sqrt_functions() -> tuple[int, int, int] | None:
     """Addresses of MKL's vmsSqrt, vmdSqrt and (C) mkl_set_num_threads_local inside the loaded
     libtorch_cpu, or None."""
