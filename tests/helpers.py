@@ -22,7 +22,15 @@ def checksum(*arrays: Any) -> list[int]:
         if a is None:
             out.append(0)
             continue
-        array = a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
+        if hasattr(a, "detach"):
+            a = a.detach()
+            if str(a.dtype) == "torch.bfloat16":  # numpy has no bfloat16: its bytes as int16
+                import torch
+
+                a = a.view(torch.int16)
+            array = a.numpy()
+        else:
+            array = np.asarray(a)
         out.append(zlib.crc32(np.ascontiguousarray(array).tobytes()))
     return out
 

@@ -60,7 +60,7 @@ def test_bad_state_dict_changes_nothing() -> None:
         "param_groups": good["param_groups"],
     }
     bad_dtype = {
-        "state": {0: {**good["state"][0], "momentum_buffer": np.zeros(4, np.float32)}},
+        "state": {0: {**good["state"][0], "momentum_buffer": np.zeros(4, np.int64)}},
         "param_groups": good["param_groups"],
     }
     for sd, error, words in [

@@ -11,13 +11,23 @@
 namespace rmsprop_ext::binding {
 namespace {
 
+template <typename P, typename S, std::size_t K = 0>
+constexpr std::size_t index_of_list() {
+  using List = std::tuple_element_t<K, PairLists>;
+  if constexpr (std::is_same_v<typename List::value_type, ParamBuffers<P, S>>) {
+    return K;
+  } else {
+    return index_of_list<P, S, K + 1>();
+  }
+}
+
 // numpy's NPY_ARRAY_ALIGNED flag: elements sit at addresses that are multiples of their size.
 constexpr int kNumpyAligned = 0x0100;
 
-constexpr const char* kSingularNames[kRoleCount] = {"param", "grad", "square_avg",
-                                                    "momentum_buffer", "grad_avg"};
-constexpr const char* kPluralNames[kRoleCount] = {"params", "grads", "square_avgs",
-                                                  "momentum_buffers", "grad_avgs"};
+constexpr const char* kSingularNames[kRoleCount] = {"param",           "grad",     "square_avg",
+                                                    "momentum_buffer", "grad_avg", "compensation"};
+constexpr const char* kPluralNames[kRoleCount] = {"params",           "grads",     "square_avgs",
+                                                  "momentum_buffers", "grad_avgs", "compensations"};
 
 std::string shape_str(const py::array& a) {
   std::string out = "(";
@@ -28,28 +38,54 @@ std::string shape_str(const py::array& a) {
 }
 
 // Complex numbers are updated as pairs of reals, as torch.optim.RMSprop does (view_as_real).
-enum class Dtype { kFloat32, kFloat64, kComplex64, kComplex128 };
+// bfloat16 arrives as ml_dtypes' bfloat16 or as uint16 bit patterns (numpy has no bfloat16 of its
+// own; torch's bfloat16 tensors are passed as .view(torch.uint16)).
+enum class Dtype { kFloat32, kFloat64, kComplex64, kComplex128, kBFloat16, kFloat16 };
+
+const char* dtype_name(Dtype d) {
+  constexpr const char* kNames[] = {"float32",    "float64",  "complex64",
+                                    "complex128", "bfloat16", "float16"};
+  return kNames[static_cast<int>(d)];
+}
 
 Dtype dtype_of(const py::array& a, const Label& label) {
-  if (a.dtype().equal(py::dtype::of<float>())) {
+  const py::dtype dtype = a.dtype();
+  if (dtype.equal(py::dtype::of<float>())) {
     return Dtype::kFloat32;
   }
-  if (a.dtype().equal(py::dtype::of<double>())) {
+  if (dtype.equal(py::dtype::of<double>())) {
     return Dtype::kFloat64;
   }
-  if (a.dtype().equal(py::dtype::of<std::complex<float>>())) {
+  if (dtype.equal(py::dtype::of<std::complex<float>>())) {
     return Dtype::kComplex64;
   }
-  if (a.dtype().equal(py::dtype::of<std::complex<double>>())) {
+  if (dtype.equal(py::dtype::of<std::complex<double>>())) {
     return Dtype::kComplex128;
   }
+  if (dtype.equal(py::dtype("float16"))) {
+    return Dtype::kFloat16;
+  }
+  const bool native_order = dtype.attr("byteorder").cast<std::string>() != ">";
+  if (native_order &&
+      (dtype.equal(py::dtype::of<std::uint16_t>()) ||
+       (dtype.itemsize() == 2 && dtype.attr("name").cast<std::string>() == "bfloat16"))) {
+    return Dtype::kBFloat16;
+  }
   throw py::type_error(label.str() +
-                       " must have dtype float32, float64, complex64 or complex128 in native byte "
-                       "order, got " +
-                       std::string(py::str(a.dtype())));
+                       " must have dtype float32, float64, complex64, complex128, bfloat16 "
+                       "(ml_dtypes, or uint16 bit patterns) or float16 in native byte order, got " +
+                       std::string(py::str(dtype)));
 }
 
 bool is_complex(Dtype d) { return d == Dtype::kComplex64 || d == Dtype::kComplex128; }
+bool is_sixteen_bit(Dtype d) { return d == Dtype::kBFloat16 || d == Dtype::kFloat16; }
+
+// The state dtypes a parameter dtype can have: its own, and float32 for 16-bit parameters or
+// bfloat16 for float32 ones.
+bool state_dtype_allowed(Dtype param, Dtype state) {
+  return state == param || (is_sixteen_bit(param) && state == Dtype::kFloat32) ||
+         (param == Dtype::kFloat32 && state == Dtype::kBFloat16);
+}
 
 template <typename T>
 T* pointer(const Checked& c) {
@@ -61,19 +97,30 @@ struct Item {
   const Checked* role[kRoleCount] = {};
 };
 
-template <typename T>
-ParamBuffers<T> to_buffers(const Item& item) {
-  ParamBuffers<T> b;
-  b.param = pointer<T>(*item.role[kParam]);
-  b.grad = item.role[kGrad] ? pointer<T>(*item.role[kGrad]) : nullptr;
-  b.square_avg = pointer<T>(*item.role[kSquareAvg]);
+template <typename P, typename S>
+ParamBuffers<P, S> to_buffers(const Item& item, std::uint64_t stream) {
+  ParamBuffers<P, S> b;
+  b.param = pointer<P>(*item.role[kParam]);
+  b.grad = item.role[kGrad] ? pointer<P>(*item.role[kGrad]) : nullptr;
+  b.square_avg = pointer<S>(*item.role[kSquareAvg]);
   b.momentum_buffer =
-      item.role[kMomentumBuffer] ? pointer<T>(*item.role[kMomentumBuffer]) : nullptr;
-  b.grad_avg = item.role[kGradAvg] ? pointer<T>(*item.role[kGradAvg]) : nullptr;
+      item.role[kMomentumBuffer] ? pointer<S>(*item.role[kMomentumBuffer]) : nullptr;
+  b.grad_avg = item.role[kGradAvg] ? pointer<S>(*item.role[kGradAvg]) : nullptr;
+  b.compensation = item.role[kCompensation] ? pointer<P>(*item.role[kCompensation]) : nullptr;
   const py::array& param = item.role[kParam]->array;
   b.complex_pairs = is_complex(dtype_of(param, item.role[kParam]->label));
   b.size = static_cast<std::int64_t>(param.size()) * (b.complex_pairs ? 2 : 1);
+  b.stream = stream;
   return b;
+}
+
+// Appends the item's buffers to the list of its storage pair and records where.
+template <typename P, typename S>
+void add_to(Batch& batch, const Item& item, std::uint64_t stream) {
+  constexpr std::size_t kList = index_of_list<P, S>();
+  auto& list = std::get<kList>(batch.lists);
+  batch.places.push_back({kList, list.size()});
+  list.push_back(to_buffers<P, S>(item, stream));
 }
 
 Extent extent_of(const Checked& b) {
@@ -94,7 +141,8 @@ const char* plural_name(Role role) { return kPluralNames[role]; }
 
 std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
-Checked check_buffer(py::handle obj, Label label, bool written, const py::array* param) {
+Checked check_buffer(py::handle obj, Label label, bool written, const py::array* param,
+                     const Checked* same_dtype_as) {
   if (obj.is_none()) {
     throw py::value_error(label.str() + " is required for these options but is None");
   }
@@ -105,10 +153,28 @@ Checked check_buffer(py::handle obj, Label label, bool written, const py::array*
   const Dtype dtype = dtype_of(array, label);
   if (param != nullptr) {
     const Label param_label{kParam, label.index};
-    if (dtype != dtype_of(*param, param_label)) {
-      throw py::type_error(label.str() + " has dtype " + std::string(py::str(array.dtype())) +
-                           " but " + param_label.str() + " has dtype " +
-                           std::string(py::str(param->dtype())) + "; they must match");
+    const Dtype param_dtype = dtype_of(*param, param_label);
+    if (same_dtype_as != nullptr) {
+      const Dtype expected = dtype_of(same_dtype_as->array, same_dtype_as->label);
+      if (dtype != expected) {
+        throw py::type_error(label.str() + " has dtype " + dtype_name(dtype) + " but " +
+                             same_dtype_as->label.str() + " has dtype " + dtype_name(expected) +
+                             "; they must match");
+      }
+    } else if (label.role == kSquareAvg) {
+      if (!state_dtype_allowed(param_dtype, dtype)) {
+        throw py::type_error(label.str() + " has dtype " + dtype_name(dtype) + " but " +
+                             param_label.str() + " has dtype " + dtype_name(param_dtype) +
+                             "; the state of a " + dtype_name(param_dtype) + " parameter must be " +
+                             dtype_name(param_dtype) +
+                             (is_sixteen_bit(param_dtype)      ? " or float32"
+                              : param_dtype == Dtype::kFloat32 ? " or bfloat16"
+                                                               : ""));
+      }
+    } else if (dtype != param_dtype) {
+      throw py::type_error(label.str() + " has dtype " + dtype_name(dtype) + " but " +
+                           param_label.str() + " has dtype " + dtype_name(param_dtype) +
+                           "; they must match");
     }
     const bool same_shape = array.ndim() == param->ndim() &&
                             std::equal(array.shape(), array.shape() + array.ndim(), param->shape());
@@ -200,8 +266,20 @@ const Extent* find_overlap(const std::vector<Extent>& sorted_written, std::uintp
 Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_decay,
                              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
                              bool decoupled_weight_decay, bool lr_in_momentum, bool nesterov,
-                             bool bias_correction, bool fused_multiply_add, bool torch_sqrt) {
+                             bool bias_correction, bool fused_multiply_add, bool torch_sqrt,
+                             const std::string& compensation, std::uint64_t seed) {
   Hyperparams hp;
+  if (compensation == "none") {
+    hp.compensation = Compensation::kNone;
+  } else if (compensation == "kahan") {
+    hp.compensation = Compensation::kKahan;
+  } else if (compensation == "stochastic") {
+    hp.compensation = Compensation::kStochastic;
+  } else {
+    throw py::value_error("compensation must be 'none', 'kahan' or 'stochastic', got '" +
+                          compensation + "'");
+  }
+  hp.seed = seed;
   hp.lr = lr;
   hp.alpha = alpha;
   hp.eps = eps;
@@ -225,8 +303,20 @@ Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_
   return hp;
 }
 
+const char* compensation_name(Compensation compensation) {
+  switch (compensation) {
+    case Compensation::kKahan:
+      return "kahan";
+    case Compensation::kStochastic:
+      return "stochastic";
+    case Compensation::kNone:
+      break;
+  }
+  return "none";
+}
+
 void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bool with_grads,
-            const Hyperparams& hp, Batch& batch) {
+            const Hyperparams& hp, Batch& batch, const std::vector<std::uint64_t>& streams) {
   const bool use_momentum = hp.momentum > 0.0;
   const std::size_t n = objects[kParam].size();
   // Reserved up front: items and `param` below point into this vector, so it must never reallocate.
@@ -234,36 +324,98 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
   std::vector<Item> items(n);
   for (std::size_t i = 0; i < n; ++i) {
     const py::ssize_t index = single ? -1 : static_cast<py::ssize_t>(i);
-    auto add = [&](Role role, bool written, const py::array* param) {
-      batch.buffers.push_back(check_buffer(objects[role][i], {role, index}, written, param));
+    auto add = [&](Role role, bool written, const py::array* param,
+                   const Checked* same_dtype_as = nullptr) {
+      batch.buffers.push_back(
+          check_buffer(objects[role][i], {role, index}, written, param, same_dtype_as));
       items[i].role[role] = &batch.buffers.back();
+      return &batch.buffers.back();
     };
-    add(kParam, true, nullptr);
-    const py::array& param = batch.buffers.back().array;
-    if (with_grads) {
-      add(kGrad, false, &param);
+    const Checked* param_buffer = add(kParam, true, nullptr);
+    const py::array& param = param_buffer->array;
+    const Dtype param_dtype = dtype_of(param, param_buffer->label);
+    if (hp.compensation != Compensation::kNone && !is_sixteen_bit(param_dtype)) {
+      throw py::type_error(std::string("compensation='") + compensation_name(hp.compensation) +
+                           "' is for bfloat16 and float16 parameters, but " +
+                           param_buffer->label.str() + " has dtype " + dtype_name(param_dtype));
     }
-    add(kSquareAvg, true, &param);
+    if (hp.compensation == Compensation::kStochastic && param_dtype == Dtype::kFloat16) {
+      throw py::type_error("compensation='stochastic' is implemented for bfloat16 parameters; " +
+                           param_buffer->label.str() +
+                           " is float16 (use compensation='kahan' for float16)");
+    }
+    if (with_grads) {
+      add(kGrad, false, &param, param_buffer);
+    }
+    const Checked* square_avg = add(kSquareAvg, true, &param);
     if (use_momentum) {
-      add(kMomentumBuffer, true, &param);
+      add(kMomentumBuffer, true, &param, square_avg);
     }
     if (hp.centered) {
-      add(kGradAvg, true, &param);
+      add(kGradAvg, true, &param, square_avg);
+    }
+    if (hp.compensation == Compensation::kKahan) {
+      add(kCompensation, true, &param, param_buffer);
     }
   }
   check_no_overlap(batch.buffers);
-  for (const Item& item : items) {
-    const Dtype dtype = dtype_of(item.role[kParam]->array, item.role[kParam]->label);
-    const bool f32 = dtype == Dtype::kFloat32 || dtype == Dtype::kComplex64;
-    batch.is_f32.push_back(f32);
-    if (f32) {
-      batch.slot.push_back(batch.f32.size());
-      batch.f32.push_back(to_buffers<float>(item));
-    } else {
-      batch.slot.push_back(batch.f64.size());
-      batch.f64.push_back(to_buffers<double>(item));
+  for (std::size_t i = 0; i < n; ++i) {
+    const Item& item = items[i];
+    const std::uint64_t stream = streams.empty() ? i : streams[i];
+    const Dtype param = dtype_of(item.role[kParam]->array, item.role[kParam]->label);
+    const Dtype state = dtype_of(item.role[kSquareAvg]->array, item.role[kSquareAvg]->label);
+    switch (param) {
+      case Dtype::kFloat32:
+      case Dtype::kComplex64:
+        if (state == Dtype::kBFloat16) {
+          add_to<float, bfloat16>(batch, item, stream);
+        } else {
+          add_to<float, float>(batch, item, stream);
+        }
+        break;
+      case Dtype::kFloat64:
+      case Dtype::kComplex128:
+        add_to<double, double>(batch, item, stream);
+        break;
+      case Dtype::kBFloat16:
+        if (state == Dtype::kFloat32) {
+          add_to<bfloat16, float>(batch, item, stream);
+        } else {
+          add_to<bfloat16, bfloat16>(batch, item, stream);
+        }
+        break;
+      case Dtype::kFloat16:
+        if (state == Dtype::kFloat32) {
+          add_to<float16, float>(batch, item, stream);
+        } else {
+          add_to<float16, float16>(batch, item, stream);
+        }
+        break;
     }
   }
+}
+
+std::vector<std::uint64_t> stream_list(py::handle streams, std::size_t expected) {
+  std::vector<std::uint64_t> out;
+  if (streams.is_none()) {
+    return out;
+  }
+  if (!py::isinstance<py::list>(streams) && !py::isinstance<py::tuple>(streams)) {
+    throw py::type_error("streams must be a list or tuple of ints, got " + type_name(streams));
+  }
+  auto seq = py::reinterpret_borrow<py::sequence>(streams);
+  if (seq.size() != expected) {
+    throw py::value_error("streams has " + std::to_string(seq.size()) + " items but params has " +
+                          std::to_string(expected) + "; they must have the same length");
+  }
+  for (py::handle item : seq) {
+    if (!py::isinstance<py::int_>(item) || py::isinstance<py::bool_>(item) ||
+        item.cast<py::int_>() < py::int_(0)) {
+      throw py::value_error("streams must hold ints >= 0, got " + std::string(py::repr(item)));
+    }
+    out.push_back(item.cast<std::uint64_t>());
+  }
+  return out;
 }
 
 void StepCounters::increment() const {
@@ -283,12 +435,12 @@ void StepCounters::number_updates(Batch& batch) const {
 }
 
 void number_updates(Batch& batch, const Hyperparams& hp, double step) {
-  if (hp.bias_correction && !(step >= 1.0)) {
+  if ((hp.bias_correction || hp.compensation == Compensation::kStochastic) && !(step >= 1.0)) {
     throw py::value_error(
         "step (the number of this update, 1 for the first) is required when "
-        "bias_correction=True");
+        "bias_correction=True or compensation='stochastic'");
   }
-  for (std::size_t i = 0; i < batch.is_f32.size(); ++i) {
+  for (std::size_t i = 0; i < batch.places.size(); ++i) {
     batch.set_step(i, step);
   }
 }

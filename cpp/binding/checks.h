@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/rmsprop.h"
@@ -15,7 +17,7 @@ namespace rmsprop_ext::binding {
 
 namespace py = pybind11;
 
-enum Role { kParam, kGrad, kSquareAvg, kMomentumBuffer, kGradAvg, kRoleCount };
+enum Role { kParam, kGrad, kSquareAvg, kMomentumBuffer, kGradAvg, kCompensation, kRoleCount };
 
 // Names an argument the way the caller wrote it: "grad" for rmsprop_step, "grads[3]" for the list
 // form. Built only when an error is raised.
@@ -37,8 +39,10 @@ struct Checked {
   bool written;
 };
 
-// Checks one buffer on its own and, when `param` is given, against the parameter it belongs to.
-Checked check_buffer(py::handle obj, Label label, bool written, const py::array* param);
+// Checks one buffer on its own and, when `param` is given, against the parameter it belongs to:
+// its shape, and its dtype against `same_dtype_as` (the param's, or the first state buffer's).
+Checked check_buffer(py::handle obj, Label label, bool written, const py::array* param,
+                     const Checked* same_dtype_as = nullptr);
 
 // A buffer's bytes in memory, for overlap checks.
 struct Extent {
@@ -59,32 +63,59 @@ const Extent* find_overlap(const std::vector<Extent>& sorted_written, std::uintp
 Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_decay,
                              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
                              bool decoupled_weight_decay, bool lr_in_momentum, bool nesterov,
-                             bool bias_correction, bool fused_multiply_add, bool torch_sqrt);
+                             bool bias_correction, bool fused_multiply_add, bool torch_sqrt,
+                             const std::string& compensation, std::uint64_t seed);
+
+// "none", "kahan" or "stochastic".
+const char* compensation_name(Compensation compensation);
+
+// The buffers of every parameter, one list per (parameter, state) storage pair of the core.
+using PairLists = std::tuple<
+    std::vector<ParamBuffers<float, float>>, std::vector<ParamBuffers<double, double>>,
+    std::vector<ParamBuffers<float, bfloat16>>, std::vector<ParamBuffers<bfloat16, bfloat16>>,
+    std::vector<ParamBuffers<bfloat16, float>>, std::vector<ParamBuffers<float16, float16>>,
+    std::vector<ParamBuffers<float16, float>>>;
 
 // Everything an update needs, gathered and checked while holding the GIL.
 struct Batch {
   std::vector<Checked> buffers;
-  std::vector<ParamBuffers<float>> f32;
-  std::vector<ParamBuffers<double>> f64;
-  // For each parameter, in order: whether it is in f32 (else f64), and its index there.
-  std::vector<bool> is_f32;
-  std::vector<std::size_t> slot;
+  PairLists lists;
+  // For each parameter, in order: which list holds its buffers, and where in it.
+  struct Place {
+    std::size_t list, slot;
+  };
+  std::vector<Place> places;
 
-  // Sets ParamBuffers::step of parameter i, wherever its buffers are.
+  // Calls f(list) for every list.
+  template <typename F>
+  void for_each_list(F&& f) const {
+    std::apply([&](const auto&... list) { (f(list), ...); }, lists);
+  }
+  // Calls f(buffers) with parameter i's ParamBuffers, wherever they are.
+  template <typename F>
+  void visit(std::size_t i, F&& f) {
+    visit_list(places[i], f, std::make_index_sequence<std::tuple_size_v<PairLists>>{});
+  }
   void set_step(std::size_t i, double step) {
-    if (is_f32[i]) {
-      f32[slot[i]].step = step;
-    } else {
-      f64[slot[i]].step = step;
-    }
+    visit(i, [&](auto& b) { b.step = step; });
+  }
+
+ private:
+  template <typename F, std::size_t... K>
+  void visit_list(Place place, F& f, std::index_sequence<K...>) {
+    ((K == place.list ? f(std::get<K>(lists)[place.slot]) : void()), ...);
   }
 };
 
 // Checks the buffers of each parameter (objects[role][i]) and fills the batch; throws before any
 // memory is written. With with_grads false the grads role is skipped and the grad pointers stay
-// null (the prepared step fills them on every call).
+// null (the prepared step fills them on every call). Parameter i gets the stochastic rounding's
+// stream streams[i], or i when `streams` is empty.
 void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bool with_grads,
-            const Hyperparams& hp, Batch& batch);
+            const Hyperparams& hp, Batch& batch, const std::vector<std::uint64_t>& streams = {});
+
+// The stochastic rounding's streams: empty for None, else one int >= 0 per parameter.
+std::vector<std::uint64_t> stream_list(py::handle streams, std::size_t expected);
 
 // Step counters to add one to right after an update, in the same native call, so that no Python
 // exception (a KeyboardInterrupt) can land between a parameter's update and its counter.
@@ -103,8 +134,8 @@ struct StepCounters {
   void number_updates(Batch& batch) const;
 };
 
-// Sets every parameter's ParamBuffers::step to `step`; ValueError when the bias correction needs a
-// step number (>= 1) and none was given.
+// Sets every parameter's ParamBuffers::step to `step`; ValueError when the bias correction or the
+// stochastic rounding needs a step number (>= 1) and none was given.
 void number_updates(Batch& batch, const Hyperparams& hp, double step);
 
 // Checks `steps` (None, or `expected` one-element float32/float64 arrays, each writeable and,

@@ -21,28 +21,33 @@ void run(const Batch& batch, const Hyperparams& hp, int num_threads, Work work) 
     return;
   }
   py::gil_scoped_release release;
-  if (work == Work::kRoofline) {
-    roofline_step(batch.f32.data(), batch.f32.size(), hp, num_threads);
-    roofline_step(batch.f64.data(), batch.f64.size(), hp, num_threads);
-    return;
-  }
-  step(batch.f32.data(), batch.f32.size(), hp, num_threads);
-  step(batch.f64.data(), batch.f64.size(), hp, num_threads);
+  batch.for_each_list([&](const auto& list) {
+    if (list.empty()) {
+      return;
+    }
+    if (work == Work::kRoofline) {
+      roofline_step(list.data(), list.size(), hp, num_threads);
+    } else {
+      step(list.data(), list.size(), hp, num_threads);
+    }
+  });
 }
 
 void step_one(py::handle param, py::handle grad, py::handle square_avg, py::handle momentum_buffer,
-              py::handle grad_avg, const Hyperparams& hp, int num_threads, double step) {
-  std::vector<std::vector<py::handle>> objects = {
-      {param}, {grad}, {square_avg}, {momentum_buffer}, {grad_avg}};
+              py::handle grad_avg, py::handle compensation, const Hyperparams& hp, int num_threads,
+              double step, std::uint64_t stream) {
+  std::vector<std::vector<py::handle>> objects = {{param},           {grad},     {square_avg},
+                                                  {momentum_buffer}, {grad_avg}, {compensation}};
   Batch batch;
-  gather(objects, /*single=*/true, /*with_grads=*/true, hp, batch);
+  gather(objects, /*single=*/true, /*with_grads=*/true, hp, batch, {stream});
   number_updates(batch, hp, step);
   run(batch, hp, num_threads, Work::kUpdate);
 }
 
 void step_many(py::handle params, py::handle grads, py::handle square_avgs,
-               py::handle momentum_buffers, py::handle grad_avgs, const Hyperparams& hp,
-               int num_threads, Work work, py::handle steps, double step) {
+               py::handle momentum_buffers, py::handle grad_avgs, py::handle compensations,
+               const Hyperparams& hp, int num_threads, Work work, py::handle steps, double step,
+               py::handle streams) {
   std::vector<std::vector<py::handle>> objects(kRoleCount);
   objects[kParam] = as_items(params, kParam, 0, false);
   const std::size_t n = objects[kParam].size();
@@ -60,8 +65,10 @@ void step_many(py::handle params, py::handle grads, py::handle square_avgs,
   };
   optional_list(momentum_buffers, kMomentumBuffer, hp.momentum > 0.0, "momentum > 0");
   optional_list(grad_avgs, kGradAvg, hp.centered, "centered=True");
+  optional_list(compensations, kCompensation, hp.compensation == Compensation::kKahan,
+                "compensation='kahan'");
   Batch batch;
-  gather(objects, /*single=*/false, /*with_grads=*/true, hp, batch);
+  gather(objects, /*single=*/false, /*with_grads=*/true, hp, batch, stream_list(streams, n));
   const std::vector<Extent> written = written_extents(batch.buffers);
   const StepCounters counters = step_counters(steps, n, &written);
   if (steps.is_none()) {

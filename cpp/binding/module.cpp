@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "binding/checks.h"
 #include "binding/entry_points.h"
 #include "binding/prepared_step.h"
 #include "binding/torch_sqrt.h"
@@ -30,7 +31,8 @@ Built with keyword arguments only; ValueError naming the bad one. Read-only afte
            py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
            py::arg("centered"), py::arg("maximize"), py::arg("eps_in_sqrt"),
            py::arg("decoupled_weight_decay"), py::arg("lr_in_momentum"), py::arg("nesterov"),
-           py::arg("bias_correction"), py::arg("fused_multiply_add"), py::arg("torch_sqrt"))
+           py::arg("bias_correction"), py::arg("fused_multiply_add"), py::arg("torch_sqrt"),
+           py::arg("compensation") = "none", py::arg("seed") = 0)
       .def_readonly("lr", &Hyperparams::lr)
       .def_readonly("alpha", &Hyperparams::alpha)
       .def_readonly("eps", &Hyperparams::eps)
@@ -44,6 +46,11 @@ Built with keyword arguments only; ValueError naming the bad one. Read-only afte
       .def_readonly("nesterov", &Hyperparams::nesterov)
       .def_readonly("bias_correction", &Hyperparams::bias_correction)
       .def_readonly("fused_multiply_add", &Hyperparams::fused_multiply_add)
+      .def_property_readonly("compensation",
+                             [](const Hyperparams& hp) {
+                               return rmsprop_ext::binding::compensation_name(hp.compensation);
+                             })
+      .def_readonly("seed", &Hyperparams::seed)
       .def_property_readonly("square_root_f32",
                              [](const Hyperparams& hp) {
                                return rmsprop_ext::binding::square_root_name(hp.square_root_f32);
@@ -67,52 +74,64 @@ thread each through mkl_set_num_threads_local; also what other kernels use for '
 computes it (whichever kernel is active), in a new array. RuntimeError without AVX-512.)doc");
 
   m.def("rmsprop_step", &step_one, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
-        py::arg("momentum_buffer") = py::none(), py::arg("grad_avg") = py::none(), py::kw_only(),
-        py::arg("hyperparams"), py::arg("num_threads") = 0, py::arg("step") = 0.0,
+        py::arg("momentum_buffer") = py::none(), py::arg("grad_avg") = py::none(),
+        py::arg("compensation") = py::none(), py::kw_only(), py::arg("hyperparams"),
+        py::arg("num_threads") = 0, py::arg("step") = 0.0, py::arg("stream") = 0,
         R"doc(One fused RMSProp step on C-contiguous numpy arrays, in place.
 
-`step` numbers the update (1 for the first) for the bias correction. All arguments are checked
-before any buffer is written; the GIL is released during the update.)doc");
+`step` numbers the update (1 for the first) for the bias correction and the stochastic rounding,
+whose generator also takes `stream`. bfloat16 buffers are ml_dtypes bfloat16 or uint16 bit
+patterns; the state may be float32 for 16-bit parameters and bfloat16 for float32 ones.
+`compensation` is Kahan summation's buffer (the param's dtype). All arguments are checked before
+any buffer is written; the GIL is released during the update.)doc");
 
   m.def(
       "rmsprop_step_many",
       [](py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
-         py::handle grad_avgs, const Hyperparams& hp, int num_threads, bool check_only,
-         py::handle steps, double step) {
-        step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, hp, num_threads,
-                  check_only ? Work::kCheckOnly : Work::kUpdate, steps, step);
+         py::handle grad_avgs, py::handle compensations, const Hyperparams& hp, int num_threads,
+         bool check_only, py::handle steps, double step, py::handle streams) {
+        step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, compensations, hp,
+                  num_threads, check_only ? Work::kCheckOnly : Work::kUpdate, steps, step, streams);
       },
       py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
-      py::arg("momentum_buffers") = py::none(), py::arg("grad_avgs") = py::none(), py::kw_only(),
-      py::arg("hyperparams"), py::arg("num_threads") = 0, py::arg("check_only") = false,
-      py::arg("steps") = py::none(), py::arg("step") = 0.0,
+      py::arg("momentum_buffers") = py::none(), py::arg("grad_avgs") = py::none(),
+      py::arg("compensations") = py::none(), py::kw_only(), py::arg("hyperparams"),
+      py::arg("num_threads") = 0, py::arg("check_only") = false, py::arg("steps") = py::none(),
+      py::arg("step") = 0.0, py::arg("streams") = py::none(),
       R"doc(The fused RMSProp step over lists of numpy arrays, in one call.
 
-float32 and float64 parameters may be mixed across items; within an item every buffer must have
-the param's dtype and shape. All items are checked before any is written. With check_only=True
-the call only checks, so several calls can all be checked before the first one writes. `steps`
-(one-element float arrays, one per parameter) number each parameter's update and are incremented
-by the same call; without them `step` numbers all of them.)doc");
+Dtypes may be mixed across items; within an item grad (and compensation) have the param's dtype,
+the state one dtype allowed for it, all the param's shape. All items are checked before any is
+written. With check_only=True the call only checks, so several calls can all be checked before
+the first one writes. `steps` (one-element float arrays, one per parameter) number each
+parameter's update and are incremented by the same call; without them `step` numbers all of
+them. Parameter i takes stream streams[i] (default i) in the stochastic rounding.)doc");
 
   m.def(
       "roofline_step_many",
       [](py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
-         py::handle grad_avgs, double momentum, bool centered, int num_threads) {
+         py::handle grad_avgs, py::handle compensations, double momentum, bool centered,
+         int num_threads) {
         Hyperparams traffic;
         traffic.momentum = momentum;
         traffic.centered = centered;
+        if (!compensations.is_none()) {
+          traffic.compensation = rmsprop_ext::Compensation::kKahan;
+        }
         const std::string problem = rmsprop_ext::check_hyperparams(traffic);
         if (!problem.empty()) {
           throw py::value_error(problem);
         }
-        step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, traffic, num_threads,
-                  Work::kRoofline);
+        step_many(params, grads, square_avgs, momentum_buffers, grad_avgs, compensations, traffic,
+                  num_threads, Work::kRoofline);
       },
       py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
-      py::arg("momentum_buffers") = py::none(), py::arg("grad_avgs") = py::none(), py::kw_only(),
-      py::arg("momentum") = 0.0, py::arg("centered") = false, py::arg("num_threads") = 0,
+      py::arg("momentum_buffers") = py::none(), py::arg("grad_avgs") = py::none(),
+      py::arg("compensations") = py::none(), py::kw_only(), py::arg("momentum") = 0.0,
+      py::arg("centered") = false, py::arg("num_threads") = 0,
       R"doc(The memory roofline of rmsprop_step_many: the same buffers read and written (momentum > 0
-adds momentum_buffers, centered adds grad_avgs) on the same threads, with one add per buffer
+adds momentum_buffers, centered adds grad_avgs, compensations those of Kahan summation) on the
+same threads, with one add per buffer
 instead of the RMSProp arithmetic. It writes the buffers back unchanged (for finite grads), so it
 can be timed on the same buffers as the real update.)doc");
 
@@ -121,11 +140,12 @@ can be timed on the same buffers as the real update.)doc");
 Built from the parameter tensors and numpy views of them and their state, all checked once;
 step() then reads each parameter's .grad, checks it, and updates all of them in one native call,
 returning False (and writing nothing) when the parameters or their gradients no longer fit.)doc")
-      .def(py::init<py::handle, py::handle, py::handle, py::handle, py::handle, py::handle, bool,
-                    bool>(),
+      .def(py::init<py::handle, py::handle, py::handle, py::handle, py::handle, py::handle,
+                    py::handle, py::handle, bool, bool, bool>(),
            py::arg("owners"), py::arg("params"), py::arg("square_avgs"),
            py::arg("momentum_buffers").none(true), py::arg("grad_avgs").none(true),
-           py::arg("steps"), py::kw_only(), py::arg("momentum"), py::arg("centered"))
+           py::arg("compensations").none(true), py::arg("steps"), py::arg("streams").none(true),
+           py::kw_only(), py::arg("momentum"), py::arg("centered"), py::arg("kahan") = false)
       .def("step", &PreparedStep::step, py::arg("owners"), py::kw_only(), py::arg("hyperparams"),
            py::arg("num_threads") = 0, py::arg("check_only") = false)
       .def("__len__", &PreparedStep::size);

@@ -2,6 +2,7 @@
 #include "binding/prepared_step.h"
 
 #include <string>
+#include <type_traits>
 
 #include "binding/entry_points.h"
 #include "core/rmsprop.h"
@@ -73,12 +74,14 @@ std::uintptr_t address_of(py::handle tensor) {
 }  // namespace
 
 PreparedStep::PreparedStep(py::handle owners, py::handle params, py::handle square_avgs,
-                           py::handle momentum_buffers, py::handle grad_avgs, py::handle steps,
-                           bool momentum, bool centered)
-    : momentum_(momentum), centered_(centered) {
+                           py::handle momentum_buffers, py::handle grad_avgs,
+                           py::handle compensations, py::handle steps, py::handle streams,
+                           bool momentum, bool centered, bool kahan)
+    : momentum_(momentum), centered_(centered), kahan_(kahan) {
   Hyperparams shape_of_state;
   shape_of_state.momentum = momentum ? 1.0 : 0.0;
   shape_of_state.centered = centered;
+  shape_of_state.compensation = kahan ? Compensation::kKahan : Compensation::kNone;
   std::vector<std::vector<py::handle>> objects(kRoleCount);
   objects[kParam] = as_items(params, kParam, 0, false);
   const std::size_t n = objects[kParam].size();
@@ -90,7 +93,11 @@ PreparedStep::PreparedStep(py::handle owners, py::handle params, py::handle squa
   if (centered) {
     objects[kGradAvg] = as_items(grad_avgs, kGradAvg, n, true);
   }
-  gather(objects, /*single=*/false, /*with_grads=*/false, shape_of_state, batch_);
+  if (kahan) {
+    objects[kCompensation] = as_items(compensations, kCompensation, n, true);
+  }
+  gather(objects, /*single=*/false, /*with_grads=*/false, shape_of_state, batch_,
+         stream_list(streams, n));
   written_ = written_extents(batch_.buffers);
   // Step counters: one writeable float element each, apart from every other buffer.
   steps_ = step_counters(steps, n, &written_);
@@ -106,6 +113,12 @@ PreparedStep::PreparedStep(py::handle owners, py::handle params, py::handle squa
     dtypes_.push_back(get(owner, names().dtype));
     layouts_.push_back(get(owner, names().layout));
     nbytes_.push_back(static_cast<std::size_t>(view.nbytes()));
+  }
+  all_bfloat16_ = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    batch_.visit(i, [&](auto& b) {
+      all_bfloat16_ = all_bfloat16_ && std::is_same_v<decltype(b.param), bfloat16*>;
+    });
   }
   checked_grad_addresses_.assign(n, 0);
 }
@@ -129,7 +142,10 @@ bool PreparedStep::holds(py::handle owners) const {
 
 bool PreparedStep::step(py::handle owners, const Hyperparams& hp, int num_threads,
                         bool check_only) {
-  if ((hp.momentum > 0.0) != momentum_ || hp.centered != centered_ || !holds(owners)) {
+  const bool kahan = hp.compensation == Compensation::kKahan;
+  const bool stochastic = hp.compensation == Compensation::kStochastic;
+  if ((hp.momentum > 0.0) != momentum_ || hp.centered != centered_ || kahan != kahan_ ||
+      (stochastic && !all_bfloat16_) || !holds(owners)) {
     return false;
   }
   // Keeps every gradient alive while the GIL is released, even if its owner drops it meanwhile.
@@ -166,19 +182,16 @@ bool PreparedStep::step(py::handle owners, const Hyperparams& hp, int num_thread
       }
       checked_grad_addresses_[i] = begin;
     }
-    if (batch_.is_f32[i]) {
-      batch_.f32[batch_.slot[i]].grad = reinterpret_cast<const float*>(begin);
-    } else {
-      batch_.f64[batch_.slot[i]].grad = reinterpret_cast<const double*>(begin);
-    }
+    batch_.visit(i, [&](auto& b) {
+      using Grad = std::remove_pointer_t<decltype(b.param)>;
+      b.grad = reinterpret_cast<const Grad*>(begin);
+    });
     grads.push_back(std::move(grad));
   }
   if (check_only) {
     return true;
   }
-  if (hp.bias_correction) {
-    steps_.number_updates(batch_);
-  }
+  steps_.number_updates(batch_);
   run(batch_, hp, num_threads, Work::kUpdate);
   steps_.increment();
   return true;

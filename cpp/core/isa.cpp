@@ -40,6 +40,8 @@ CpuFeatures detect_features() {
   const bool osxsave = (ecx & (1u << 27)) != 0;
   const bool avx = (ecx & (1u << 28)) != 0;
   const bool fma = (ecx & (1u << 12)) != 0;
+  // F16C: the float16 conversions of both vector kernels (every CPU with AVX2 has it in practice).
+  const bool f16c = (ecx & (1u << 29)) != 0;
   if (!osxsave || !avx) {
     return features;
   }
@@ -52,7 +54,7 @@ CpuFeatures detect_features() {
   }
   const bool avx2 = (ebx & (1u << 5)) != 0;
   const bool avx512f = (ebx & (1u << 16)) != 0;
-  features.avx2_fma = avx2 && fma;
+  features.avx2_fma = avx2 && fma && f16c;
   features.avx512f = features.avx2_fma && avx512f && (xcr0 & kXcr0Avx512) == kXcr0Avx512;
   return features;
 }

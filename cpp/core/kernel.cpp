@@ -37,6 +37,14 @@ template <typename T>
 using TailOps = ScalarOps<T>;
 #endif
 
+// 16-bit formats are computed in float32.
+template <typename P>
+using Compute =
+    std::conditional_t<std::is_same_v<P, bfloat16> || std::is_same_v<P, float16>, float, P>;
+
+template <typename P>
+constexpr bool kSixteenBit = !std::is_same_v<Compute<P>, P>;
+
 // Whether this kernel computes MKL's AVX-512 square root itself.
 #if defined(__AVX512F__)
 constexpr bool kHasMklSqrt = true;
@@ -48,21 +56,21 @@ constexpr bool kHasMklSqrt = false;
 // large arrays 16 bytes past a cache line, so without this every AVX-512 access of a numpy buffer
 // would straddle two lines. The first lanes go through the tail's arithmetic, which rounds exactly
 // like the body's, so where the split falls never changes a result.
-template <class Ops, typename T>
-std::int64_t lanes_to_alignment(const T* p, std::int64_t begin, std::int64_t end) {
-  constexpr auto kBytes = static_cast<std::uintptr_t>(sizeof(typename Ops::Vec));
+template <class Ops, typename P>
+std::int64_t lanes_to_alignment(const P* p, std::int64_t begin, std::int64_t end) {
+  constexpr auto kBytes = static_cast<std::uintptr_t>(Ops::kWidth * sizeof(P));
   const auto address = reinterpret_cast<std::uintptr_t>(p + begin);
-  const auto lanes = static_cast<std::int64_t>(((kBytes - address % kBytes) % kBytes) / sizeof(T));
+  const auto lanes = static_cast<std::int64_t>(((kBytes - address % kBytes) % kBytes) / sizeof(P));
   return std::min(lanes, end - begin);
 }
 
 // Runs lanes(ops, i) over [begin, end): one lane at a time up to the vector boundary, full
-// vectors, then the tail one lane at a time. `ops` is VectorOps<T>{} or TailOps<T>{}, so the
+// vectors, then the tail one lane at a time. `ops` is VectorOps<C>{} or TailOps<C>{}, so the
 // caller picks the arithmetic by type and the same lane function serves body, peel and tail.
-template <typename T, typename Lanes>
-void for_each_lane_group(const T* param, std::int64_t begin, std::int64_t end, Lanes&& lanes) {
-  using Vector = VectorOps<T>;
-  using Tail = TailOps<T>;
+template <typename C, typename P, typename Lanes>
+void for_each_lane_group(const P* param, std::int64_t begin, std::int64_t end, Lanes&& lanes) {
+  using Vector = VectorOps<C>;
+  using Tail = TailOps<C>;
   std::int64_t i = begin;
   for (const std::int64_t peel_end = begin + lanes_to_alignment<Vector>(param, begin, end);
        i < peel_end; ++i) {
@@ -92,8 +100,8 @@ void prefetch_lines(const T* p, std::int64_t begin, std::int64_t end) {
   }
 }
 
-template <typename T>
-void prefetch_block(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end) {
+template <typename P, typename S>
+void prefetch_block(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end) {
   prefetch_lines(b.param, begin, end);
   prefetch_lines(b.grad, begin, end);
   prefetch_lines(b.square_avg, begin, end);
@@ -101,61 +109,85 @@ void prefetch_block(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t e
   prefetch_lines(b.grad_avg, begin, end);
 }
 
-template <typename T, class V>
-void update_range_variant(const ParamBuffers<T>& buffers, std::int64_t begin, std::int64_t end,
+// Elements whose indices share their high 32 bits, so one stochastic-rounding key serves them.
+constexpr std::int64_t kKeyChunk = std::int64_t{1} << 32;
+
+template <typename P, typename S, class V>
+void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin, std::int64_t end,
                           const Hyperparams& hp) {
+  using C = Compute<P>;
   // A local copy: the unaligned vector stores may alias anything (GCC declares their types
   // may_alias), so through the caller's reference the compiler reloaded the buffer pointers
   // after every store, three loads per vector for nothing.
-  const ParamBuffers<T> b = buffers;
-  const Coefficients<VectorOps<T>> vector_coefficients(hp, b.step);
-  const Coefficients<TailOps<T>> tail_coefficients(hp, b.step);
+  const ParamBuffers<P, S> b = buffers;
+  Coefficients<VectorOps<C>> vector_coefficients(hp, b.step);
+  Coefficients<TailOps<C>> tail_coefficients(hp, b.step);
   auto coefficients = [&](auto ops) -> const auto& {
-    if constexpr (std::is_same_v<decltype(ops), VectorOps<T>>) {
+    if constexpr (std::is_same_v<decltype(ops), VectorOps<C>>) {
       return vector_coefficients;
     } else {
       return tail_coefficients;
     }
   };
-  const SquareRoot root = square_root_for(hp, static_cast<T*>(nullptr));
+  // Storage pairs other than float32/float64 alone take the CPU's square root.
+  const SquareRoot root =
+      std::is_same_v<P, S> ? square_root_for(hp, static_cast<P*>(nullptr)) : SquareRoot::kIeee;
   const bool in_registers =
       root == SquareRoot::kIeee || (root == SquareRoot::kMklAvx512 && kHasMklSqrt);
   if (in_registers) {
-    for_each_lane_group(b.param, begin, end, [&](auto ops, std::int64_t i) {
+    if constexpr (V::compensation == Compensation::kStochastic) {
+      // The generator's key covers 2^32 elements; a new key at each multiple of 2^32.
+      for (std::int64_t chunk = begin; chunk < end;) {
+        const std::int64_t chunk_end = std::min(end, (chunk / kKeyChunk + 1) * kKeyChunk);
+        const RandomKey key = random_key(hp.seed, b.stream, static_cast<std::uint64_t>(b.step),
+                                         static_cast<std::uint64_t>(chunk / kKeyChunk));
+        vector_coefficients.key = key;
+        tail_coefficients.key = key;
+        for_each_lane_group<C>(b.param, chunk, chunk_end, [&](auto ops, std::int64_t i) {
+          update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+        });
+        chunk = chunk_end;
+      }
+      return;
+    }
+    for_each_lane_group<C>(b.param, begin, end, [&](auto ops, std::int64_t i) {
       update_lanes<decltype(ops), V>(coefficients(ops), b, i);
     });
     return;
   }
-  // The same two halves with the outside square root between them, block by block: the memory
-  // is still read and written once, the block's intermediates stay in cache.
-  const SqrtBlockFn<T> sqrt_block = sqrt_block_for(hp, static_cast<T*>(nullptr));
-  alignas(64) T grads[kSqrtBlock];
-  alignas(64) T roots[kSqrtBlock];  // the radicands, then their square roots in place
-  for (std::int64_t block = begin; block < end; block += kSqrtBlock) {
-    const std::int64_t block_end = std::min(end, block + kSqrtBlock);
-    for_each_lane_group(b.param, block, block_end, [&](auto ops, std::int64_t i) {
-      using Ops = decltype(ops);
-      const StateLanes<Ops> lanes = state_lanes<Ops, V>(coefficients(ops), b, i);
-      Ops::store(grads + (i - block), lanes.grad);
-      Ops::store(roots + (i - block), lanes.radicand);
-    });
-    // The outside call is a stretch of pure arithmetic; ask for the next block's memory first so
-    // that its loads are in flight meanwhile.
-    prefetch_block(b, block_end, std::min(end, block_end + kSqrtBlock));
-    sqrt_block(block_end - block, roots, roots);
-    for_each_lane_group(b.param, block, block_end, [&](auto ops, std::int64_t i) {
-      using Ops = decltype(ops);
-      const auto& c = coefficients(ops);
-      param_lanes<Ops, V>(c, b, i, decayed_param(c, b, i), Ops::load(grads + (i - block)),
-                          Ops::load(roots + (i - block)));
-    });
+  if constexpr (!kSixteenBit<P>) {
+    // The same two halves with the outside square root between them, block by block: the memory
+    // is still read and written once, the block's intermediates stay in cache.
+    const SqrtBlockFn<P> sqrt_block = sqrt_block_for(hp, static_cast<P*>(nullptr));
+    alignas(64) P grads[kSqrtBlock];
+    alignas(64) P roots[kSqrtBlock];  // the radicands, then their square roots in place
+    for (std::int64_t block = begin; block < end; block += kSqrtBlock) {
+      const std::int64_t block_end = std::min(end, block + kSqrtBlock);
+      for_each_lane_group<C>(b.param, block, block_end, [&](auto ops, std::int64_t i) {
+        using Ops = decltype(ops);
+        const StateLanes<Ops> lanes = state_lanes<Ops, V>(coefficients(ops), b, i);
+        Ops::store(grads + (i - block), lanes.grad);
+        Ops::store(roots + (i - block), lanes.radicand);
+      });
+      // The outside call is a stretch of pure arithmetic; ask for the next block's memory first
+      // so that its loads are in flight meanwhile.
+      prefetch_block(b, block_end, std::min(end, block_end + kSqrtBlock));
+      sqrt_block(block_end - block, roots, roots);
+      for_each_lane_group<C>(b.param, block, block_end, [&](auto ops, std::int64_t i) {
+        using Ops = decltype(ops);
+        const auto& c = coefficients(ops);
+        param_lanes<Ops, V>(c, b, i, decayed_param(c, b, i), Ops::load(grads + (i - block)),
+                            Ops::load(roots + (i - block)));
+      });
+    }
   }
 }
 
-template <typename T, class V>
-void traffic_range_variant(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end) {
-  for_each_lane_group(b.param, begin, end,
-                      [&](auto ops, std::int64_t i) { traffic_lanes<decltype(ops), V>(b, i); });
+template <typename P, typename S, class V>
+void traffic_range_variant(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end) {
+  for_each_lane_group<Compute<P>>(b.param, begin, end, [&](auto ops, std::int64_t i) {
+    traffic_lanes<decltype(ops), V>(b, i);
+  });
 }
 
 // Calls f with std::true_type or std::false_type, turning a run-time flag into a template argument.
@@ -203,7 +235,8 @@ void with_mkl_sqrt(const Hyperparams& hp, F&& f) {
   }
 }
 
-// Calls f(V{}) with the Variant that matches the hyperparameters and the parameter.
+// Calls f(V{}) with the Variant that matches the hyperparameters and the parameter: every option
+// compile-time for float32 and float64 (whose results follow torch's bit for bit).
 template <typename T, typename F>
 void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
   with_flag(hp.centered, [&](auto centered) {
@@ -213,8 +246,9 @@ void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
           with_flag(hp.fused_multiply_add, [&](auto fused) {
             with_mkl_sqrt<T>(hp, [&](auto mkl_sqrt) {
               f(Variant<decltype(centered)::value, decltype(momentum)::value,
-                        decltype(eps_in_sqrt)::value, decltype(decay)::value,
-                        decltype(fused)::value, decltype(mkl_sqrt)::value>{});
+                        decltype(eps_in_sqrt)::value ? Eps::kInside : Eps::kOutside,
+                        decltype(decay)::value, decltype(fused)::value,
+                        decltype(mkl_sqrt)::value>{});
             });
           });
         });
@@ -223,60 +257,96 @@ void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
   });
 }
 
-// The roofline kernel's traffic depends only on which state buffers exist.
-template <typename F>
-void dispatch_traffic(const Hyperparams& hp, F&& f) {
+// Calls f with the Compensation of a 16-bit parameter as a compile-time constant (kNone for
+// float32 parameters, whose stores always round to nearest).
+template <typename P, typename F>
+void with_compensation(const Hyperparams& hp, F&& f) {
+  using None = std::integral_constant<Compensation, Compensation::kNone>;
+  if constexpr (kSixteenBit<P>) {
+    if (hp.compensation == Compensation::kKahan) {
+      f(std::integral_constant<Compensation, Compensation::kKahan>{});
+      return;
+    }
+    if constexpr (std::is_same_v<P, bfloat16>) {
+      if (hp.compensation == Compensation::kStochastic) {
+        f(std::integral_constant<Compensation, Compensation::kStochastic>{});
+        return;
+      }
+    }
+  }
+  f(None{});
+}
+
+// The variants of the 16-bit storage pairs, which round to their storage anyway: only what
+// changes the memory traffic or the store is compile-time; eps's place and the coupled weight
+// decay are coefficients (zero where unused: wd * param + grad is grad exactly, except that a
+// gradient of -0 becomes +0), and multiply-adds always round once.
+template <typename P, typename F>
+void dispatch_storage_variant(const Hyperparams& hp, F&& f) {
   with_flag(hp.centered, [&](auto centered) {
-    with_flag(hp.momentum > 0.0, [&](auto momentum) {
-      f(Variant<decltype(centered)::value,
-                decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, false,
-                Decay::kNone, true, false>{});
+    with_momentum(hp, [&](auto momentum) {
+      with_compensation<P>(hp, [&](auto compensation) {
+        f(Variant<decltype(centered)::value, decltype(momentum)::value, Eps::kEither, Decay::kFused,
+                  true, false, decltype(compensation)::value>{});
+      });
     });
   });
 }
 
-template <typename T>
-void update_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
-                      const Hyperparams& hp) {
-  dispatch_variant<T>(hp, b.complex_pairs, [&](auto variant) {
-    update_range_variant<T, decltype(variant)>(b, begin, end, hp);
+// The roofline kernel's traffic depends only on which buffers exist.
+template <typename P, typename F>
+void dispatch_traffic(const Hyperparams& hp, F&& f) {
+  with_flag(hp.centered, [&](auto centered) {
+    with_flag(hp.momentum > 0.0, [&](auto momentum) {
+      with_flag(kSixteenBit<P> && hp.compensation == Compensation::kKahan, [&](auto kahan) {
+        f(Variant<decltype(centered)::value,
+                  decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, Eps::kOutside,
+                  Decay::kNone, true, false,
+                  decltype(kahan)::value ? Compensation::kKahan : Compensation::kNone>{});
+      });
+    });
   });
 }
 
-template <typename T>
-void traffic_range_any(const ParamBuffers<T>& b, std::int64_t begin, std::int64_t end,
+template <typename P, typename S>
+void update_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,
+                      const Hyperparams& hp) {
+  auto run = [&](auto variant) {
+    update_range_variant<P, S, decltype(variant)>(b, begin, end, hp);
+  };
+  if constexpr (std::is_same_v<P, S> && !kSixteenBit<P>) {
+    dispatch_variant<P>(hp, b.complex_pairs, run);
+  } else {
+    dispatch_storage_variant<P>(hp, run);
+  }
+}
+
+template <typename P, typename S>
+void traffic_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,
                        const Hyperparams& hp) {
-  dispatch_traffic(
-      hp, [&](auto variant) { traffic_range_variant<T, decltype(variant)>(b, begin, end); });
+  dispatch_traffic<P>(
+      hp, [&](auto variant) { traffic_range_variant<P, S, decltype(variant)>(b, begin, end); });
 }
 
 }  // namespace
 
-void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,
-                  const Hyperparams& hp) {
-  update_range_any(b, begin, end, hp);
-}
-
-void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,
-                  const Hyperparams& hp) {
-  update_range_any(b, begin, end, hp);
-}
-
-void traffic_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,
-                   const Hyperparams& hp) {
-  traffic_range_any(b, begin, end, hp);
-}
-
-void traffic_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,
-                   const Hyperparams& hp) {
-  traffic_range_any(b, begin, end, hp);
-}
+#define RMSPROP_EXT_DEFINE_PAIR(P, S)                                                   \
+  void update_range(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,  \
+                    const Hyperparams& hp) {                                            \
+    update_range_any(b, begin, end, hp);                                                \
+  }                                                                                     \
+  void traffic_range(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end, \
+                     const Hyperparams& hp) {                                           \
+    traffic_range_any(b, begin, end, hp);                                               \
+  }
+RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DEFINE_PAIR)
+#undef RMSPROP_EXT_DEFINE_PAIR
 
 #if defined(__AVX512F__)
 namespace {
 template <typename T>
 void mkl_sqrt_any(std::int64_t n, const T* in, T* out) {
-  for_each_lane_group(in, 0, n, [&](auto ops, std::int64_t i) {
+  for_each_lane_group<T>(in, 0, n, [&](auto ops, std::int64_t i) {
     using Ops = decltype(ops);
     Ops::store(out + i, Ops::mkl_sqrt(Ops::load(in + i)));
   });

@@ -7,21 +7,19 @@
 
 namespace rmsprop_ext {
 
-template <typename T>
-using UpdateRangeFn = void (*)(const ParamBuffers<T>&, std::int64_t begin, std::int64_t end,
+template <typename P, typename S>
+using UpdateRangeFn = void (*)(const ParamBuffers<P, S>&, std::int64_t begin, std::int64_t end,
                                const Hyperparams&);
 
 // update_range runs the RMSProp update; traffic_range the roofline kernel (see roofline_step).
-#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                   \
-  namespace ns {                                                                          \
-  void update_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,   \
-                    const Hyperparams& hp);                                               \
-  void update_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end,  \
-                    const Hyperparams& hp);                                               \
-  void traffic_range(const ParamBuffers<float>& b, std::int64_t begin, std::int64_t end,  \
-                     const Hyperparams& hp);                                              \
-  void traffic_range(const ParamBuffers<double>& b, std::int64_t begin, std::int64_t end, \
-                     const Hyperparams& hp);                                              \
+#define RMSPROP_EXT_DECLARE_PAIR(P, S)                                                  \
+  void update_range(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,  \
+                    const Hyperparams& hp);                                             \
+  void traffic_range(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end, \
+                     const Hyperparams& hp);
+#define RMSPROP_EXT_DECLARE_KERNELS(ns)                  \
+  namespace ns {                                         \
+  RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DECLARE_PAIR) \
   }
 
 RMSPROP_EXT_DECLARE_KERNELS(scalar)
@@ -38,5 +36,6 @@ void mkl_sqrt(std::int64_t n, const double* in, double* out);
 #endif
 
 #undef RMSPROP_EXT_DECLARE_KERNELS
+#undef RMSPROP_EXT_DECLARE_PAIR
 
 }  // namespace rmsprop_ext

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "storage.h"
+
 namespace rmsprop_ext {
 
 // An elementwise square root over n values, in place when out == in. The update uses one in place
@@ -23,6 +25,18 @@ enum class SquareRoot {
   kMklAvx512,
   // The outside function (Hyperparams::sqrt_f32 / sqrt_f64), on blocks of elements.
   kOutside,
+};
+
+// How a bfloat16 or float16 parameter takes its update (float32 and float64 ones always round to
+// nearest).
+enum class Compensation {
+  // Round to nearest even, as torch does.
+  kNone,
+  // Kahan summation: a compensation buffer of the parameter's dtype keeps what each rounding of
+  // the parameter lost and adds it to the next update (as optimi does).
+  kKahan,
+  // Stochastic rounding with the counter-based generator of storage.h (bfloat16 only).
+  kStochastic,
 };
 
 // Hyperparameters of one update, in the vocabulary of torch.optim.RMSprop plus the extensions
@@ -55,25 +69,36 @@ struct Hyperparams {
   SquareRoot square_root_f64 = SquareRoot::kIeee;
   SqrtBlockFn<float> sqrt_f32 = nullptr;
   SqrtBlockFn<double> sqrt_f64 = nullptr;
+  Compensation compensation = Compensation::kNone;
+  // The stochastic rounding's seed; with ParamBuffers::stream, the step and the element index it
+  // fixes every random bit.
+  std::uint64_t seed = 0;
 };
 
 inline SquareRoot square_root_for(const Hyperparams& hp, float*) { return hp.square_root_f32; }
 inline SquareRoot square_root_for(const Hyperparams& hp, double*) { return hp.square_root_f64; }
 inline SqrtBlockFn<float> sqrt_block_for(const Hyperparams& hp, float*) { return hp.sqrt_f32; }
 inline SqrtBlockFn<double> sqrt_block_for(const Hyperparams& hp, double*) { return hp.sqrt_f64; }
+// 16-bit parameters are updated in float32 with the CPU's square root.
+inline SquareRoot square_root_for(const Hyperparams&, bfloat16*) { return SquareRoot::kIeee; }
+inline SquareRoot square_root_for(const Hyperparams&, float16*) { return SquareRoot::kIeee; }
 
-// The buffers of one parameter. All have `size` elements; momentum_buffer is read and written only
-// when momentum > 0, grad_avg only when centered. Buffers must not overlap. `step` is the number
-// of this update (1 for the first), read only for the bias correction.
-template <typename T>
+// The buffers of one parameter: param and grad of type P, the state of type S. All have `size`
+// elements; momentum_buffer is read and written only when momentum > 0, grad_avg only when
+// centered, compensation (type P) only with Kahan summation. Buffers must not overlap. `step` is
+// the number of this update (1 for the first), read for the bias correction and the stochastic
+// rounding; `stream` tells parameters apart in the stochastic rounding's generator.
+template <typename P, typename S = P>
 struct ParamBuffers {
-  T* param = nullptr;
-  const T* grad = nullptr;
-  T* square_avg = nullptr;
-  T* momentum_buffer = nullptr;
-  T* grad_avg = nullptr;
+  P* param = nullptr;
+  const P* grad = nullptr;
+  S* square_avg = nullptr;
+  S* momentum_buffer = nullptr;
+  S* grad_avg = nullptr;
+  P* compensation = nullptr;
   std::int64_t size = 0;
   double step = 1.0;
+  std::uint64_t stream = 0;
   // The buffers hold complex numbers as (real, imaginary) pairs, `size` reals in all. torch adds
   // the weight decay to a complex gradient with complex arithmetic, which rounds the product and
   // the sum separately whatever the instruction set; everything else runs on the real view.
@@ -84,20 +109,29 @@ struct ParamBuffers {
 // message that names the offending one. The step functions assume this check has passed.
 std::string check_hyperparams(const Hyperparams& hp);
 
+// The (parameter, state) storage pairs the kernels are built for. 16-bit formats are computed in
+// float32: converted as they are loaded, rounded as they are stored.
+#define RMSPROP_EXT_FOR_EACH_STORAGE(X) \
+  X(float, float)                       \
+  X(double, double)                     \
+  X(float, bfloat16)                    \
+  X(bfloat16, bfloat16)                 \
+  X(bfloat16, float)                    \
+  X(float16, float16)                   \
+  X(float16, float)
+
 // One RMSProp step over every element of every parameter, in place, in a single pass over memory.
-// num_threads <= 0 means "use get_num_threads()".
-void step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
-          int num_threads = 0);
-void step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
+// num_threads <= 0 means "use get_num_threads()". Defined for the pairs listed above.
+template <typename P, typename S>
+void step(const ParamBuffers<P, S>* items, std::size_t count, const Hyperparams& hp,
           int num_threads = 0);
 
 // Moves exactly the bytes step() moves for these hyperparameters (same buffers read and written,
 // same threads and blocks) with one add per buffer instead of the RMSProp arithmetic: the memory
 // roofline that step() is measured against. It writes every buffer back unchanged (for finite
 // grads), so it can run on the same buffers as step() and see the same memory.
-void roofline_step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
-                   int num_threads = 0);
-void roofline_step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
+template <typename P, typename S>
+void roofline_step(const ParamBuffers<P, S>* items, std::size_t count, const Hyperparams& hp,
                    int num_threads = 0);
 
 // Writes MKL's AVX-512 square root of in[0..n) to out, as the avx512 kernel computes it for

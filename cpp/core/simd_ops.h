@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
+
+#include "storage.h"
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -33,6 +36,24 @@ struct ScalarOps {
   static Vec mul_add(Vec a, Vec b, Vec c) { return std::fma(a, b, c); }
   // c - a * b, rounded once
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return std::fma(-a, b, c); }
+
+  // 16-bit storage (T is float): converted on load, rounded to nearest even on store.
+  static Vec load(const bfloat16* p) { return to_float(*p); }
+  static Vec load(const float16* p) { return to_float(*p); }
+  static void store(bfloat16* p, Vec v) { *p = to_bfloat16(v); }
+  static void store(float16* p, Vec v) { *p = to_float16(v); }
+  // The value a store to that buffer would keep, as a T (T itself keeps every value).
+  static Vec round_as(const T*, Vec v) { return v; }
+  static Vec round_as(const bfloat16*, Vec v) { return to_float(to_bfloat16(v)); }
+  static Vec round_as(const float16*, Vec v) { return to_float(to_float16(v)); }
+  using Bits = std::uint32_t;
+  // The generator's bits for the lane with element index `index` (its low 32 bits).
+  static Bits random_bits(RandomKey key, std::uint32_t index) {
+    return rmsprop_ext::random_bits(key, index);
+  }
+  static void store_stochastic(bfloat16* p, Vec v, Bits random) {
+    *p = to_bfloat16_stochastic(v, random);
+  }
 };
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -52,9 +73,67 @@ struct Avx2Ops<float> {
   static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_ps(a); }
+  static Vec round_as(const float*, Vec v) { return v; }
   static Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
+
+  // 16-bit storage, bit for bit as ScalarOps: bfloat16 by integer arithmetic, float16 by F16C.
+  static Vec load(const bfloat16* p) {
+    const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+  }
+  static Vec load(const float16* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store(bfloat16* p, Vec v) { store_halves(p, bfloat16_bits(v)); }
+  static void store(float16* p, Vec v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  static Vec round_as(const bfloat16*, Vec v) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bfloat16_bits(v), 16));
+  }
+  static Vec round_as(const float16*, Vec v) {
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  using Bits = __m256i;
+  static Bits random_bits(RandomKey key, std::uint32_t index) {
+    const __m256i lanes = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(index)),
+                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i first =
+        hash(_mm256_xor_si256(lanes, _mm256_set1_epi32(static_cast<int>(key.first))));
+    return hash(_mm256_xor_si256(first, _mm256_set1_epi32(static_cast<int>(key.second))));
+  }
+  static void store_stochastic(bfloat16* p, Vec v, Bits random) {
+    const __m256i sum = _mm256_add_epi32(_mm256_castps_si256(v), _mm256_srli_epi32(random, 16));
+    store_halves(p, nan_to_bfloat16(v, _mm256_srli_epi32(sum, 16)));
+  }
+
+ private:
+  static __m256i hash(__m256i x) {
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int>(0x846ca68bu)));
+    return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+  }
+  // bfloat16 patterns in the low halves of the lanes, NaN lanes replaced by torch's NaN.
+  static __m256i nan_to_bfloat16(Vec v, __m256i patterns) {
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    return _mm256_blendv_epi8(patterns, _mm256_set1_epi32(0x7fc0), nan);
+  }
+  static __m256i bfloat16_bits(Vec v) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    const __m256i bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
+    return nan_to_bfloat16(v, _mm256_srli_epi32(_mm256_add_epi32(bits, bias), 16));
+  }
+  // Stores the low halves of the 8 lanes (each below 2^16, so unsigned saturation keeps them).
+  static void store_halves(void* p, __m256i lanes) {
+    _mm_storeu_si128(
+        static_cast<__m128i*>(p),
+        _mm_packus_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1)));
+  }
 };
 
 template <>
@@ -70,6 +149,7 @@ struct Avx2Ops<double> {
   static Vec mul(Vec a, Vec b) { return _mm256_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_pd(a); }
+  static Vec round_as(const double*, Vec v) { return v; }
   static Vec max(Vec a, Vec b) { return _mm256_max_pd(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_pd(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm256_fnmadd_pd(a, b, c); }
@@ -194,10 +274,67 @@ struct Avx512Ops<float> {
   static Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
   static Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm512_sqrt_ps(a); }
+  static Vec round_as(const float*, Vec v) { return v; }
   static Vec mkl_sqrt(Vec a) { return mkl_avx512_sqrt(a); }
   static Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
+
+  // 16-bit storage, bit for bit as ScalarOps: bfloat16 by integer arithmetic, float16 by the
+  // AVX-512 forms of F16C's conversions.
+  static Vec load(const bfloat16* p) {
+    const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+  }
+  static Vec load(const float16* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static void store(bfloat16* p, Vec v) { store_halves(p, bfloat16_bits(v)); }
+  static void store(float16* p, Vec v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  static Vec round_as(const bfloat16*, Vec v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(bfloat16_bits(v), 16));
+  }
+  static Vec round_as(const float16*, Vec v) {
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  using Bits = __m512i;
+  static Bits random_bits(RandomKey key, std::uint32_t index) {
+    const __m512i lanes =
+        _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(index)),
+                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i first =
+        hash(_mm512_xor_si512(lanes, _mm512_set1_epi32(static_cast<int>(key.first))));
+    return hash(_mm512_xor_si512(first, _mm512_set1_epi32(static_cast<int>(key.second))));
+  }
+  static void store_stochastic(bfloat16* p, Vec v, Bits random) {
+    const __m512i sum = _mm512_add_epi32(_mm512_castps_si512(v), _mm512_srli_epi32(random, 16));
+    store_halves(p, nan_to_bfloat16(v, _mm512_srli_epi32(sum, 16)));
+  }
+
+ private:
+  static __m512i hash(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0x846ca68bu)));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+  }
+  static __m512i nan_to_bfloat16(Vec v, __m512i patterns) {
+    return _mm512_mask_mov_epi32(patterns, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
+                                 _mm512_set1_epi32(0x7fc0));
+  }
+  static __m512i bfloat16_bits(Vec v) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+    return nan_to_bfloat16(v, _mm512_srli_epi32(_mm512_add_epi32(bits, bias), 16));
+  }
+  static void store_halves(void* p, __m512i lanes) {
+    _mm256_storeu_si256(static_cast<__m256i*>(p), _mm512_cvtepi32_epi16(lanes));
+  }
 };
 
 template <>
@@ -213,6 +350,7 @@ struct Avx512Ops<double> {
   static Vec mul(Vec a, Vec b) { return _mm512_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm512_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm512_sqrt_pd(a); }
+  static Vec round_as(const double*, Vec v) { return v; }
   static Vec mkl_sqrt(Vec a) { return mkl_avx512_sqrt(a); }
   static Vec max(Vec a, Vec b) { return _mm512_max_pd(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_pd(a, b, c); }

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "isa.h"
@@ -49,11 +50,11 @@ class InFlight {
 
 enum class Work { kUpdate, kTraffic };
 
-template <typename T>
-UpdateRangeFn<T> kernel_for(Isa isa, Work work) {
+template <typename P, typename S>
+UpdateRangeFn<P, S> kernel_for(Isa isa, Work work) {
   const bool update = work == Work::kUpdate;
-  UpdateRangeFn<T> update_fn = &scalar::update_range;
-  UpdateRangeFn<T> traffic_fn = &scalar::traffic_range;
+  UpdateRangeFn<P, S> update_fn = &scalar::update_range;
+  UpdateRangeFn<P, S> traffic_fn = &scalar::traffic_range;
 #if RMSPROP_EXT_HAVE_AVX2
   if (isa == Isa::kAvx2) {
     update_fn = &avx2::update_range;
@@ -78,8 +79,8 @@ struct Position {
 // Where the global element index `target` falls, moved forward to the next cache-line boundary of
 // that item's param buffer so two threads never write the same line. Every thread computes the
 // same boundaries, so one thread's end is exactly the next one's start.
-template <typename T>
-Position boundary(const ParamBuffers<T>* items, std::size_t count, std::int64_t target) {
+template <typename P, typename S>
+Position boundary(const ParamBuffers<P, S>* items, std::size_t count, std::int64_t target) {
   std::size_t item = 0;
   while (item < count && target >= items[item].size) {
     target -= items[item].size;
@@ -91,7 +92,7 @@ Position boundary(const ParamBuffers<T>* items, std::size_t count, std::int64_t 
   const auto address = reinterpret_cast<std::uintptr_t>(items[item].param + target);
   const auto misalignment = static_cast<std::int64_t>(address % kCacheLineBytes);
   if (misalignment != 0) {
-    target += (kCacheLineBytes - misalignment) / static_cast<std::int64_t>(sizeof(T));
+    target += (kCacheLineBytes - misalignment) / static_cast<std::int64_t>(sizeof(P));
   }
   if (target >= items[item].size) {
     return {item + 1, 0};
@@ -100,9 +101,9 @@ Position boundary(const ParamBuffers<T>* items, std::size_t count, std::int64_t 
 }
 
 // Runs the kernel from `from` up to, not including, `to`.
-template <typename T>
-void run_span(const ParamBuffers<T>* items, std::size_t count, Position from, Position to,
-              UpdateRangeFn<T> kernel, const Hyperparams& hp) {
+template <typename P, typename S>
+void run_span(const ParamBuffers<P, S>* items, std::size_t count, Position from, Position to,
+              UpdateRangeFn<P, S> kernel, const Hyperparams& hp) {
   for (std::size_t item = from.item; item < count; ++item) {
     const std::int64_t begin = item == from.item ? from.offset : 0;
     const std::int64_t end = item == to.item ? to.offset : items[item].size;
@@ -140,11 +141,14 @@ std::string square_roots_problem(const Hyperparams& hp, Isa isa) {
   return problem.empty() ? square_root_problem<double>(hp, isa, "float64") : problem;
 }
 
-template <typename T>
-void step_any(const ParamBuffers<T>* items, std::size_t count, const Hyperparams& hp,
+template <typename P, typename S>
+void step_any(const ParamBuffers<P, S>* items, std::size_t count, const Hyperparams& hp,
               int num_threads, Work work) {
   const Isa isa = active_isa();
-  const UpdateRangeFn<T> kernel = kernel_for<T>(isa, work);
+  const UpdateRangeFn<P, S> kernel = kernel_for<P, S>(isa, work);
+  if (std::is_same_v<P, float16> && hp.compensation == Compensation::kStochastic) {
+    throw std::invalid_argument("stochastic rounding is implemented for bfloat16 parameters only");
+  }
   if (work == Work::kUpdate) {
     // check_hyperparams passed, but the active kernel may have changed since.
     const std::string problem = square_roots_problem(hp, isa);
@@ -213,25 +217,23 @@ std::string check_hyperparams(const Hyperparams& hp) {
   return message.str();
 }
 
-void step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
+template <typename P, typename S>
+void step(const ParamBuffers<P, S>* items, std::size_t count, const Hyperparams& hp,
           int num_threads) {
   step_any(items, count, hp, num_threads, Work::kUpdate);
 }
 
-void step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
-          int num_threads) {
-  step_any(items, count, hp, num_threads, Work::kUpdate);
-}
-
-void roofline_step(const ParamBuffers<float>* items, std::size_t count, const Hyperparams& hp,
+template <typename P, typename S>
+void roofline_step(const ParamBuffers<P, S>* items, std::size_t count, const Hyperparams& hp,
                    int num_threads) {
   step_any(items, count, hp, num_threads, Work::kTraffic);
 }
 
-void roofline_step(const ParamBuffers<double>* items, std::size_t count, const Hyperparams& hp,
-                   int num_threads) {
-  step_any(items, count, hp, num_threads, Work::kTraffic);
-}
+#define RMSPROP_EXT_INSTANTIATE_PAIR(P, S)                                             \
+  template void step(const ParamBuffers<P, S>*, std::size_t, const Hyperparams&, int); \
+  template void roofline_step(const ParamBuffers<P, S>*, std::size_t, const Hyperparams&, int);
+RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_INSTANTIATE_PAIR)
+#undef RMSPROP_EXT_INSTANTIATE_PAIR
 
 namespace {
 template <typename T>

@@ -18,18 +18,25 @@ enum class Momentum { kNone, kHeavyBall, kNesterov };
 // Coupled weight decay: none, or grad + wd * param rounded once or twice (see complex_pairs).
 enum class Decay { kNone, kFused, kSeparate };
 
-// kMklSqrt: the square root is MKL's AVX-512 one (Ops::mkl_sqrt), not the CPU's.
-template <bool kCentered, Momentum kMomentum, bool kEpsInSqrt, Decay kDecay, bool kFused,
-          bool kMklSqrt>
+// Where eps goes: outside the square root (torch), inside it, or either, added at both places as
+// a coefficient that is zero at one of them (the 16-bit storage kernels, which need not follow
+// torch's bits, use this to halve their number of variants).
+enum class Eps { kOutside, kInside, kEither };
+
+// kMklSqrt: the square root is MKL's AVX-512 one (Ops::mkl_sqrt), not the CPU's. kCompensation:
+// how a 16-bit parameter is stored.
+template <bool kCentered, Momentum kMomentum, Eps kEps, Decay kDecay, bool kFused, bool kMklSqrt,
+          Compensation kCompensation = Compensation::kNone>
 struct Variant {
   static constexpr bool centered = kCentered;
   static constexpr bool momentum = kMomentum != Momentum::kNone;
   static constexpr bool nesterov = kMomentum == Momentum::kNesterov;
-  static constexpr bool eps_in_sqrt = kEpsInSqrt;
+  static constexpr Eps eps = kEps;
   static constexpr bool coupled_decay = kDecay != Decay::kNone;
   static constexpr bool fused_decay = kDecay == Decay::kFused;
   static constexpr bool fused = kFused;
   static constexpr bool mkl_sqrt = kMklSqrt;
+  static constexpr Compensation compensation = kCompensation;
 };
 
 // a * b + c rounded as the variant says: once (FMA) or after the product and after the sum.
@@ -59,13 +66,16 @@ struct Coefficients {
   using T = typename Ops::Scalar;
   using Vec = typename Ops::Vec;
   Vec grad_sign, weight_decay, param_decay, alpha, one_minus_alpha, lerp_coefficient, bias_scale,
-      eps, momentum, step_scale, momentum_update_scale, neg_lr, zero;
+      eps, eps_inside, eps_outside, momentum, step_scale, momentum_update_scale, neg_lr, zero, one;
   // torch's lerp(a, g, w) is a + w * (g - a) for |w| < 0.5 and g + (w - 1) * (g - a) otherwise.
   bool lerp_from_start;
+  // The stochastic rounding's key for the elements this call updates (see random_key).
+  RandomKey key{};
 
   Coefficients(const Hyperparams& hp, double step)
       : grad_sign(Ops::broadcast(hp.maximize ? T(-1) : T(1))),
-        weight_decay(Ops::broadcast(static_cast<T>(hp.weight_decay))),
+        weight_decay(
+            Ops::broadcast(hp.decoupled_weight_decay ? T(0) : static_cast<T>(hp.weight_decay))),
         param_decay(Ops::broadcast(
             hp.decoupled_weight_decay ? static_cast<T>(1.0 - hp.lr * hp.weight_decay) : T(1))),
         alpha(Ops::broadcast(static_cast<T>(hp.alpha))),
@@ -73,11 +83,14 @@ struct Coefficients {
         bias_scale(Ops::broadcast(
             hp.bias_correction ? static_cast<T>(1.0 / (1.0 - std::pow(hp.alpha, step))) : T(1))),
         eps(Ops::broadcast(static_cast<T>(hp.eps))),
+        eps_inside(Ops::broadcast(hp.eps_in_sqrt ? static_cast<T>(hp.eps) : T(0))),
+        eps_outside(Ops::broadcast(hp.eps_in_sqrt ? T(0) : static_cast<T>(hp.eps))),
         momentum(Ops::broadcast(static_cast<T>(hp.momentum))),
         step_scale(Ops::broadcast(hp.lr_in_momentum ? static_cast<T>(hp.lr) : T(1))),
         momentum_update_scale(Ops::broadcast(hp.lr_in_momentum ? T(-1) : static_cast<T>(-hp.lr))),
         neg_lr(Ops::broadcast(static_cast<T>(-hp.lr))),
-        zero(Ops::broadcast(T(0))) {
+        zero(Ops::broadcast(T(0))),
+        one(Ops::broadcast(T(1))) {
     const T weight = static_cast<T>(1.0 - hp.alpha);
     lerp_from_start = std::abs(weight) < T(0.5);
     lerp_coefficient = Ops::broadcast(lerp_from_start ? weight : static_cast<T>(weight - T(1)));
@@ -92,10 +105,8 @@ struct StateLanes {
   typename Ops::Vec param, grad, radicand;
 };
 
-template <class Ops>
-inline typename Ops::Vec decayed_param(const Coefficients<Ops>& c,
-                                       const ParamBuffers<typename Ops::Scalar>& b,
-                                       std::int64_t i) {
+template <class Ops, class B>
+inline typename Ops::Vec decayed_param(const Coefficients<Ops>& c, const B& b, std::int64_t i) {
   return Ops::mul(Ops::load(b.param + i), c.param_decay);
 }
 
@@ -103,9 +114,8 @@ inline typename Ops::Vec decayed_param(const Coefficients<Ops>& c,
 // operations and their rounding are torch.optim.RMSprop's, one by one (its for-loop: add, mul_,
 // addcmul_, lerp_, addcmul, sqrt, add_, addcdiv_), so that with the same rounding of a * b + c
 // and the same square root the results are bitwise torch's.
-template <class Ops, class V>
-inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c,
-                                   const ParamBuffers<typename Ops::Scalar>& b, std::int64_t i) {
+template <class Ops, class V, class B>
+inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i) {
   using Vec = typename Ops::Vec;
   const Vec param = Ops::load(b.param + i);
   Vec grad = Ops::mul(Ops::load(b.grad + i), c.grad_sign);
@@ -115,17 +125,20 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c,
                           : Ops::add(Ops::mul(c.weight_decay, param), grad);
   }
 
-  // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-  const Vec square_avg = multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
-                                              Ops::mul(Ops::load(b.square_avg + i), c.alpha));
+  // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha). The step goes on with the
+  // value as stored, as torch's does (it matters for 16-bit state only).
+  const Vec square_avg = Ops::round_as(
+      b.square_avg, multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
+                                         Ops::mul(Ops::load(b.square_avg + i), c.alpha)));
   Ops::store(b.square_avg + i, square_avg);
 
   Vec variance = Ops::mul(square_avg, c.bias_scale);
   if constexpr (V::centered) {
     // grad_avg.lerp_(grad, 1 - alpha)
     const Vec old_grad_avg = Ops::load(b.grad_avg + i);
-    const Vec grad_avg = multiply_add<Ops, V>(c.lerp_coefficient, Ops::sub(grad, old_grad_avg),
-                                              c.lerp_from_start ? old_grad_avg : grad);
+    const Vec grad_avg = Ops::round_as(
+        b.grad_avg, multiply_add<Ops, V>(c.lerp_coefficient, Ops::sub(grad, old_grad_avg),
+                                         c.lerp_from_start ? old_grad_avg : grad));
     Ops::store(b.grad_avg + i, grad_avg);
     const Vec mean = Ops::mul(grad_avg, c.bias_scale);
     // square_avg.addcmul(grad_avg, grad_avg, value=-1). s - a^2 is a variance, but once a has
@@ -137,43 +150,72 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c,
                                            : Ops::sub(variance, Ops::mul(mean, mean));
     variance = Ops::max(c.zero, centered_variance);
   }
-  if constexpr (V::eps_in_sqrt) {
+  if constexpr (V::eps == Eps::kInside) {
     variance = Ops::add(variance, c.eps);
+  } else if constexpr (V::eps == Eps::kEither) {
+    variance = Ops::add(variance, c.eps_inside);
   }
   return {Ops::mul(param, c.param_decay), grad, variance};
 }
 
+// Stores param + direction * scale as the new parameter. A float32 or float64 parameter (and a
+// 16-bit one without compensation) takes it rounded as the variant says; with Kahan summation the
+// sum also adds the compensation buffer, which keeps what the rounding to 16 bits lost; with
+// stochastic rounding it is rounded up or down at random in proportion to its distance.
+template <class Ops, class V, class B>
+inline void store_param(const Coefficients<Ops>& c, const B& b, std::int64_t i,
+                        typename Ops::Vec param, typename Ops::Vec direction,
+                        typename Ops::Vec scale) {
+  using Vec = typename Ops::Vec;
+  if constexpr (V::compensation == Compensation::kKahan) {
+    const Vec change = Ops::mul_add(direction, scale, Ops::load(b.compensation + i));
+    const Vec stored = Ops::round_as(b.param, Ops::add(param, change));
+    Ops::store(b.param + i, stored);
+    Ops::store(b.compensation + i, Ops::sub(change, Ops::sub(stored, param)));
+  } else if constexpr (V::compensation == Compensation::kStochastic) {
+    Ops::store_stochastic(b.param + i, Ops::mul_add(direction, scale, param),
+                          Ops::random_bits(c.key, static_cast<std::uint32_t>(i)));
+  } else {
+    Ops::store(b.param + i, multiply_add<Ops, V>(direction, scale, param));
+  }
+}
+
 // The second half of update_lanes, from the square root of the radicand on: updates the momentum
 // buffer and the parameter.
-template <class Ops, class V>
-inline void param_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename Ops::Scalar>& b,
-                        std::int64_t i, typename Ops::Vec param, typename Ops::Vec grad,
-                        typename Ops::Vec root) {
+template <class Ops, class V, class B>
+inline void param_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i,
+                        typename Ops::Vec param, typename Ops::Vec grad, typename Ops::Vec root) {
   using Vec = typename Ops::Vec;
-  const Vec denom = V::eps_in_sqrt ? root : Ops::add(root, c.eps);  // avg.add_(eps)
+  Vec denom = root;  // avg.add_(eps)
+  if constexpr (V::eps == Eps::kOutside) {
+    denom = Ops::add(root, c.eps);
+  } else if constexpr (V::eps == Eps::kEither) {
+    denom = Ops::add(root, c.eps_outside);
+  }
   if constexpr (V::momentum) {
     // buf.mul_(momentum).addcdiv_(grad, avg[, value=lr]): the quotient first, then the sum.
     const Vec scaled_step = Ops::div(Ops::mul(c.step_scale, grad), denom);
-    const Vec buffer =
-        Ops::add(Ops::mul(Ops::load(b.momentum_buffer + i), c.momentum), scaled_step);
+    const Vec buffer = Ops::round_as(
+        b.momentum_buffer,
+        Ops::add(Ops::mul(Ops::load(b.momentum_buffer + i), c.momentum), scaled_step));
     Ops::store(b.momentum_buffer + i, buffer);
     Vec direction = buffer;
     if constexpr (V::nesterov) {
       direction = multiply_add<Ops, V>(c.momentum, buffer, scaled_step);
     }
     // param.add_(buf, alpha=-lr), or param.add_(-buf) with the learning rate in the buffer
-    Ops::store(b.param + i, multiply_add<Ops, V>(direction, c.momentum_update_scale, param));
+    store_param<Ops, V>(c, b, i, param, direction, c.momentum_update_scale);
   } else {
-    // param.addcdiv_(grad, avg, value=-lr): (-lr * grad) / avg, then the sum
-    Ops::store(b.param + i, Ops::add(param, Ops::div(Ops::mul(c.neg_lr, grad), denom)));
+    // param.addcdiv_(grad, avg, value=-lr): (-lr * grad) / avg, then the sum (times one is exact,
+    // so this rounds as param + quotient)
+    store_param<Ops, V>(c, b, i, param, Ops::div(Ops::mul(c.neg_lr, grad), denom), c.one);
   }
 }
 
 // Updates lanes [i, i + Ops::kWidth) of one parameter: reads param, grad and state once, writes
 // param and state once.
-template <class Ops, class V>
-inline void update_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename Ops::Scalar>& b,
-                         std::int64_t i) {
+template <class Ops, class V, class B>
+inline void update_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i) {
   const StateLanes<Ops> lanes = state_lanes<Ops, V>(c, b, i);
   param_lanes<Ops, V>(c, b, i, lanes.param, lanes.grad, square_root<Ops, V>(lanes.radicand));
 }
@@ -183,11 +225,14 @@ inline void update_lanes(const Coefficients<Ops>& c, const ParamBuffers<typename
 // in arithmetic only. It writes back buffer + 0 * grad, which IEEE rules forbid the compiler to
 // fold away, so the buffers keep their values (for finite grads) and the kernel can be timed on
 // the very buffers the real update uses.
-template <class Ops, class V>
-inline void traffic_lanes(const ParamBuffers<typename Ops::Scalar>& b, std::int64_t i) {
+template <class Ops, class V, class B>
+inline void traffic_lanes(const B& b, std::int64_t i) {
   using Vec = typename Ops::Vec;
   const Vec param = Ops::load(b.param + i);
   const Vec zero_grad = Ops::mul(Ops::load(b.grad + i), Ops::broadcast(0));
+  if constexpr (V::compensation == Compensation::kKahan) {
+    Ops::store(b.compensation + i, Ops::add(Ops::load(b.compensation + i), zero_grad));
+  }
   Ops::store(b.square_avg + i, Ops::add(Ops::load(b.square_avg + i), zero_grad));
   if constexpr (V::centered) {
     Ops::store(b.grad_avg + i, Ops::add(Ops::load(b.grad_avg + i), zero_grad));

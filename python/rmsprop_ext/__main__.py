@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import build_info
-from .bench import BenchConfig, machine_info, run_benchmark, torch_available
+from .bench import SECTIONS, BenchConfig, machine_info, run_benchmark, torch_available
 from .bench_report import format_report, summary_lines
 
 
@@ -33,6 +33,10 @@ def _bench(args: argparse.Namespace) -> int:
         config.small_model = (args.small_model[0], args.small_model[1])
     if args.scaling_sizes:
         config.scaling_sizes = args.scaling_sizes
+    if args.precision_sizes:
+        config.precision_sizes = args.precision_sizes
+    if args.sections:
+        config.sections = set(args.sections)
     headline = (
         f"rmsprop_ext {info['version']} on {machine['cpu'] or 'this CPU'}: isa "
         f"{info['isa_active']}, up to {threads} threads, float32; medians over up to "
@@ -100,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the per-step overhead case (default 100 4096)",
     )
     bench.add_argument("--scaling-sizes", type=int, nargs="+", help="sizes of the thread sweep")
+    bench.add_argument(
+        "--precision-sizes", type=int, nargs="+", help="sizes of the storage-form section"
+    )
+    bench.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, help="run only these sections (default: all)"
+    )
     bench.add_argument("--threads", type=int, help="most threads to use (default: all)")
     bench.add_argument("--no-torch", action="store_true", help="skip the torch peers")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -21,6 +21,8 @@ class Hyperparams:
         bias_correction: bool,
         fused_multiply_add: bool,
         torch_sqrt: bool,
+        compensation: str = "none",
+        seed: int = 0,
     ) -> None: ...
     @property
     def lr(self) -> float: ...
@@ -52,6 +54,10 @@ class Hyperparams:
     def square_root_f32(self) -> str: ...
     @property
     def square_root_f64(self) -> str: ...
+    @property
+    def compensation(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
 
 def rmsprop_step(
     param: np.ndarray,
@@ -59,10 +65,12 @@ def rmsprop_step(
     square_avg: np.ndarray,
     momentum_buffer: np.ndarray | None = None,
     grad_avg: np.ndarray | None = None,
+    compensation: np.ndarray | None = None,
     *,
     hyperparams: Hyperparams,
     num_threads: int = 0,
     step: float = 0.0,
+    stream: int = 0,
 ) -> None: ...
 def rmsprop_step_many(
     params: Sequence[np.ndarray],
@@ -70,12 +78,14 @@ def rmsprop_step_many(
     square_avgs: Sequence[np.ndarray],
     momentum_buffers: Sequence[np.ndarray] | None = None,
     grad_avgs: Sequence[np.ndarray] | None = None,
+    compensations: Sequence[np.ndarray] | None = None,
     *,
     hyperparams: Hyperparams,
     num_threads: int = 0,
     check_only: bool = False,
     steps: Sequence[np.ndarray] | None = None,
     step: float = 0.0,
+    streams: Sequence[int] | None = None,
 ) -> None: ...
 def set_num_threads(num_threads: int) -> None: ...
 def _install_torch_sqrt(
@@ -96,6 +106,7 @@ def roofline_step_many(
     square_avgs: Sequence[np.ndarray],
     momentum_buffers: Sequence[np.ndarray] | None = None,
     grad_avgs: Sequence[np.ndarray] | None = None,
+    compensations: Sequence[np.ndarray] | None = None,
     *,
     momentum: float = 0.0,
     centered: bool = False,
@@ -110,10 +121,13 @@ class PreparedStep:
         square_avgs: Sequence[np.ndarray],
         momentum_buffers: Sequence[np.ndarray] | None,
         grad_avgs: Sequence[np.ndarray] | None,
+        compensations: Sequence[np.ndarray] | None,
         steps: Sequence[np.ndarray],
+        streams: Sequence[int] | None,
         *,
         momentum: bool,
         centered: bool,
+        kahan: bool = False,
     ) -> None: ...
     def step(
         self,

@@ -1,14 +1,15 @@
 """The same update in plain torch ops, for parameters the native kernel cannot take.
 
-Used for CUDA (or other device) tensors, float16/bfloat16 and non-contiguous parameters, so every
-parameter trains with the same math; the native kernel handles the contiguous float32/float64 (and
-complex) CPU ones.
+Used for CUDA (or other device) tensors and non-contiguous parameters, so every parameter trains
+with the same math; the native kernel handles the contiguous CPU ones.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from ._precision import round_stochastic_bfloat16_torch
 
 __all__ = ["rmsprop_torch_step"]
 
@@ -34,11 +35,51 @@ def rmsprop_torch_step(
     bias_correction: bool = False,
     rounding: str = "torch",
     step: int = 1,
+    compensation: str | None = None,
+    seed: int = 0,
+    compensation_buffer: Tensor | None = None,
+    stream: int = 0,
 ) -> None:
     """One step on one parameter, in place: torch.optim.RMSprop's single-tensor path, op for op,
-    plus the options torch lacks. `step` numbers the update for the bias correction; the rounding
-    is whatever torch's own ops do (`rounding` is not consulted)."""
+    plus the options torch lacks. `step` numbers the update for the bias correction and the
+    stochastic rounding; the rounding is whatever torch's own ops do (`rounding` is not
+    consulted). The state may have another dtype than the parameter (torch's type promotion
+    computes in the wider one). With a compensation the step runs on a float32 copy of the
+    parameter, which is then stored with Kahan summation or the kernel's stochastic rounding.
+    """
     del rounding
+    if compensation is not None:
+        start = param.detach().to(torch.float32)
+        work = start.clone()
+        rmsprop_torch_step(
+            work,
+            grad.to(torch.float32),
+            square_avg,
+            momentum_buffer,
+            grad_avg,
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+            eps_in_sqrt=eps_in_sqrt,
+            decoupled_weight_decay=decoupled_weight_decay,
+            lr_in_momentum=lr_in_momentum,
+            nesterov=nesterov,
+            bias_correction=bias_correction,
+            step=step,
+        )
+        if compensation == "kahan":
+            assert compensation_buffer is not None
+            change = (work - start) + compensation_buffer.to(torch.float32)
+            stored = (start + change).to(param.dtype)
+            compensation_buffer.copy_(change - (stored.to(torch.float32) - start))
+            param.copy_(stored)
+        else:
+            param.copy_(round_stochastic_bfloat16_torch(work, seed, stream, step))
+        return
     grad = -grad if maximize else grad
     if weight_decay != 0:
         if decoupled_weight_decay:
@@ -84,7 +125,15 @@ def native_ok(param: Tensor) -> bool:
     """True when the native kernel can update `param` (and state created like it) in place."""
     return (
         param.device.type == "cpu"
-        and param.dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128)
+        and param.dtype
+        in (
+            torch.float32,
+            torch.float64,
+            torch.complex64,
+            torch.complex128,
+            torch.bfloat16,
+            torch.float16,
+        )
         and param.layout == torch.strided
         and param.is_contiguous()
         and not param.is_conj()

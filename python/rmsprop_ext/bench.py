@@ -24,9 +24,19 @@ import numpy as np
 
 from . import _core, reference
 from ._threads import get_num_threads
+from .bench_precision import precision_cases
 from .functional import rmsprop_step
 
-__all__ = ["VARIANTS", "BenchConfig", "Measurement", "run_benchmark", "torch_available"]
+__all__ = [
+    "SECTIONS",
+    "VARIANTS",
+    "BenchConfig",
+    "Measurement",
+    "run_benchmark",
+    "torch_available",
+]
+
+SECTIONS = ("sizes", "variants", "precision", "many", "small", "pages", "threads")
 
 LR, ALPHA = 1e-4, 0.99
 PYTHON_LOOP_SAMPLE = 2000
@@ -86,13 +96,19 @@ class BenchConfig:
     many: tuple[int, int]  # (tensors, elements each)
     small_model: tuple[int, int]
     scaling_sizes: list[int]
+    precision_sizes: list[int]
     thread_counts: list[int]
     repeat: int
     budget_s: float  # time one group may take, past its warm-up, before rounds are cut
     min_rounds: int = 3  # rounds even when that takes longer than budget_s
     use_torch: bool = True
     progress: bool = True
+    # The sections to run (None: all of SECTIONS).
+    sections: set[str] | None = None
     total_cases: int = field(default=0, init=False)
+
+    def runs(self, section: str) -> bool:
+        return self.sections is None or section in self.sections
 
     @staticmethod
     def make(
@@ -110,6 +126,7 @@ class BenchConfig:
                 many=(1000, 1 << 14),
                 small_model=(100, 4096),
                 scaling_sizes=[1 << 18],
+                precision_sizes=[1 << 20, 1 << 24],
                 thread_counts=sorted({1, threads}),
                 repeat=repeat or 7,
                 budget_s=0.6,
@@ -123,6 +140,7 @@ class BenchConfig:
             many=(1000, 1 << 14),
             small_model=(100, 4096),
             scaling_sizes=[1 << 18, 1 << 24],
+            precision_sizes=[1 << 20, 1 << 24],
             thread_counts=all_threads,
             repeat=repeat or 21,
             budget_s=20.0,
@@ -537,6 +555,7 @@ class Case:
     note: str = ""
     extrapolate_from: int = 0  # timed on this many elements, reported for `elements`
     threads: int = 0  # the native threads of this case when it differs from the group's
+    bytes_per_element: int = 0  # when it is not the variant's (the precision section)
 
 
 class Runner:
@@ -569,7 +588,7 @@ class Runner:
                     elements,
                     case.tensors,
                     case.threads or threads,
-                    VARIANTS[case.variant][1],
+                    case.bytes_per_element or VARIANTS[case.variant][1],
                     statistics.median(t) * scale,
                     min(t) * scale,
                     max(t) * scale,
@@ -598,18 +617,21 @@ class Runner:
         def group(section: str, cases: list[Case], elements: int, t: int, inner: int = 0) -> None:
             jobs.append(lambda: self.measure_group(section, cases, elements, t, inner))
 
-        for n in c.sizes:
+        for n in c.sizes if c.runs("sizes") else []:
             group("sizes", self.single_tensor_group(n, "plain", threads), n, threads)
-        for variant in ("momentum", "centered"):
+        for variant in ("momentum", "centered") if c.runs("variants") else ():
             group(
                 "variants",
                 self.single_tensor_group(c.variant_size, variant, threads),
                 c.variant_size,
                 threads,
             )
-        if c.use_torch:
-            many_count, many_n = c.many
-            total = many_count * many_n
+        if c.use_torch and c.runs("precision"):
+            for n in c.precision_sizes:
+                group("precision", precision_cases(n, threads, Case), n, threads)
+        many_count, many_n = c.many
+        total = many_count * many_n
+        if c.use_torch and c.runs("many"):
             group(
                 "many tensors",
                 [
@@ -646,7 +668,8 @@ class Runner:
                 total,
                 threads,
             )
-            small_count, small_n = c.small_model
+        small_count, small_n = c.small_model
+        if c.use_torch and c.runs("small"):
             group(
                 "small model",
                 [
@@ -675,7 +698,8 @@ class Runner:
                 threads,
                 inner=SMALL_MODEL_STEPS_PER_ROUND,
             )
-        if _numpy_hugepage_switch() is not None and transparent_huge_pages() != "never":
+        huge_pages = _numpy_hugepage_switch() is not None and transparent_huge_pages() != "never"
+        if huge_pages and c.runs("pages"):
             group(
                 "pages",
                 [
@@ -693,7 +717,7 @@ class Runner:
                 c.variant_size,
                 threads,
             )
-        for n in c.scaling_sizes:
+        for n in c.scaling_sizes if c.runs("threads") else []:
             # One group per size: every thread count is timed interleaved with the others.
             scaling = []
             for t in c.thread_counts:

@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 
 from .bench import IEEE_NATIVE, SMALL_MODEL_STEPS_PER_ROUND, Measurement
+from .bench_precision import BASELINE as PRECISION_BASELINE
+from .bench_precision import TORCH_BF16
 
 __all__ = ["format_report", "summary_lines"]
 
@@ -67,6 +69,25 @@ def _table(
     return [*lines, ""]
 
 
+def _precision_table(n: int, group: Sequence[Measurement]) -> list[str]:
+    """The storage forms at n elements; 'vs fp32' = native float32's time / the row's time,
+    taken round by round: median [worst-best]."""
+    base = _find(group, implementation=PRECISION_BASELINE)
+    header = (
+        f"{'implementation':24} {'B/elem':>6} {'median ms':>10} {'GB/s':>6} {'vs native fp32':>22}"
+    )
+    lines = [f"Storage forms, {n:,} elements, {group[0].threads} threads", header]
+    lines.append("-" * len(header))
+    for r in group:
+        versus = _ratio(base, r) if base else ""
+        note = f"  ({r.note})" if r.note else ""
+        lines.append(
+            f"{r.implementation:24} {r.bytes_per_element:>6} {r.median_s * 1e3:>10.3f} "
+            f"{r.gbytes_per_s:>6.1f} {versus:>22}{note}"
+        )
+    return [*lines, ""]
+
+
 def format_report(rows: Sequence[Measurement]) -> str:
     """Every section as tables; 'native is' = the row's time / the native kernel's time.
 
@@ -92,6 +113,9 @@ def format_report(rows: Sequence[Measurement]) -> str:
             _find(group, implementation=NATIVE),
             _find(group, implementation=ROOFLINE),
         )
+    precision = [r for r in rows if r.section == "precision"]
+    for n in sorted({r.elements for r in precision}):
+        out += _precision_table(n, [r for r in precision if r.elements == n])
     # Sections without a roofline column, each against one row of its own.
     own_baseline: list[tuple[str, str, Callable[[list[Measurement]], Measurement | None]]] = [
         (
@@ -206,6 +230,28 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
             f"{pages[0].elements:,} elements: 2 MiB pages vs 4 KiB pages = "
             f"{_ratio(pages[0], pages[1])}"
         )
+    precision = [r for r in rows if r.section == "precision"]
+    for n in sorted({r.elements for r in precision}):
+        group = [r for r in precision if r.elements == n]
+        base = _find(group, implementation=PRECISION_BASELINE)
+        for r in group:
+            if base and r is not base:
+                against = "native fp32/fp32" if r.implementation.startswith("native") else ""
+                if against:
+                    lines.append(
+                        f"{n:,} elements: {r.implementation} ({r.bytes_per_element} B) vs "
+                        f"{against} (20 B) = {_ratio(base, r)}"
+                    )
+        bf16 = _find(group, implementation="native bf16/bf16")
+        for peer in (TORCH_BF16, "bnb RMSprop8bit bf16"):
+            other = _find(group, implementation=peer)
+            if bf16 and other:
+                lines.append(f"{n:,} elements: native bf16/bf16 vs {peer} = {_ratio(other, bf16)}")
+        roof = _find(group, implementation="roofline bf16/bf16")
+        if bf16 and roof:
+            lines.append(
+                f"{n:,} elements: native bf16/bf16 / its roofline = {_fraction(bf16, roof)}"
+            )
     threads = [r for r in rows if r.section == "threads" and r.implementation == NATIVE]
     for n in sorted({r.elements for r in threads}):
         single = _find(threads, elements=n, threads=1)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from . import _core
+from ._precision import check_compensation, check_seed
 from ._rounding import check_rounding, resolve_rounding
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ HYPERPARAM_NAMES = (
     "nesterov",
     "bias_correction",
     "rounding",
+    "compensation",
+    "seed",
 )
 
 
@@ -55,13 +58,25 @@ def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} is on device '{tensor.device}'; the native kernel takes CPU tensors"
         )
-    if tensor.dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
+    native_dtypes = (
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+        torch.bfloat16,
+        torch.float16,
+    )
+    if tensor.dtype not in native_dtypes:
         raise TypeError(
-            f"{name} must have dtype float32, float64, complex64 or complex128, got {tensor.dtype}"
+            f"{name} must have dtype float32, float64, complex64, complex128, bfloat16 or "
+            f"float16, got {tensor.dtype}"
         )
     if tensor.is_conj() or tensor.is_neg():
         raise ValueError(f"{name} has a lazy conjugate/negative bit; call .resolve_conj() first")
-    # Shares memory with the tensor: the update lands in the tensor itself.
+    # Shares memory with the tensor: the update lands in the tensor itself. numpy has no
+    # bfloat16, so bfloat16 travels as its bit patterns (uint16), which the kernel reads as such.
+    if tensor.dtype == torch.bfloat16:
+        return tensor.detach().view(torch.uint16).numpy()
     return tensor.detach().numpy()
 
 
@@ -107,6 +122,8 @@ def hyperparams(
     nesterov: Any = False,
     bias_correction: Any = False,
     rounding: Any = "torch",
+    compensation: Any = None,
+    seed: Any = 0,
 ) -> dict[str, Any]:
     """The options of an update, converted and checked, with errors that name the argument (the
     native code checks again; this also covers the pure-torch path)."""
@@ -124,6 +141,8 @@ def hyperparams(
         "nesterov": bool(nesterov),
         "bias_correction": bool(bias_correction),
         "rounding": rounding,
+        "compensation": check_compensation(compensation),
+        "seed": check_seed(seed),
     }
     for name in ("lr", "eps", "weight_decay", "momentum"):
         if not (math.isfinite(options[name]) and options[name] >= 0):
@@ -158,6 +177,7 @@ def native_hyperparams(options: dict[str, Any]) -> _core.Hyperparams:
     resolved (see `rmsprop_ext._rounding.resolve_rounding`)."""
     native = dict(options)
     native["fused_multiply_add"], native["torch_sqrt"] = resolve_rounding(native.pop("rounding"))
+    native["compensation"] = native["compensation"] or "none"
     return _core.Hyperparams(**native)
 
 
@@ -172,6 +192,16 @@ def _threads(num_threads: int | None) -> int:
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
     return num_threads
+
+
+def _stream(stream: Any, name: str) -> int:
+    if (
+        isinstance(stream, bool)
+        or not isinstance(stream, (int, np.integer))
+        or not (0 <= stream < 2**63)
+    ):
+        raise ValueError(f"{name} must be an int >= 0, got {stream!r}")
+    return int(stream)
 
 
 def _step_number(step: int | None) -> float:
@@ -203,18 +233,28 @@ def rmsprop_step(
     bias_correction: bool = False,
     step: int | None = None,
     rounding: str = "torch",
+    compensation: str | None = None,
+    compensation_buffer: Buffer | None = None,
+    seed: int = 0,
+    stream: int = 0,
     num_threads: int | None = None,
 ) -> None:
     """One RMSProp step, in place, in a single fused pass over memory.
 
     ``param``, ``square_avg`` and, when used, ``momentum_buffer`` (momentum > 0) and ``grad_avg``
-    (centered) are updated in place; ``grad`` is only read. All must be C-contiguous float32,
-    float64, complex64 or complex128 numpy arrays or torch CPU tensors of one dtype and shape, and
-    must not share memory (complex numbers are updated as pairs of reals, as torch does).
-    ``step`` numbers this update (1 for the first) for ``bias_correction``. With
-    ``rounding="torch"`` the results are torch.optim.RMSprop's bit for bit in this process;
-    "fused" and "separate" round every multiply-add once or twice, with IEEE square roots.
-    Every argument is checked before anything is written: on error nothing changes.
+    (centered) are updated in place; ``grad`` is only read. All must be C-contiguous numpy arrays
+    or torch CPU tensors of one shape that do not share memory. ``param`` and ``grad`` are
+    float32, float64, complex64, complex128 (updated as pairs of reals, as torch does), bfloat16
+    or float16; the state has the param's dtype, or float32 for bfloat16/float16 params, or
+    bfloat16 for float32 params. 16-bit buffers are computed in float32 and rounded to nearest
+    even when stored, unless ``compensation`` says otherwise: "kahan" (``compensation_buffer``,
+    the param's dtype, starting at zero, carries what each rounding of the parameter lost) or
+    "stochastic" (bfloat16 params rounded up or down at random, from a generator that depends
+    only on ``seed``, ``stream``, ``step`` and the element index).
+    ``step`` numbers this update (1 for the first) for ``bias_correction`` and the stochastic
+    rounding. With ``rounding="torch"`` float32/float64 results are torch.optim.RMSprop's bit for
+    bit in this process; "fused" and "separate" round every multiply-add once or twice, with IEEE
+    square roots. Every argument is checked before anything is written: on error nothing changes.
     """
     options = hyperparams(
         lr,
@@ -230,6 +270,8 @@ def rmsprop_step(
         nesterov,
         bias_correction,
         rounding,
+        compensation,
+        seed,
     )
     _core.rmsprop_step(
         as_native_array(param, "param"),
@@ -237,9 +279,11 @@ def rmsprop_step(
         as_native_array(square_avg, "square_avg"),
         as_native_array(momentum_buffer, "momentum_buffer"),
         as_native_array(grad_avg, "grad_avg"),
+        as_native_array(compensation_buffer, "compensation_buffer"),
         hyperparams=native_hyperparams(options),
         num_threads=_threads(num_threads),
         step=_step_number(step),
+        stream=_stream(stream, "stream"),
     )
 
 
@@ -264,14 +308,19 @@ def rmsprop_step_many(
     bias_correction: bool = False,
     step: int | None = None,
     rounding: str = "torch",
+    compensation: str | None = None,
+    compensation_buffers: Sequence[Buffer] | None = None,
+    seed: int = 0,
+    streams: Sequence[int] | None = None,
     num_threads: int | None = None,
 ) -> None:
     """`rmsprop_step` over lists of parameters in one native call with the GIL released.
 
     The threads share the work of all parameters together, so many small tensors cost about as
-    much as one large one. float32 and float64 (and complex) parameters may be mixed across items.
-    Every item is checked before any is written: a bad item anywhere in the lists leaves all of
-    them unchanged. ``step`` numbers this update of every parameter, for ``bias_correction``.
+    much as one large one. Dtypes may be mixed across items. Every item is checked before any is
+    written: a bad item anywhere in the lists leaves all of them unchanged. ``step`` numbers this
+    update of every parameter, for ``bias_correction`` and the stochastic rounding, in which
+    parameter i takes stream ``streams[i]`` (default: i).
     """
     options = hyperparams(
         lr,
@@ -287,6 +336,8 @@ def rmsprop_step_many(
         nesterov,
         bias_correction,
         rounding,
+        compensation,
+        seed,
     )
     _core.rmsprop_step_many(
         _as_arrays(params, "params"),
@@ -294,7 +345,11 @@ def rmsprop_step_many(
         _as_arrays(square_avgs, "square_avgs"),
         None if momentum_buffers is None else _as_arrays(momentum_buffers, "momentum_buffers"),
         None if grad_avgs is None else _as_arrays(grad_avgs, "grad_avgs"),
+        None
+        if compensation_buffers is None
+        else _as_arrays(compensation_buffers, "compensation_buffers"),
         hyperparams=native_hyperparams(options),
         num_threads=_threads(num_threads),
         step=_step_number(step),
+        streams=None if streams is None else [_stream(s, "streams[]") for s in streams],
     )

@@ -9,6 +9,14 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._precision import (
+    check_compensation,
+    check_param_compensation,
+    check_seed,
+    dtype_name,
+    numpy_dtype,
+    state_dtype_name,
+)
 from .functional import check_extension_options, native_hyperparams, options_from
 
 __all__ = ["NumpyRMSprop", "check_optimizer_args"]
@@ -42,8 +50,10 @@ class NumpyRMSprop:
     """RMSprop over a fixed list of numpy arrays, updated in place by the native kernel.
 
     Same hyperparameters and defaults as ``rmsprop_ext.RMSprop``; the state (``step``,
-    ``square_avg`` and, when used, ``momentum_buffer`` and ``grad_avg``) is created at
-    construction. ``step(grads)`` takes one gradient per parameter, in order.
+    ``square_avg`` and, when used, ``momentum_buffer``, ``grad_avg`` and Kahan summation's
+    ``compensation``) is created at construction. ``step(grads)`` takes one gradient per
+    parameter, in order. Parameters may be float32, float64, float16 or bfloat16 (ml_dtypes);
+    ``state_dtype`` and ``compensation`` are as in ``rmsprop_ext.RMSprop``.
     """
 
     def __init__(
@@ -64,17 +74,27 @@ class NumpyRMSprop:
         nesterov: bool = False,
         bias_correction: bool = False,
         rounding: str = "torch",
+        state_dtype: Any = None,
+        compensation: str | None = None,
+        seed: int = 0,
     ) -> None:
         check_optimizer_args(lr, alpha, eps, weight_decay, momentum, initial_square_avg)
         check_extension_options(momentum, alpha, nesterov, bias_correction, rounding)
+        check_compensation(compensation)
+        check_seed(seed)
         self.params: list[np.ndarray] = list(params)
         for i, p in enumerate(self.params):
             if not isinstance(p, np.ndarray):
                 raise TypeError(f"params[{i}] must be a numpy.ndarray, got {type(p).__name__}")
-            if p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"params[{i}] must have dtype float32 or float64, got {p.dtype}")
+            if dtype_name(p.dtype) not in ("float32", "float64", "float16", "bfloat16"):
+                raise TypeError(
+                    f"params[{i}] must have dtype float32, float64, float16 or bfloat16, "
+                    f"got {p.dtype}"
+                )
             if not p.flags.c_contiguous or not p.flags.writeable:
                 raise ValueError(f"params[{i}] must be a writeable C-contiguous array")
+            state_dtype_name(p.dtype, state_dtype, f"state_dtype (for params[{i}])")
+            check_param_compensation(p.dtype, compensation, f"params[{i}]")
         self.defaults: dict[str, Any] = {
             "lr": lr,
             "alpha": alpha,
@@ -90,6 +110,9 @@ class NumpyRMSprop:
             "nesterov": nesterov,
             "bias_correction": bias_correction,
             "rounding": rounding,
+            "state_dtype": None if state_dtype is None else dtype_name(state_dtype),
+            "compensation": compensation,
+            "seed": seed,
         }
         # Step counters live in one array and are bumped by the native call itself, in the same
         # call as the update, so an interrupt can never separate the two.
@@ -98,15 +121,21 @@ class NumpyRMSprop:
             self._fresh_state(p, self._steps[i : i + 1]) for i, p in enumerate(self.params)
         ]
 
+    def _state_dtype(self, p: np.ndarray) -> np.dtype:
+        return numpy_dtype(state_dtype_name(p.dtype, self.defaults["state_dtype"]))
+
     def _fresh_state(self, p: np.ndarray, step: np.ndarray) -> dict[str, Any]:
+        dtype = self._state_dtype(p)
         state: dict[str, Any] = {
             "step": step,
-            "square_avg": np.full_like(p, self.defaults["initial_square_avg"]),
+            "square_avg": np.full(p.shape, self.defaults["initial_square_avg"], dtype),
         }
         if self.defaults["momentum"] > 0:
-            state["momentum_buffer"] = np.zeros_like(p)
+            state["momentum_buffer"] = np.zeros(p.shape, dtype)
         if self.defaults["centered"]:
-            state["grad_avg"] = np.zeros_like(p)
+            state["grad_avg"] = np.zeros(p.shape, dtype)
+        if self.defaults["compensation"] == "kahan":
+            state["compensation"] = np.zeros_like(p)
         return state
 
     def step(self, grads: Sequence[np.ndarray]) -> None:
@@ -124,6 +153,7 @@ class NumpyRMSprop:
             [s["square_avg"] for s in self.state],
             [s["momentum_buffer"] for s in self.state] if d["momentum"] > 0 else None,
             [s["grad_avg"] for s in self.state] if d["centered"] else None,
+            [s["compensation"] for s in self.state] if d["compensation"] == "kahan" else None,
             hyperparams=native_hyperparams(options_from(d)),
             steps=[s["step"] for s in self.state],
         )
@@ -162,11 +192,18 @@ class NumpyRMSprop:
             new_defaults["momentum"],
             new_defaults["initial_square_avg"],
         )
+        check_compensation(new_defaults["compensation"])
+        check_seed(new_defaults["seed"])
+        for i, p in enumerate(self.params):
+            state_dtype_name(p.dtype, new_defaults["state_dtype"], f"state_dtype (for params[{i}])")
+            check_param_compensation(p.dtype, new_defaults["compensation"], f"params[{i}]")
         needed = ["square_avg"]
         if new_defaults["momentum"] > 0:
             needed.append("momentum_buffer")
         if new_defaults["centered"]:
             needed.append("grad_avg")
+        if new_defaults["compensation"] == "kahan":
+            needed.append("compensation")
         for i, p in enumerate(self.params):
             entry = saved[i]
             for key in ["step", *needed]:
@@ -183,10 +220,9 @@ class NumpyRMSprop:
                     raise ValueError(
                         f"state_dict['state'][{i}]['{key}'] must be an array of shape {p.shape}"
                     )
-                if value.dtype != p.dtype:
+                if not (np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"):
                     raise TypeError(
-                        f"state_dict['state'][{i}]['{key}'] has dtype {value.dtype}, "
-                        f"expected {p.dtype}"
+                        f"state_dict['state'][{i}]['{key}'] has dtype {value.dtype}, not a float"
                     )
         self.defaults = new_defaults
         for i, p in enumerate(self.params):
@@ -194,5 +230,7 @@ class NumpyRMSprop:
             self._steps[i] = int(entry["step"])
             state: dict[str, Any] = {"step": self._steps[i : i + 1]}
             for key in needed:
-                state[key] = np.array(entry[key], dtype=p.dtype, order="C", copy=True)
+                # Converted to this optimizer's state dtype (the Kahan buffer: the param's).
+                dtype = p.dtype if key == "compensation" else self._state_dtype(p)
+                state[key] = np.array(entry[key], dtype=dtype, order="C", copy=True)
             self.state[i] = state

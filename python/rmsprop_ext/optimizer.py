@@ -10,6 +10,13 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _core
+from ._precision import (
+    check_compensation,
+    check_param_compensation,
+    check_seed,
+    dtype_name,
+    state_dtype_name,
+)
 from ._step_contract import OWN_STEP_CONTRACT, run_step
 from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
@@ -40,7 +47,11 @@ _EXTENSION_DEFAULTS = {
     "nesterov": False,
     "bias_correction": False,
     "rounding": "torch",
+    "state_dtype": None,
+    "compensation": None,
+    "seed": 0,
 }
+_STATE_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
 
 
 def _in_grad_mode(enabled: bool, run: Callable[[], _T]) -> _T:
@@ -82,6 +93,9 @@ class RMSprop(Optimizer):
         nesterov: bool = False,
         bias_correction: bool = False,
         rounding: str = "torch",
+        state_dtype: torch.dtype | str | None = None,
+        compensation: str | None = None,
+        seed: int = 0,
         foreach: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
@@ -90,6 +104,8 @@ class RMSprop(Optimizer):
             raise ValueError("Tensor lr must be 1-element")
         check_optimizer_args(float(lr), alpha, eps, weight_decay, momentum, initial_square_avg)
         check_extension_options(momentum, alpha, nesterov, bias_correction, rounding)
+        check_compensation(compensation)
+        check_seed(seed)
         if capturable:
             raise ValueError("capturable=True is not supported: rmsprop_ext steps on the host")
         if differentiable:
@@ -113,8 +129,13 @@ class RMSprop(Optimizer):
             "nesterov": nesterov,
             "bias_correction": bias_correction,
             "rounding": rounding,
+            "state_dtype": state_dtype,
+            "compensation": compensation,
+            "seed": seed,
         }
         super().__init__(params, defaults)
+        for g, group in enumerate(self.param_groups):
+            _check_group_storage(group, g)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Also runs on load_state_dict: groups saved by torch.optim.RMSprop lack our options, and
@@ -139,23 +160,34 @@ class RMSprop(Optimizer):
         """Which parameters the native kernel updates and which take the pure-torch path.
 
         Returns {"native": n, "fallback": m, "native_fraction": share of elements updated
-        natively, "fallback_params": [(group index, param index, reason), ...]}. The native kernel
-        takes contiguous float32/float64 CPU tensors; others (another device, float16/bfloat16,
-        non-contiguous views) train with the same math in plain torch ops.
+        natively, "fallback_params": [(group index, param index, reason), ...], "params":
+        [(group index, param index, dtype, state dtype, compensation, "native" or "fallback"),
+        ...]}. The native kernel takes contiguous float32/float64/complex/bfloat16/float16 CPU
+        tensors; others (another device, non-contiguous views) train with the same math in plain
+        torch ops.
         """
         native = fallback = native_elements = total_elements = 0
         reasons: list[tuple[int, int, str]] = []
+        forms: list[tuple[int, int, str, str, str | None, str]] = []
         for g, group in enumerate(self.param_groups):
             for i, p in enumerate(group["params"]):
                 total_elements += p.numel()
-                if native_ok(p):
+                path = "native" if native_ok(p) else "fallback"
+                floating = p.is_floating_point() or p.is_complex()
+                state = (
+                    state_dtype_name(p.dtype, group["state_dtype"])
+                    if floating
+                    else dtype_name(p.dtype)
+                )
+                forms.append((g, i, dtype_name(p.dtype), state, group["compensation"], path))
+                if path == "native":
                     native += 1
                     native_elements += p.numel()
                     continue
                 fallback += 1
                 if p.device.type != "cpu":
                     why = f"on {p.device}"
-                elif p.dtype not in (torch.float32, torch.float64):
+                elif not native_ok(p.detach().cpu().contiguous()):
                     why = f"dtype {p.dtype}"
                 else:
                     why = "not contiguous"
@@ -165,6 +197,7 @@ class RMSprop(Optimizer):
             "fallback": fallback,
             "native_fraction": native_elements / total_elements if total_elements else 1.0,
             "fallback_params": reasons,
+            "params": forms,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -174,11 +207,45 @@ class RMSprop(Optimizer):
         at a later step); here anything wrong raises before any state is replaced.
         """
         _check_state_dict(self.param_groups, state_dict)
-        super().load_state_dict(state_dict)
+        # Options a saved group lacks (a torch.optim.RMSprop state dict has none of ours) keep
+        # this optimizer's values, so that, e.g., its state_dtype converts the loaded state.
+        groups = [
+            {**{k: group[k] for k in _EXTENSION_DEFAULTS if k not in saved}, **saved}
+            for group, saved in zip(self.param_groups, state_dict["param_groups"])
+        ]
+        for g, group in enumerate(groups):
+            params = self.param_groups[g]["params"]
+            _check_group_storage({**group, "params": params}, g)
+        super().load_state_dict({**state_dict, "param_groups": groups})
+        # torch has cast every floating-point state tensor to its parameter's dtype; the state
+        # here has the group's state_dtype, so it is converted again, from the saved tensors.
+        saved_ids = [i for group in groups for i in group["params"]]
+        for saved_id, (group, p) in zip(saved_ids, self._params_with_groups()):
+            entry = state_dict["state"].get(saved_id)
+            if entry is None or not (p.is_floating_point() or p.is_complex()):
+                continue
+            dtype = getattr(torch, state_dtype_name(p.dtype, group["state_dtype"]))
+            for key in _STATE_BUFFERS:
+                value, loaded = entry.get(key), self.state[p].get(key)
+                if (
+                    isinstance(value, Tensor)
+                    and isinstance(loaded, Tensor)
+                    and loaded.dtype != dtype
+                ):
+                    self.state[p][key] = value.to(dtype=dtype, device=p.device, copy=True)
+
+    def _params_with_groups(self) -> list[tuple[dict[str, Any], Tensor]]:
+        return [(group, p) for group in self.param_groups for p in group["params"]]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         self._plans = []
+        group = self.param_groups[-1]
+        try:
+            _check_group_storage(group, len(self.param_groups) - 1)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
 
     def _init_group(
         self,
@@ -189,8 +256,11 @@ class RMSprop(Optimizer):
         momentum_buffer_list: list[Tensor],
         grad_avgs: list[Tensor],
         state_steps: list[Tensor],
+        compensations: list[Tensor] | None = None,
+        streams: list[int] | None = None,
+        first_stream: int = 0,
     ) -> None:
-        for p in group["params"]:
+        for index, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
             if p.grad.layout != torch.strided:
@@ -205,19 +275,30 @@ class RMSprop(Optimizer):
             # State initialization, built aside and installed by one assignment: a
             # KeyboardInterrupt can then never leave a half-built state behind.
             if len(state) == 0:
+                # The state in the group's state_dtype (the parameter's by default, as torch).
+                dtype = getattr(torch, state_dtype_name(p.dtype, group["state_dtype"]))
                 fresh = {
                     "step": torch.zeros((), dtype=_scalar_dtype()),
                     "square_avg": torch.full_like(
-                        p, group["initial_square_avg"], memory_format=torch.preserve_format
+                        p,
+                        group["initial_square_avg"],
+                        dtype=dtype,
+                        memory_format=torch.preserve_format,
                     ),
                 }
                 if group["momentum"] > 0:
                     fresh["momentum_buffer"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
+                        p, dtype=dtype, memory_format=torch.preserve_format
                     )
                 if group["centered"]:
-                    fresh["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    fresh["grad_avg"] = torch.zeros_like(
+                        p, dtype=dtype, memory_format=torch.preserve_format
+                    )
                 self.state[p] = state = fresh
+            if group["compensation"] == "kahan" and "compensation" not in state:
+                # Kahan summation's buffer, the parameter's dtype, starting at zero (also when
+                # Kahan summation is switched on later in training).
+                state["compensation"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             square_avgs.append(state["square_avg"])
             state_steps.append(state["step"])
 
@@ -225,6 +306,10 @@ class RMSprop(Optimizer):
                 momentum_buffer_list.append(state["momentum_buffer"])
             if group["centered"]:
                 grad_avgs.append(state["grad_avg"])
+            if compensations is not None and group["compensation"] == "kahan":
+                compensations.append(state["compensation"])
+            if streams is not None:
+                streams.append(first_stream + index)
 
     @overload
     def step(self, closure: None = None) -> None: ...
@@ -304,7 +389,11 @@ class RMSprop(Optimizer):
                 return
             if not all(len(self.state[p]) > 0 for p in params):
                 return
-        built = [_GroupPlan.build(g["params"], self.state, g) for g in self.param_groups]
+        firsts = _group_first_streams(self.param_groups)
+        built = [
+            _GroupPlan.build(g["params"], self.state, g, first)
+            for g, first in zip(self.param_groups, firsts)
+        ]
         plans = [plan for plan in built if plan is not None]
         if len(plans) == len(built):
             self._plans = plans
@@ -312,14 +401,17 @@ class RMSprop(Optimizer):
     def _general_step(self) -> None:
         # Every group is gathered and checked before any is updated, so an error leaves all
         # parameters and state as they were.
-        work = []
-        for group in self.param_groups:
+        work: list[Any] = []
+        firsts = _group_first_streams(self.param_groups)
+        for group, first_stream in zip(self.param_groups, firsts):
             params_with_grad: list[Tensor] = []
             grads: list[Tensor] = []
             square_avgs: list[Tensor] = []
             grad_avgs: list[Tensor] = []
             momentum_buffer_list: list[Tensor] = []
             state_steps: list[Tensor] = []
+            compensations: list[Tensor] = []
+            streams: list[int] = []
 
             self._init_group(
                 group,
@@ -329,6 +421,9 @@ class RMSprop(Optimizer):
                 momentum_buffer_list,
                 grad_avgs,
                 state_steps,
+                compensations,
+                streams,
+                first_stream,
             )
             work.append(
                 (
@@ -339,15 +434,24 @@ class RMSprop(Optimizer):
                     grad_avgs,
                     momentum_buffer_list,
                     state_steps,
+                    compensations,
+                    streams,
                 )
             )
 
         for check_only in (True, False):
             if check_only and len(work) < 2:
                 continue  # a single native call checks everything before it writes
-            for group, *buffers in work:
+            for group, p, g, s, a, b, steps, kahan, streams in work:
                 rmsprop(
-                    *buffers,
+                    p,
+                    g,
+                    s,
+                    a,
+                    b,
+                    steps,
+                    kahan,
+                    streams,
                     lr=group["lr"],
                     alpha=group["alpha"],
                     eps=group["eps"],
@@ -361,6 +465,8 @@ class RMSprop(Optimizer):
                     nesterov=group["nesterov"],
                     bias_correction=group["bias_correction"],
                     rounding=group["rounding"],
+                    compensation=group["compensation"],
+                    seed=group["seed"],
                     check_only=check_only,
                 )
 
@@ -399,9 +505,9 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
     validation, param groups and per-parameter state (``step``, ``square_avg``,
     ``momentum_buffer``, ``grad_avg``), so state dicts move between the two.
 
-    Contiguous float32/float64 CPU parameters of a group are updated in one native call (SIMD,
-    OpenMP, GIL released); any other parameter (another device, float16/bfloat16, non-contiguous)
-    is updated by the same math in plain torch ops.
+    Contiguous float32/float64/complex/bfloat16/float16 CPU parameters of a group are updated in
+    one native call (SIMD, OpenMP, GIL released); any other parameter (another device,
+    non-contiguous) is updated by the same math in plain torch ops.
 
     Args:
         params (iterable): iterable of parameters or dicts defining parameter groups
@@ -421,9 +527,39 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
         decoupled_weight_decay (bool, optional): shrink the parameters by ``1 - lr * weight_decay``
             (AdamW style) instead of adding ``weight_decay * param`` to the gradient
             (default: False)
+        state_dtype (torch.dtype, optional): dtype of the state; None for the parameter's (as
+            torch), torch.float32 for bfloat16/float16 parameters, torch.bfloat16 for bfloat16
+            or float32 ones (default: None)
+        compensation (str, optional): None (round to nearest, as torch), "kahan" (a
+            compensation buffer per bfloat16/float16 parameter) or "stochastic" (stochastic
+            rounding of bfloat16 parameters) (default: None)
+        seed (int, optional): the stochastic rounding's seed (default: 0)
         foreach (bool, optional): accepted for compatibility with torch.optim.RMSprop; ignored
         capturable, differentiable (bool, optional): accepted for compatibility; must be False
     """
+
+
+def _check_group_storage(group: dict[str, Any], g: int) -> None:
+    """ValueError/TypeError when the group's state_dtype, compensation or seed cannot apply to one
+    of its parameters: raised when the group is made, before any step."""
+    check_compensation(group.get("compensation"))
+    check_seed(group.get("seed", 0))
+    for i, p in enumerate(group["params"]):
+        where = f"param_groups[{g}]['params'][{i}]"
+        if not (p.is_floating_point() or p.is_complex()):
+            continue  # torch's own checks speak for these
+        state_dtype_name(p.dtype, group.get("state_dtype"), f"state_dtype (for {where})")
+        check_param_compensation(p.dtype, group.get("compensation"), where)
+
+
+def _group_first_streams(groups: list[dict[str, Any]]) -> list[int]:
+    """The stochastic rounding's stream of each group's first parameter: parameters are numbered
+    across all groups, in order."""
+    firsts, count = [], 0
+    for group in groups:
+        firsts.append(count)
+        count += len(group["params"])
+    return firsts
 
 
 def _check_state_dict(groups: list[dict[str, Any]], state_dict: Any) -> None:
@@ -478,9 +614,10 @@ class _GroupPlan:
 
     @staticmethod
     def build(
-        params: list[Tensor], state: dict[Tensor, Any], group: dict[str, Any]
+        params: list[Tensor], state: dict[Tensor, Any], group: dict[str, Any], first_stream: int
     ) -> _GroupPlan | None:
         momentum, centered = group["momentum"] > 0, group["centered"]
+        kahan = group["compensation"] == "kahan"
         states = [state[p] for p in params]
 
         def views(key: str) -> list[Any]:
@@ -493,9 +630,12 @@ class _GroupPlan:
                 views("square_avg"),
                 views("momentum_buffer") if momentum else None,
                 views("grad_avg") if centered else None,
+                views("compensation") if kahan else None,
                 views("step"),
+                list(range(first_stream, first_stream + len(params))),
                 momentum=momentum,
                 centered=centered,
+                kahan=kahan,
             )
         except (TypeError, ValueError, KeyError, RuntimeError):
             return None  # state the fast path cannot hold (e.g. loaded non-contiguous): no plan
@@ -509,6 +649,8 @@ def rmsprop(
     grad_avgs: list[Tensor],
     momentum_buffer_list: list[Tensor],
     state_steps: list[Tensor],
+    compensations: list[Tensor] | None = None,
+    streams: list[int] | None = None,
     *,
     lr: float | Tensor,
     alpha: float,
@@ -523,11 +665,15 @@ def rmsprop(
     nesterov: bool = False,
     bias_correction: bool = False,
     rounding: str = "torch",
+    compensation: str | None = None,
+    seed: int = 0,
     check_only: bool = False,
 ) -> None:
     r"""Functional API that performs the rmsprop_ext algorithm computation (see `RMSprop`).
 
     Parameters the native kernel takes go through one native call; the rest through plain torch.
+    ``compensations`` are Kahan summation's buffers (with ``compensation="kahan"``) and
+    ``streams`` each parameter's stream in the stochastic rounding (default: its index).
     With ``check_only`` the native buffers are only checked and nothing is written.
     """
     if not params:
@@ -546,8 +692,14 @@ def rmsprop(
         nesterov,
         bias_correction,
         rounding,
+        compensation,
+        seed,
     )
     use_momentum = momentum > 0
+    kahan = compensation == "kahan"
+    if kahan and (compensations is None or len(compensations) != len(params)):
+        raise ValueError("compensation='kahan' needs one compensation buffer per parameter")
+    streams = list(range(len(params))) if streams is None else streams
 
     native: list[int] = []
     fallback: list[int] = []
@@ -571,11 +723,13 @@ def rmsprop(
             arrays(square_avgs, "square_avgs"),
             arrays(momentum_buffer_list, "momentum_buffers") if use_momentum else None,
             arrays(grad_avgs, "grad_avgs") if centered else None,
+            arrays(compensations, "compensations") if kahan and compensations else None,
             hyperparams=native_hyperparams(options),
             num_threads=threads_for_torch(),
             check_only=check_only,
             # counted in the same native call as the update: nothing can interrupt in between
             steps=[state_steps[i].numpy() for i in native],
+            streams=[streams[i] for i in native],
         )
     if check_only:
         return
@@ -591,6 +745,8 @@ def rmsprop(
             grad_avgs[i] if centered else None,
             **options,
             step=int(state_steps[i].item()) + 1,
+            compensation_buffer=compensations[i] if kahan and compensations else None,
+            stream=streams[i],
         )
     if fallback:
         torch._foreach_add_([state_steps[i] for i in fallback], 1)

@@ -7,6 +7,9 @@ Three layers, from the textbook down to every option of the library:
 * ``rmsprop_numpy`` and ``rmsprop_torch``: the textbook's ``rmsprop(params, states, hyperparams)``
   with eps = 1e-6 inside the square root, for numpy arrays and for torch tensors.
 * ``rmsprop_reference``: every variant rmsprop_ext implements, in float64, returning new arrays.
+* ``rmsprop_reference_stored``: the same for buffers stored in bfloat16, float16 or float32: the
+  step in float64 from the stored values, each stored result rounded once to its format, with
+  Kahan summation or the kernel's stochastic rounding (same generator) for the parameter.
 
 Nothing here imports torch at module level; ``rmsprop_torch`` imports it when called.
 """
@@ -27,6 +30,7 @@ __all__ = [
     "rmsprop_2d",
     "rmsprop_numpy",
     "rmsprop_reference",
+    "rmsprop_reference_stored",
     "rmsprop_torch",
     "train_2d",
 ]
@@ -135,10 +139,12 @@ def rmsprop_reference(
     bias_correction: bool = False,
     step: int = 1,
     rounding: str = "torch",
+    stored_state: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """One step of any variant in float64; `step` numbers it (1 for the first) for the bias
     correction. ``rounding`` is accepted so that option sets can be passed whole; real numbers
-    have no rounding to choose.
+    have no rounding to choose. ``stored_state``, when given, maps each new state buffer to the
+    values its storage keeps, and the step goes on with those (as torch's does).
 
     Returns new (param, square_avg, momentum_buffer, grad_avg).
 
@@ -156,13 +162,14 @@ def rmsprop_reference(
     elif weight_decay != 0:
         g = g + weight_decay * np.asarray(param, dtype=np.float64)
 
-    s = alpha * s + (1 - alpha) * g * g
+    keep = stored_state or (lambda values: values)
+    s = keep(alpha * s + (1 - alpha) * g * g)
     # optax's bias correction: the averages over t steps divided by 1 - alpha^t.
     correction = 1 - alpha**step if bias_correction else 1.0
     variance = s / correction
     if centered:
         assert grad_avg is not None, "centered needs grad_avg"
-        grad_avg = alpha * np.asarray(grad_avg, dtype=np.float64) + (1 - alpha) * g
+        grad_avg = keep(alpha * np.asarray(grad_avg, dtype=np.float64) + (1 - alpha) * g)
         mean = grad_avg / correction
         # Clamped at 0 (NaN passes through): rounding can leave s - a^2 a hair below zero.
         variance = np.where(variance - mean * mean < 0, 0.0, variance - mean * mean)
@@ -175,7 +182,61 @@ def rmsprop_reference(
     if momentum > 0:
         assert momentum_buffer is not None, "momentum > 0 needs momentum_buffer"
         scaled = direction
-        momentum_buffer = momentum * np.asarray(momentum_buffer, dtype=np.float64) + scaled
+        momentum_buffer = keep(momentum * np.asarray(momentum_buffer, dtype=np.float64) + scaled)
         direction = scaled + momentum * momentum_buffer if nesterov else momentum_buffer
     x = x - outside * direction
     return x, s, momentum_buffer, grad_avg
+
+
+def rmsprop_reference_stored(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    momentum_buffer: np.ndarray | None = None,
+    grad_avg: np.ndarray | None = None,
+    *,
+    param_dtype: str,
+    state_dtype: str,
+    compensation: str | None = None,
+    compensation_buffer: np.ndarray | None = None,
+    seed: int = 0,
+    stream: int = 0,
+    step: int = 1,
+    **options: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """One step of a parameter stored as `param_dtype` ("bfloat16", "float16", "float32") with
+    its state stored as `state_dtype`, the inputs given as the stored values (any float arrays).
+
+    The step is `rmsprop_reference`'s, in float64; each buffer it writes is rounded once to its
+    format (to nearest even), and the step goes on with the state as stored. The parameter, with
+    ``compensation="kahan"``, is stored as round(x + c) with the new compensation
+    round(c + x - stored) (x the exact new value, c the compensation buffer; optimi's Kahan
+    summation), and with ``"stochastic"`` rounded up or down with the kernel's own random bits
+    for (seed, stream, step, element index).
+
+    Returns new (param, square_avg, momentum_buffer, grad_avg, compensation_buffer) as float64
+    arrays holding the stored values; unused buffers come back as given.
+    """
+    from ._precision import random_bits, round_nearest, round_stochastic_bfloat16
+
+    x, s, b, a = rmsprop_reference(
+        param,
+        grad,
+        square_avg,
+        momentum_buffer,
+        grad_avg,
+        step=step,
+        stored_state=lambda values: round_nearest(values, state_dtype),
+        **options,
+    )
+    if compensation == "kahan":
+        assert compensation_buffer is not None, "Kahan summation needs compensation_buffer"
+        target = x + np.asarray(compensation_buffer, dtype=np.float64)
+        stored = round_nearest(target, param_dtype)
+        compensation_buffer = round_nearest(target - stored, param_dtype)
+    elif compensation == "stochastic":
+        bits = random_bits(seed, stream, step, x.size).reshape(x.shape)
+        stored = round_stochastic_bfloat16(x, bits)
+    else:
+        stored = round_nearest(x, param_dtype)
+    return stored, s, b, a, compensation_buffer

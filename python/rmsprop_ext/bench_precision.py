@@ -1,0 +1,178 @@
+"""The benchmark's "precision" section: every storage form of the native step against native float32
+on the same machine in the same run, with the bytes each form must move per element.
+
+Parameters and state are torch tensors (bfloat16 has no numpy dtype), allocated by torch on cache
+lines; the gradient has the parameter's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = [
+    "BASELINE",
+    "FORMS",
+    "TORCH_BF16",
+    "PrecisionForm",
+    "bytes_per_element",
+    "memory_of_model",
+    "precision_cases",
+]
+
+LR, ALPHA = 1e-4, 0.99
+SIZES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class PrecisionForm:
+    label: str
+    param: str  # dtype of the parameter and its gradient
+    state: str  # dtype of square_avg
+    compensation: str | None = None
+
+    @property
+    def bytes_per_element(self) -> int:
+        return bytes_per_element(self.param, self.state, self.compensation)
+
+
+def bytes_per_element(param: str, state: str, compensation: str | None) -> int:
+    """Bytes one plain step moves per element: param read and written, grad read, square_avg
+    read and written, and Kahan summation's buffer (the param's dtype) read and written."""
+    p, s = SIZES[param], SIZES[state]
+    kahan = 2 * p if compensation == "kahan" else 0
+    return 3 * p + 2 * s + kahan
+
+
+def memory_of_model(parameters: int, param: str, state: str, compensation: str | None) -> int:
+    """Bytes of a model's parameters, gradients and (plain RMSProp) state."""
+    p, s = SIZES[param], SIZES[state]
+    return parameters * (2 * p + s + (p if compensation == "kahan" else 0))
+
+
+# Labels: "native <param dtype>/<state dtype> [compensation]".
+BASELINE = "native fp32/fp32"
+FORMS = [
+    PrecisionForm(BASELINE, "float32", "float32"),
+    PrecisionForm("native bf16/bf16", "bfloat16", "bfloat16"),
+    PrecisionForm("native bf16/bf16 Kahan", "bfloat16", "bfloat16", "kahan"),
+    PrecisionForm("native bf16/bf16 SR", "bfloat16", "bfloat16", "stochastic"),
+    PrecisionForm("native bf16/fp32", "bfloat16", "float32"),
+    PrecisionForm("native fp16/fp16", "float16", "float16"),
+    PrecisionForm("native fp32/bf16", "float32", "bfloat16"),
+]
+TORCH_BF16 = "torch RMSprop bf16"
+
+
+def _buffers(n: int, form: PrecisionForm) -> dict[str, Any]:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    param_dtype, state_dtype = getattr(torch, form.param), getattr(torch, form.state)
+    return {
+        "param": torch.randn(n, generator=gen).to(param_dtype),
+        "grad": torch.randn(n, generator=gen).to(param_dtype),
+        "square_avg": torch.rand(n, generator=gen).to(state_dtype),
+        "compensation_buffer": (
+            torch.zeros(n, dtype=param_dtype) if form.compensation == "kahan" else None
+        ),
+    }
+
+
+def precision_step(n: int, form: PrecisionForm, threads: int) -> Callable[[], None]:
+    """One native rmsprop_step of `form` on n elements (the stochastic rounding's step number
+    advances with every call, as in training)."""
+    from .functional import rmsprop_step
+
+    buffers = _buffers(n, form)
+    counter = [0]
+
+    def step() -> None:
+        counter[0] += 1
+        rmsprop_step(
+            **buffers,
+            lr=LR,
+            alpha=ALPHA,
+            compensation=form.compensation,
+            step=counter[0],
+            num_threads=threads,
+        )
+
+    return step
+
+
+def precision_roofline(n: int, form: PrecisionForm, threads: int) -> Callable[[], None]:
+    """The memory roofline of `form`: its buffers read and written, no RMSProp arithmetic."""
+    from . import _core
+    from .functional import as_native_array
+
+    b = {k: as_native_array(v, k) for k, v in _buffers(n, form).items()}
+    kahan = [b["compensation_buffer"]] if form.compensation == "kahan" else None
+    return lambda: _core.roofline_step_many(
+        [b["param"]], [b["grad"]], [b["square_avg"]], None, None, kahan, num_threads=threads
+    )
+
+
+def torch_low_precision(n: int, dtype: str, foreach: bool) -> Callable[[], Any]:
+    """torch.optim.RMSprop on one parameter of `dtype` (its state in that dtype too)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(n, generator=gen).to(getattr(torch, dtype)))
+    p.grad = torch.randn(n, generator=gen).to(p.dtype)
+    return torch.optim.RMSprop([p], lr=LR, alpha=ALPHA, foreach=foreach).step
+
+
+def bitsandbytes_rmsprop8bit(n: int) -> Callable[[], Any] | None:
+    """bitsandbytes' RMSprop8bit on one bfloat16 parameter on the CPU, or None without it."""
+    try:
+        import bitsandbytes as bnb  # type: ignore[import-not-found]
+        import torch
+    except ImportError:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(n, generator=gen).to(torch.bfloat16))
+    p.grad = torch.randn(n, generator=gen).to(p.dtype)
+    return bnb.optim.RMSprop8bit([p], lr=LR, alpha=ALPHA).step  # type: ignore[no-any-return]
+
+
+def precision_cases(n: int, threads: int, case: Callable[..., Any]) -> list[Any]:
+    """The section's cases at n elements, built with `case(label, make, note=..., bytes=...)`."""
+    from functools import partial
+
+    cases = [
+        case(
+            form.label,
+            partial(precision_step, n, form, threads),
+            note=f"{form.bytes_per_element} B/element",
+            bytes_per_element=form.bytes_per_element,
+        )
+        for form in FORMS
+    ]
+    bf16 = FORMS[1]
+    cases.append(
+        case(
+            "roofline bf16/bf16",
+            partial(precision_roofline, n, bf16, threads),
+            note="the bf16/bf16 bytes, no arithmetic",
+            bytes_per_element=bf16.bytes_per_element,
+        )
+    )
+    cases.append(
+        case(
+            TORCH_BF16,
+            partial(torch_low_precision, n, "bfloat16", False),
+            note="for-loop, bf16 state",
+            bytes_per_element=bf16.bytes_per_element,
+        )
+    )
+    if bitsandbytes_rmsprop8bit(1024) is not None:
+        cases.append(
+            case(
+                "bnb RMSprop8bit bf16",
+                partial(bitsandbytes_rmsprop8bit, n),
+                note="bitsandbytes, 8-bit state",
+                bytes_per_element=8,
+            )
+        )
+    return cases
