@@ -7,6 +7,7 @@ python benchmarks/readme_table.py docs/bench.json
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from typing import Any
 
@@ -54,10 +55,31 @@ def main(path: str) -> None:
             if r["note"]:
                 label += f" ({r['note']})"
             print(f"| {label} | {ms(r)} | {r['median_s'] / ours['median_s']:.2f}x |")
+    precision_table(rows)
     print()
     print("Summary lines from the same run (per-round ratios: median [worst-best]):")
     for line in data["summary"]:
         print(f"- {line}")
+
+
+def precision_table(rows: list[dict[str, Any]]) -> None:
+    """The storage forms at each size, against native float32/float32 of the same rounds."""
+    precision = [r for r in rows if r["section"] == "precision"]
+    for n in sorted({r["elements"] for r in precision}):
+        group = [r for r in precision if r["elements"] == n]
+        base = find(group, implementation="native fp32/fp32")
+        print()
+        print(f"| {n:,} elements | B/element | median ms [min-max] | GB/s | vs native fp32 |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for r in group:
+            ratios = sorted(b / s for b, s in zip(base["samples"], r["samples"]))
+            median = statistics.median(ratios)
+            versus = f"{median:.2f}x [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
+            label = r["implementation"] + (f" ({r['note']})" if r["note"] else "")
+            print(
+                f"| {label} | {r['bytes_per_element']} | {ms(r)} | {r['gbytes_per_s']:.1f} | "
+                f"{versus} |"
+            )
 
 
 if __name__ == "__main__":

@@ -42,10 +42,19 @@ struct ScalarOps {
   static Vec load(const float16* p) { return to_float(*p); }
   static void store(bfloat16* p, Vec v) { *p = to_bfloat16(v); }
   static void store(float16* p, Vec v) { *p = to_float16(v); }
-  // The value a store to that buffer would keep, as a T (T itself keeps every value).
-  static Vec round_as(const T*, Vec v) { return v; }
-  static Vec round_as(const bfloat16*, Vec v) { return to_float(to_bfloat16(v)); }
-  static Vec round_as(const float16*, Vec v) { return to_float(to_float16(v)); }
+  // Stores v and returns the value the buffer now holds (v itself for a buffer of T).
+  static Vec store_rounded(T* p, Vec v) {
+    *p = v;
+    return v;
+  }
+  static Vec store_rounded(bfloat16* p, Vec v) {
+    *p = to_bfloat16(v);
+    return to_float(*p);
+  }
+  static Vec store_rounded(float16* p, Vec v) {
+    *p = to_float16(v);
+    return to_float(*p);
+  }
   using Bits = std::uint32_t;
   // The generator's bits for the lane with element index `index` (its low 32 bits).
   static Bits random_bits(RandomKey key, std::uint32_t index) {
@@ -73,7 +82,10 @@ struct Avx2Ops<float> {
   static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_ps(a); }
-  static Vec round_as(const float*, Vec v) { return v; }
+  static Vec store_rounded(float* p, Vec v) {
+    store(p, v);
+    return v;
+  }
   static Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
@@ -90,11 +102,15 @@ struct Avx2Ops<float> {
   static void store(float16* p, Vec v) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
   }
-  static Vec round_as(const bfloat16*, Vec v) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(bfloat16_bits(v), 16));
+  static Vec store_rounded(bfloat16* p, Vec v) {
+    const __m256i bits = bfloat16_bits(v);
+    store_halves(p, bits);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
   }
-  static Vec round_as(const float16*, Vec v) {
-    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  static Vec store_rounded(float16* p, Vec v) {
+    const __m128i halves = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), halves);
+    return _mm256_cvtph_ps(halves);
   }
   using Bits = __m256i;
   static Bits random_bits(RandomKey key, std::uint32_t index) {
@@ -149,7 +165,10 @@ struct Avx2Ops<double> {
   static Vec mul(Vec a, Vec b) { return _mm256_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_pd(a); }
-  static Vec round_as(const double*, Vec v) { return v; }
+  static Vec store_rounded(double* p, Vec v) {
+    store(p, v);
+    return v;
+  }
   static Vec max(Vec a, Vec b) { return _mm256_max_pd(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_pd(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm256_fnmadd_pd(a, b, c); }
@@ -274,7 +293,10 @@ struct Avx512Ops<float> {
   static Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
   static Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm512_sqrt_ps(a); }
-  static Vec round_as(const float*, Vec v) { return v; }
+  static Vec store_rounded(float* p, Vec v) {
+    store(p, v);
+    return v;
+  }
   static Vec mkl_sqrt(Vec a) { return mkl_avx512_sqrt(a); }
   static Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
@@ -294,11 +316,15 @@ struct Avx512Ops<float> {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                         _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  static Vec round_as(const bfloat16*, Vec v) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(bfloat16_bits(v), 16));
+  static Vec store_rounded(bfloat16* p, Vec v) {
+    const __m512i bits = bfloat16_bits(v);
+    store_halves(p, bits);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
   }
-  static Vec round_as(const float16*, Vec v) {
-    return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  static Vec store_rounded(float16* p, Vec v) {
+    const __m256i halves = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), halves);
+    return _mm512_cvtph_ps(halves);
   }
   using Bits = __m512i;
   static Bits random_bits(RandomKey key, std::uint32_t index) {
@@ -350,7 +376,10 @@ struct Avx512Ops<double> {
   static Vec mul(Vec a, Vec b) { return _mm512_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm512_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm512_sqrt_pd(a); }
-  static Vec round_as(const double*, Vec v) { return v; }
+  static Vec store_rounded(double* p, Vec v) {
+    store(p, v);
+    return v;
+  }
   static Vec mkl_sqrt(Vec a) { return mkl_avx512_sqrt(a); }
   static Vec max(Vec a, Vec b) { return _mm512_max_pd(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_pd(a, b, c); }

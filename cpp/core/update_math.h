@@ -127,19 +127,17 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::
 
   // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha). The step goes on with the
   // value as stored, as torch's does (it matters for 16-bit state only).
-  const Vec square_avg = Ops::round_as(
-      b.square_avg, multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
-                                         Ops::mul(Ops::load(b.square_avg + i), c.alpha)));
-  Ops::store(b.square_avg + i, square_avg);
+  const Vec square_avg = Ops::store_rounded(
+      b.square_avg + i, multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
+                                             Ops::mul(Ops::load(b.square_avg + i), c.alpha)));
 
   Vec variance = Ops::mul(square_avg, c.bias_scale);
   if constexpr (V::centered) {
     // grad_avg.lerp_(grad, 1 - alpha)
     const Vec old_grad_avg = Ops::load(b.grad_avg + i);
-    const Vec grad_avg = Ops::round_as(
-        b.grad_avg, multiply_add<Ops, V>(c.lerp_coefficient, Ops::sub(grad, old_grad_avg),
-                                         c.lerp_from_start ? old_grad_avg : grad));
-    Ops::store(b.grad_avg + i, grad_avg);
+    const Vec grad_avg = Ops::store_rounded(
+        b.grad_avg + i, multiply_add<Ops, V>(c.lerp_coefficient, Ops::sub(grad, old_grad_avg),
+                                             c.lerp_from_start ? old_grad_avg : grad));
     const Vec mean = Ops::mul(grad_avg, c.bias_scale);
     // square_avg.addcmul(grad_avg, grad_avg, value=-1). s - a^2 is a variance, but once a has
     // converged on a steady gradient rounding can leave it a hair below zero, where torch's
@@ -169,8 +167,7 @@ inline void store_param(const Coefficients<Ops>& c, const B& b, std::int64_t i,
   using Vec = typename Ops::Vec;
   if constexpr (V::compensation == Compensation::kKahan) {
     const Vec change = Ops::mul_add(direction, scale, Ops::load(b.compensation + i));
-    const Vec stored = Ops::round_as(b.param, Ops::add(param, change));
-    Ops::store(b.param + i, stored);
+    const Vec stored = Ops::store_rounded(b.param + i, Ops::add(param, change));
     Ops::store(b.compensation + i, Ops::sub(change, Ops::sub(stored, param)));
   } else if constexpr (V::compensation == Compensation::kStochastic) {
     Ops::store_stochastic(b.param + i, Ops::mul_add(direction, scale, param),
@@ -195,10 +192,9 @@ inline void param_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i,
   if constexpr (V::momentum) {
     // buf.mul_(momentum).addcdiv_(grad, avg[, value=lr]): the quotient first, then the sum.
     const Vec scaled_step = Ops::div(Ops::mul(c.step_scale, grad), denom);
-    const Vec buffer = Ops::round_as(
-        b.momentum_buffer,
+    const Vec buffer = Ops::store_rounded(
+        b.momentum_buffer + i,
         Ops::add(Ops::mul(Ops::load(b.momentum_buffer + i), c.momentum), scaled_step));
-    Ops::store(b.momentum_buffer + i, buffer);
     Vec direction = buffer;
     if constexpr (V::nesterov) {
       direction = multiply_add<Ops, V>(c.momentum, buffer, scaled_step);

@@ -72,6 +72,35 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _converge(args: argparse.Namespace) -> int:
+    from .converge import run_converge, summary
+
+    results = run_converge(args.seeds, not args.no_progress)
+    lines = summary(results)
+    for line in lines:
+        print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "runs": [
+                        {"task": r.task, "run": r.run, "seed": r.seed, "losses": r.losses}
+                        for r in results
+                    ],
+                    "summary": lines,
+                },
+                f,
+                indent=2,
+            )
+        print(f"wrote {args.json}")
+    if args.plot:
+        from .converge import write_plot
+
+        write_plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -116,6 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--json", metavar="PATH", help="also write the raw figures as JSON")
     bench.add_argument("--plot", metavar="PATH", help="also write a PNG (needs matplotlib)")
     bench.set_defaults(run=_bench)
+    converge = commands.add_parser(
+        "converge", help="training to convergence in float32 and in bfloat16 with each state form"
+    )
+    converge.add_argument("--seeds", type=int, default=3, help="seeds per run (default 3)")
+    converge.add_argument("--json", metavar="PATH", help="also write the losses as JSON")
+    converge.add_argument("--plot", metavar="PATH", help="also write the loss curves as a PNG")
+    converge.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    converge.set_defaults(run=_converge)
     demo = commands.add_parser("demo", help="the textbook chapter as pictures, and a training run")
     demo.add_argument("--out", default="rmsprop_demo", help="folder for the PNG files")
     demo.add_argument("--steps", type=int, default=300, help="training steps per optimizer")
