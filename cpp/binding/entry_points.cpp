@@ -95,6 +95,7 @@ py::dict build_info() {
   info["isa_cpu"] = names(cpu_isas());
   info["isa_available"] = names(available_isas());
   info["isa_active"] = isa_name(active_isa());
+  info["avx512_bf16"] = cpu_has_avx512_bf16();
   info["openmp"] = openmp_version();
   info["num_threads"] = get_num_threads();
   info["compiler"] = __VERSION__;

@@ -170,6 +170,11 @@ RuntimeError for a level this CPU or build lacks.)doc");
   m.def(
       "get_isa", [] { return std::string(rmsprop_ext::isa_name(rmsprop_ext::active_isa())); },
       R"doc(The kernel in use.)doc");
+  m.def("_set_bf16_instructions", &rmsprop_ext::set_bf16_instructions, py::arg("enabled"),
+        R"doc(Whether the avx512 kernel rounds to bfloat16 with AVX512-BF16 instructions (the same
+bits as without). Returns False, changing nothing, when enabling on a CPU without them.)doc");
+  m.def("_bf16_instructions", &rmsprop_ext::bf16_instructions,
+        R"doc(True when the avx512 kernel uses AVX512-BF16's conversion.)doc");
   m.def(
       "build_info", &rmsprop_ext::binding::build_info,
       R"doc(Compiled, CPU-supported, available and active instruction sets; OpenMP version; threads.)doc");

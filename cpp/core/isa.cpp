@@ -28,7 +28,8 @@ unsigned read_xcr0() {
 
 struct CpuFeatures {
   bool avx2_fma = false;
-  bool avx512f = false;
+  bool avx512f = false;  // with DQ and BW, which every AVX-512 CPU but Xeon Phi has
+  bool avx512_bf16 = false;
 };
 
 CpuFeatures detect_features() {
@@ -54,15 +55,28 @@ CpuFeatures detect_features() {
   }
   const bool avx2 = (ebx & (1u << 5)) != 0;
   const bool avx512f = (ebx & (1u << 16)) != 0;
+  const bool avx512dq = (ebx & (1u << 17)) != 0;
+  const bool avx512bw = (ebx & (1u << 30)) != 0;
   features.avx2_fma = avx2 && fma && f16c;
-  features.avx512f = features.avx2_fma && avx512f && (xcr0 & kXcr0Avx512) == kXcr0Avx512;
+  features.avx512f =
+      features.avx2_fma && avx512f && avx512dq && avx512bw && (xcr0 & kXcr0Avx512) == kXcr0Avx512;
+  if (features.avx512f && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) {
+    features.avx512_bf16 = (eax & (1u << 5)) != 0;
+  }
   return features;
+}
+#endif
+
+#if RMSPROP_EXT_X86
+const CpuFeatures& features() {
+  static const CpuFeatures detected = detect_features();
+  return detected;
 }
 #endif
 
 bool cpu_runs(Isa isa) {
 #if RMSPROP_EXT_X86
-  static const CpuFeatures features = detect_features();
+  const CpuFeatures& features = rmsprop_ext::features();
   switch (isa) {
     case Isa::kScalar:
       return true;
@@ -117,6 +131,11 @@ std::atomic<Isa>& active_slot() {
   return active;
 }
 
+std::atomic<bool>& bf16_slot() {
+  static std::atomic<bool> enabled{cpu_has_avx512_bf16()};
+  return enabled;
+}
+
 }  // namespace
 
 const char* isa_name(Isa isa) {
@@ -150,6 +169,24 @@ std::vector<Isa> available_isas() {
 }
 
 Isa active_isa() { return active_slot().load(std::memory_order_relaxed); }
+
+bool cpu_has_avx512_bf16() {
+#if RMSPROP_EXT_X86 && RMSPROP_EXT_HAVE_AVX512
+  return features().avx512_bf16;
+#else
+  return false;
+#endif
+}
+
+bool bf16_instructions() { return bf16_slot().load(std::memory_order_relaxed); }
+
+bool set_bf16_instructions(bool enabled) {
+  if (enabled && !cpu_has_avx512_bf16()) {
+    return false;
+  }
+  bf16_slot().store(enabled, std::memory_order_relaxed);
+  return true;
+}
 
 void set_active_isa(Isa isa) {
   if (!compiled(isa)) {

@@ -28,6 +28,14 @@ Isa active_isa();
 // Throws std::runtime_error naming the missing feature when `isa` is not available here.
 void set_active_isa(Isa isa);
 
+// Whether the avx512 kernel rounds float32 to bfloat16 with AVX512-BF16's vcvtneps2bf16 (the
+// default where the CPU has it) or with integer arithmetic. Both give the same bits; tests switch
+// it to cover both. set_bf16_instructions(true) returns false, changing nothing, on a CPU or a
+// build without AVX512-BF16.
+bool cpu_has_avx512_bf16();
+bool bf16_instructions();
+bool set_bf16_instructions(bool enabled);
+
 // Applies RMSPROP_EXT_ISA when it is set; throws (invalid_argument / runtime_error) when it names
 // an unknown level or one this CPU or build lacks.
 void apply_isa_from_environment();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "isa.h"
 #include "kernels.h"
 #include "simd_ops.h"
 #include "update_math.h"
@@ -67,9 +68,8 @@ std::int64_t lanes_to_alignment(const P* p, std::int64_t begin, std::int64_t end
 // Runs lanes(ops, i) over [begin, end): one lane at a time up to the vector boundary, full
 // vectors, then the tail one lane at a time. `ops` is VectorOps<C>{} or TailOps<C>{}, so the
 // caller picks the arithmetic by type and the same lane function serves body, peel and tail.
-template <typename C, typename P, typename Lanes>
+template <typename C, class Vector = VectorOps<C>, typename P, typename Lanes>
 void for_each_lane_group(const P* param, std::int64_t begin, std::int64_t end, Lanes&& lanes) {
-  using Vector = VectorOps<C>;
   using Tail = TailOps<C>;
   std::int64_t i = begin;
   for (const std::int64_t peel_end = begin + lanes_to_alignment<Vector>(param, begin, end);
@@ -112,7 +112,8 @@ void prefetch_block(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_
 // Elements whose indices share their high 32 bits, so one stochastic-rounding key serves them.
 constexpr std::int64_t kKeyChunk = std::int64_t{1} << 32;
 
-template <typename P, typename S, class V>
+// Vector: the vector arithmetic, VectorOps<C> or an equivalent (Avx512Bf16Ops).
+template <typename P, typename S, class V, class Vector = VectorOps<Compute<P>>>
 void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin, std::int64_t end,
                           const Hyperparams& hp) {
   using C = Compute<P>;
@@ -120,10 +121,10 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
   // may_alias), so through the caller's reference the compiler reloaded the buffer pointers
   // after every store, three loads per vector for nothing.
   const ParamBuffers<P, S> b = buffers;
-  Coefficients<VectorOps<C>> vector_coefficients(hp, b.step);
+  Coefficients<Vector> vector_coefficients(hp, b.step);
   Coefficients<TailOps<C>> tail_coefficients(hp, b.step);
   auto coefficients = [&](auto ops) -> const auto& {
-    if constexpr (std::is_same_v<decltype(ops), VectorOps<C>>) {
+    if constexpr (std::is_same_v<decltype(ops), Vector>) {
       return vector_coefficients;
     } else {
       return tail_coefficients;
@@ -143,14 +144,14 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
                                          static_cast<std::uint64_t>(chunk / kKeyChunk));
         vector_coefficients.key = key;
         tail_coefficients.key = key;
-        for_each_lane_group<C>(b.param, chunk, chunk_end, [&](auto ops, std::int64_t i) {
+        for_each_lane_group<C, Vector>(b.param, chunk, chunk_end, [&](auto ops, std::int64_t i) {
           update_lanes<decltype(ops), V>(coefficients(ops), b, i);
         });
         chunk = chunk_end;
       }
       return;
     }
-    for_each_lane_group<C>(b.param, begin, end, [&](auto ops, std::int64_t i) {
+    for_each_lane_group<C, Vector>(b.param, begin, end, [&](auto ops, std::int64_t i) {
       update_lanes<decltype(ops), V>(coefficients(ops), b, i);
     });
     return;
@@ -163,7 +164,7 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
     alignas(64) P roots[kSqrtBlock];  // the radicands, then their square roots in place
     for (std::int64_t block = begin; block < end; block += kSqrtBlock) {
       const std::int64_t block_end = std::min(end, block + kSqrtBlock);
-      for_each_lane_group<C>(b.param, block, block_end, [&](auto ops, std::int64_t i) {
+      for_each_lane_group<C, Vector>(b.param, block, block_end, [&](auto ops, std::int64_t i) {
         using Ops = decltype(ops);
         const StateLanes<Ops> lanes = state_lanes<Ops, V>(coefficients(ops), b, i);
         Ops::store(grads + (i - block), lanes.grad);
@@ -173,7 +174,7 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
       // so that its loads are in flight meanwhile.
       prefetch_block(b, block_end, std::min(end, block_end + kSqrtBlock));
       sqrt_block(block_end - block, roots, roots);
-      for_each_lane_group<C>(b.param, block, block_end, [&](auto ops, std::int64_t i) {
+      for_each_lane_group<C, Vector>(b.param, block, block_end, [&](auto ops, std::int64_t i) {
         using Ops = decltype(ops);
         const auto& c = coefficients(ops);
         param_lanes<Ops, V>(c, b, i, decayed_param(c, b, i), Ops::load(grads + (i - block)),
@@ -312,6 +313,14 @@ template <typename P, typename S>
 void update_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,
                       const Hyperparams& hp) {
   auto run = [&](auto variant) {
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<P, bfloat16> || std::is_same_v<S, bfloat16>) {
+      if (bf16_instructions()) {
+        update_range_variant<P, S, decltype(variant), Avx512Bf16Ops>(b, begin, end, hp);
+        return;
+      }
+    }
+#endif
     update_range_variant<P, S, decltype(variant)>(b, begin, end, hp);
   };
   if constexpr (std::is_same_v<P, S> && !kSixteenBit<P>) {

@@ -340,7 +340,7 @@ struct Avx512Ops<float> {
     store_halves(p, nan_to_bfloat16(v, _mm512_srli_epi32(sum, 16)));
   }
 
- private:
+ protected:
   static __m512i hash(__m512i x) {
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
@@ -385,6 +385,33 @@ struct Avx512Ops<double> {
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_pd(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm512_fnmadd_pd(a, b, c); }
 };
+
+#if defined(__AVX512BF16__)
+// Avx512Ops<float> with AVX512-BF16's vcvtneps2bf16 for the rounding to bfloat16: the same bits
+// in fewer instructions. Vectors holding a subnormal or a NaN take the integer path, since the
+// instruction treats subnormal inputs as zero and keeps NaN payloads.
+struct Avx512Bf16Ops : Avx512Ops<float> {
+  using Avx512Ops<float>::store;
+  using Avx512Ops<float>::store_rounded;
+  static void store(bfloat16* p, Vec v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), nearest(v));
+  }
+  static Vec store_rounded(bfloat16* p, Vec v) {
+    const __m256i halves = nearest(v);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), halves);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+  }
+
+ private:
+  static __m256i nearest(Vec v) {
+    constexpr int kNanOrSubnormal = 0x01 | 0x20 | 0x80;  // fpclass: QNaN, denormal, SNaN
+    if (__builtin_expect(_mm512_fpclass_ps_mask(v, kNanOrSubnormal) != 0, 0)) {
+      return _mm512_cvtepi32_epi16(bfloat16_bits(v));
+    }
+    return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
+  }
+};
+#endif
 #endif
 
 }  // namespace rmsprop_ext
