@@ -34,6 +34,31 @@ def example() -> ModuleType:
     return module
 
 
+def run_example(tmp_path: Path, isa: str, *flags: str) -> dict:
+    """examples/ddp_train.py on 2 gloo processes with `flags`; what rank 0 saved."""
+    out = tmp_path / "result.pt"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(EXAMPLE),
+        "--steps",
+        str(STEPS),
+        "--out",
+        str(out),
+        *flags,
+    ]
+    env = {**os.environ, "RMSPROP_EXT_ISA": isa, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return torch.load(out)
+
+
 def single_process_run(
     ex: ModuleType, bf16: str | None = None
 ) -> tuple[torch.nn.Module, rmsprop_ext.RMSprop]:
@@ -51,26 +76,7 @@ def single_process_run(
 def test_two_ranks_match_one_process_with_the_global_batch(
     zero: bool, isa: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "result.pt"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(EXAMPLE),
-        "--steps",
-        str(STEPS),
-        "--out",
-        str(out),
-    ] + (["--zero"] if zero else [])
-    env = {**os.environ, "RMSPROP_EXT_ISA": isa, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    saved = torch.load(out)
+    saved = run_example(tmp_path, isa, *(["--zero"] if zero else []))
 
     ex = example()
     model, opt = single_process_run(ex)
@@ -107,28 +113,7 @@ def test_two_ranks_match_one_process_with_the_global_batch(
 def test_two_ranks_train_bfloat16_with_compressed_state(
     zero: bool, compensation: str, isa: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "result.pt"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(EXAMPLE),
-        "--steps",
-        str(STEPS),
-        "--out",
-        str(out),
-        "--bf16",
-        compensation,
-    ] + (["--zero"] if zero else [])
-    env = {**os.environ, "RMSPROP_EXT_ISA": isa, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    saved = torch.load(out)
+    saved = run_example(tmp_path, isa, "--bf16", compensation, *(["--zero"] if zero else []))
     ex = example()
     model, opt = single_process_run(ex, compensation)
     # bfloat16 gradients averaged by the allreduce differ from one process's by bfloat16

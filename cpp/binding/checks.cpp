@@ -400,15 +400,7 @@ std::vector<std::uint64_t> stream_list(py::handle streams, std::size_t expected)
   if (streams.is_none()) {
     return out;
   }
-  if (!py::isinstance<py::list>(streams) && !py::isinstance<py::tuple>(streams)) {
-    throw py::type_error("streams must be a list or tuple of ints, got " + type_name(streams));
-  }
-  auto seq = py::reinterpret_borrow<py::sequence>(streams);
-  if (seq.size() != expected) {
-    throw py::value_error("streams has " + std::to_string(seq.size()) + " items but params has " +
-                          std::to_string(expected) + "; they must have the same length");
-  }
-  for (py::handle item : seq) {
+  for (py::handle item : sequence_items(streams, "streams", "ints", expected, true)) {
     if (!py::isinstance<py::int_>(item) || py::isinstance<py::bool_>(item) ||
         item.cast<py::int_>() < py::int_(0)) {
       throw py::value_error("streams must hold ints >= 0, got " + std::string(py::repr(item)));
@@ -479,13 +471,18 @@ StepCounters step_counters(py::handle steps, std::size_t expected,
 }
 
 std::vector<py::handle> as_items(py::handle obj, Role role, std::size_t expected, bool check_len) {
+  return sequence_items(obj, kPluralNames[role], "arrays", expected, check_len);
+}
+
+std::vector<py::handle> sequence_items(py::handle obj, const char* name, const char* what,
+                                       std::size_t expected, bool check_len) {
   if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj)) {
-    throw py::type_error(std::string(kPluralNames[role]) +
-                         " must be a list or tuple of arrays, got " + type_name(obj));
+    throw py::type_error(std::string(name) + " must be a list or tuple of " + what + ", got " +
+                         type_name(obj));
   }
   auto seq = py::reinterpret_borrow<py::sequence>(obj);
   if (check_len && seq.size() != expected) {
-    throw py::value_error(std::string(kPluralNames[role]) + " has " + std::to_string(seq.size()) +
+    throw py::value_error(std::string(name) + " has " + std::to_string(seq.size()) +
                           " items but params has " + std::to_string(expected) +
                           "; they must have the same length");
   }

@@ -147,4 +147,8 @@ StepCounters step_counters(py::handle steps, std::size_t expected,
 // length is not `expected` (with check_len).
 std::vector<py::handle> as_items(py::handle obj, Role role, std::size_t expected, bool check_len);
 
+// The same for any list argument: `name` in the messages, `what` its items ("arrays", "ints").
+std::vector<py::handle> sequence_items(py::handle obj, const char* name, const char* what,
+                                       std::size_t expected, bool check_len);
+
 }  // namespace rmsprop_ext::binding

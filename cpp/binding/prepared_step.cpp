@@ -191,7 +191,9 @@ bool PreparedStep::step(py::handle owners, const Hyperparams& hp, int num_thread
   if (check_only) {
     return true;
   }
-  steps_.number_updates(batch_);
+  if (hp.bias_correction || hp.compensation == Compensation::kStochastic) {
+    steps_.number_updates(batch_);  // only these read the step number
+  }
   run(batch_, hp, num_threads, Work::kUpdate);
   steps_.increment();
   return true;

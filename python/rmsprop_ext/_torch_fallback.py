@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ._precision import round_stochastic_bfloat16_torch
+from .functional import native_torch_dtypes
 
 __all__ = ["rmsprop_torch_step"]
 
@@ -125,15 +126,7 @@ def native_ok(param: Tensor) -> bool:
     """True when the native kernel can update `param` (and state created like it) in place."""
     return (
         param.device.type == "cpu"
-        and param.dtype
-        in (
-            torch.float32,
-            torch.float64,
-            torch.complex64,
-            torch.complex128,
-            torch.bfloat16,
-            torch.float16,
-        )
+        and param.dtype in native_torch_dtypes()
         and param.layout == torch.strided
         and param.is_contiguous()
         and not param.is_conj()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ __all__ = [
     "check_extension_options",
     "hyperparams",
     "native_hyperparams",
+    "native_torch_dtypes",
     "options_from",
     "rmsprop_step",
     "rmsprop_step_many",
@@ -49,6 +51,21 @@ HYPERPARAM_NAMES = (
 )
 
 
+@functools.cache
+def native_torch_dtypes() -> tuple[Any, ...]:
+    """The torch dtypes the native kernel takes (torch imported on first use: it is optional)."""
+    import torch
+
+    return (
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+        torch.bfloat16,
+        torch.float16,
+    )
+
+
 def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
     import torch
 
@@ -58,15 +75,7 @@ def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} is on device '{tensor.device}'; the native kernel takes CPU tensors"
         )
-    native_dtypes = (
-        torch.float32,
-        torch.float64,
-        torch.complex64,
-        torch.complex128,
-        torch.bfloat16,
-        torch.float16,
-    )
-    if tensor.dtype not in native_dtypes:
+    if tensor.dtype not in native_torch_dtypes():
         raise TypeError(
             f"{name} must have dtype float32, float64, complex64, complex128, bfloat16 or "
             f"float16, got {tensor.dtype}"

@@ -25,6 +25,7 @@ from .functional import (
     check_extension_options,
     hyperparams,
     native_hyperparams,
+    native_torch_dtypes,
     options_from,
 )
 from .numpy_optimizer import check_optimizer_args
@@ -187,7 +188,7 @@ class RMSprop(Optimizer):
                 fallback += 1
                 if p.device.type != "cpu":
                     why = f"on {p.device}"
-                elif not native_ok(p.detach().cpu().contiguous()):
+                elif p.dtype not in native_torch_dtypes():
                     why = f"dtype {p.dtype}"
                 else:
                     why = "not contiguous"
