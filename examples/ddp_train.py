@@ -51,9 +51,11 @@ def global_batches(
 
 
 def hyperparams(bf16: str | None) -> dict[str, object]:
-    """The optimizer's options; with bf16, bfloat16 state and that compensation."""
+    """The optimizer's options; with bf16, bfloat16 (or 8-bit) state and that compensation."""
     if bf16 is None:
         return dict(HYPERPARAMS)
+    if bf16 == "8bit-stochastic":  # 8-bit block state, stochastically rounded parameters
+        return {**HYPERPARAMS, "state_dtype": "8bit", "compensation": "stochastic"}
     compensation = None if bf16 == "none" else bf16
     return {**HYPERPARAMS, "state_dtype": torch.bfloat16, "compensation": compensation}
 
@@ -65,8 +67,8 @@ def main() -> None:
     parser.add_argument("--out", help="rank 0 saves parameters and optimizer state here")
     parser.add_argument(
         "--bf16",
-        choices=["none", "kahan", "stochastic"],
-        help="bfloat16 model and state, with this compensation",
+        choices=["none", "kahan", "stochastic", "8bit-stochastic"],
+        help="bfloat16 model and state, with this compensation (8bit-stochastic: 8-bit state)",
     )
     args = parser.parse_args()
     dtype = torch.float32 if args.bf16 is None else torch.bfloat16

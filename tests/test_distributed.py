@@ -84,7 +84,8 @@ def test_two_ranks_match_one_process_with_the_global_batch(
     # differences ~1e-7), and centered RMSProp divides by sqrt(s - a^2), which amplifies them on
     # small entries: measured up to 1.7e-5 relative on 1 of 4096 parameters. Bitwise equality with
     # torch.optim.RMSprop on the same single-process run is checked in test_torch_bitwise.py.
-    for distributed, single in zip(saved["params"], model.parameters()):
+    initial = list(ex.make_model(torch.bfloat16).parameters())
+    for distributed, single, start in zip(saved["params"], model.parameters(), initial):
         torch.testing.assert_close(distributed, single.detach(), rtol=1e-4, atol=1e-5)
 
     # The state gathered on rank 0 (consolidated from the shards with --zero) is a complete,
@@ -107,8 +108,8 @@ def test_two_ranks_match_one_process_with_the_global_batch(
 
 @pytest.mark.parametrize(
     ("zero", "compensation"),
-    [(False, "kahan"), (True, "stochastic"), (True, "none")],
-    ids=["ddp-kahan", "zero-stochastic", "zero-nearest"],
+    [(False, "kahan"), (True, "stochastic"), (True, "none"), (True, "8bit-stochastic")],
+    ids=["ddp-kahan", "zero-stochastic", "zero-nearest", "zero-8bit-stochastic"],
 )
 def test_two_ranks_train_bfloat16_with_compressed_state(
     zero: bool, compensation: str, isa: str, tmp_path: Path
@@ -120,16 +121,27 @@ def test_two_ranks_train_bfloat16_with_compressed_state(
     # roundings (2^-8 relative), which move most parameters by a few bfloat16 ulps in 12 steps;
     # centered RMSProp's s - a^2 magnifies them on a few small entries (measured: 1 of 1024 off
     # by 0.07).
-    for distributed, single in zip(saved["params"], model.parameters()):
+    initial = list(ex.make_model(torch.bfloat16).parameters())
+    for distributed, single, start in zip(saved["params"], model.parameters(), initial):
         assert distributed.dtype == torch.bfloat16 and torch.isfinite(distributed).all()
         gap = (distributed.double() - single.detach().double()).abs()
+        if compensation.startswith("8bit"):
+            # 8-bit state's codes are 6-12% apart, so where the gradients differ in their last
+            # bits its stochastic rounding goes the other way now and then, and those parameters
+            # take another step: compared as a whole, against how far training moved them
+            # (measured: 0 to 13% of that distance per tensor, the same on every ISA).
+            distance = gap.norm() / (single.detach().double() - start.detach().double()).norm()
+            assert distance.item() <= 0.25, distance.item()
+            continue
         outside = gap > 1e-2 + 2e-2 * single.detach().double().abs()
         assert outside.double().mean().item() <= 0.01, outside.sum().item()
     state = saved["state_dict"]["state"]
     reference = opt.state_dict()["state"]
     assert len(state) == len(reference)
     for key, entry in reference.items():
-        assert state[key]["square_avg"].dtype == torch.bfloat16
+        eight_bit = compensation.startswith("8bit")
+        assert state[key]["square_avg"].dtype == (torch.uint8 if eight_bit else torch.bfloat16)
+        assert ("square_avg_exponents" in state[key]) == eight_bit
         assert (
             ("compensation" in state[key]) == (compensation == "kahan") == ("compensation" in entry)
         )

@@ -20,12 +20,16 @@ FORMS = [
     (torch.float16, torch.float32, None),
     (torch.float16, None, "kahan"),
     (torch.float32, torch.bfloat16, None),
+    (torch.bfloat16, "8bit", "stochastic"),
+    (torch.float16, "8bit", "kahan"),
+    (torch.float32, "8bit", None),
 ]
 
 
 def form_id(form: tuple[Any, Any, Any]) -> str:
     dtype, state, compensation = form
-    return f"{str(dtype)[6:]}-{str(state)[6:] if state else 'same'}-{compensation or 'nearest'}"
+    state_name = str(state).removeprefix("torch.") if state else "same"
+    return f"{str(dtype)[6:]}-{state_name}-{compensation or 'nearest'}"
 
 
 def model(dtype: torch.dtype, seed: int = 0) -> list[torch.nn.Parameter]:
@@ -69,7 +73,11 @@ def test_state_has_the_state_dtype_and_round_trips(form: tuple[Any, Any, Any]) -
     train(opt, params, range(3))
     state = opt.state[params[0]]
     for key in ("square_avg", "momentum_buffer", "grad_avg"):
-        assert state[key].dtype == (state_dtype or dtype)
+        if state_dtype == "8bit":
+            assert state[key].dtype == torch.uint8 and state[key].shape == params[0].shape
+            assert state[key + "_exponents"].dtype == torch.int8
+        else:
+            assert state[key].dtype == (state_dtype or dtype)
     assert ("compensation" in state) == (compensation == "kahan")
     if compensation == "kahan":
         assert state["compensation"].dtype == dtype and state["compensation"].abs().sum() > 0
@@ -143,7 +151,8 @@ def test_bfloat16_state_loads_into_torch_rmsprop() -> None:
         (torch.float32, {"compensation": "kahan"}, "compensation='kahan' is for bfloat16"),
         (torch.float16, {"compensation": "stochastic"}, "implemented for bfloat16"),
         (torch.bfloat16, {"compensation": "exact"}, "compensation must be"),
-        (torch.bfloat16, {"state_dtype": "8bit"}, "not implemented yet"),
+        (torch.float64, {"state_dtype": "8bit"}, "'8bit' is for float32, bfloat16"),
+        (torch.bfloat16, {"state_dtype": "4bit"}, "not supported for bfloat16"),
         (torch.bfloat16, {"state_dtype": torch.float16}, "not supported for bfloat16"),
         (torch.float64, {"state_dtype": torch.bfloat16}, "not supported for float64"),
         (torch.bfloat16, {"seed": -1}, "seed"),
@@ -240,3 +249,141 @@ def test_numpy_optimizer_takes_low_precision_parameters() -> None:
     )
     fresh.load_state_dict({**saved, "param_groups": [{**saved["param_groups"][0]}]})
     assert fresh.state[0]["square_avg"].dtype == np.float16  # the saved group's state_dtype
+
+
+# 8-bit state
+
+
+def test_eight_bit_state_dict_dequantizes_into_torch_rmsprop() -> None:
+    params = model(torch.float32)
+    ours = make(params, (torch.float32, "8bit", None))
+    train(ours, params, range(3))
+    saved = copy.deepcopy(ours.state_dict())
+    plain = rmsprop_ext.dequantize_state_dict(saved)
+    assert "square_avg_exponents" in saved["state"][0]  # the input is left as it was
+    entry = plain["state"][0]
+    assert set(entry) == {"step", "square_avg", "momentum_buffer", "grad_avg"}
+    assert plain["param_groups"][0]["state_dtype"] is None
+    codes = ours.state[params[0]]
+    for key in ("square_avg", "momentum_buffer", "grad_avg"):
+        assert entry[key].dtype == torch.float32 and entry[key].shape == params[0].shape
+        signed = key != "square_avg"
+        want = rmsprop_ext._quantized.decode(
+            codes[key].numpy(), codes[key + "_exponents"].numpy(), signed
+        )
+        assert torch.equal(entry[key], torch.from_numpy(want))
+    theirs_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    theirs = torch.optim.RMSprop(theirs_params, lr=1e-2, momentum=0.9, centered=True)
+    theirs.load_state_dict(plain)
+    # torch.optim.RMSprop goes on from the decoded state exactly as rmsprop_ext with float32
+    # state loading the same dict does (bit for bit: the default rounding is torch's)
+    float_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    float_state = make(float_params, (None, None, None))
+    float_state.load_state_dict(copy.deepcopy(plain))
+    train(theirs, theirs_params, range(3, 6))
+    train(float_state, float_params, range(3, 6))
+    for a, b in zip(float_params, theirs_params):
+        assert torch.equal(a, b)
+
+
+def test_float_state_converts_to_and_from_eight_bit() -> None:
+    params = model(torch.float32)
+    theirs = torch.optim.RMSprop(params, lr=1e-2, momentum=0.9, centered=True)
+    train(theirs, params, range(3))
+    eight = make([torch.nn.Parameter(p.detach().clone()) for p in params], (None, "8bit", None))
+    eight.load_state_dict(copy.deepcopy(theirs.state_dict()))
+    for p, q in zip(params, eight.param_groups[0]["params"]):
+        for key in ("square_avg", "momentum_buffer", "grad_avg"):
+            want = rmsprop_ext._quantized.encode(theirs.state[p][key].numpy(), key != "square_avg")
+            assert np.array_equal(eight.state[q][key].numpy(), want[0])
+            assert np.array_equal(eight.state[q][key + "_exponents"].numpy(), want[1])
+    # and back: a state dict whose group asks for float state loads its 8-bit entries decoded
+    # (the saved group's options win, as in torch)
+    back = make([torch.nn.Parameter(p.detach().clone()) for p in params], (None, None, None))
+    saved = copy.deepcopy(eight.state_dict())
+    saved["param_groups"][0]["state_dtype"] = None
+    back.load_state_dict(saved)
+    q, r = eight.param_groups[0]["params"][0], back.param_groups[0]["params"][0]
+    assert set(back.state[r]) == {"step", "square_avg", "momentum_buffer", "grad_avg"}
+    want = rmsprop_ext._quantized.decode(
+        eight.state[q]["square_avg"].numpy(), eight.state[q]["square_avg_exponents"].numpy(), False
+    )
+    assert torch.equal(back.state[r]["square_avg"], torch.from_numpy(want))
+
+
+def test_bad_eight_bit_state_dict_raises_before_loading() -> None:
+    params = model(torch.bfloat16)
+    opt = make(params, (torch.bfloat16, "8bit", None))
+    train(opt, params, range(2))
+    saved = copy.deepcopy(opt.state_dict())
+    saved["state"][0]["square_avg_exponents"] = saved["state"][0]["square_avg_exponents"][:-1]
+    fresh = make(model(torch.bfloat16), (torch.bfloat16, "8bit", None))
+    with pytest.raises(ValueError, match="square_avg_exponents"):
+        fresh.load_state_dict(saved)
+    assert len(fresh.state) == 0
+
+
+def test_functional_checks_eight_bit_buffers() -> None:
+    p = torch.zeros(40, dtype=torch.bfloat16)
+    codes, exponents = torch.zeros(40, dtype=torch.uint8), torch.zeros(2, dtype=torch.int8)
+    with pytest.raises(TypeError, match="pair"):
+        rmsprop_ext.rmsprop_step(p, p.clone(), codes, lr=0.1, step=1)
+    with pytest.raises(ValueError, match="exponents must be a one-dimensional int8 array of 2"):
+        rmsprop_ext.rmsprop_step(p, p.clone(), (codes, exponents[:1]), lr=0.1, step=1)
+    with pytest.raises(ValueError, match="step"):
+        rmsprop_ext.rmsprop_step(p, p.clone(), (codes, exponents), lr=0.1)
+    with pytest.raises(TypeError, match="float64"):
+        rmsprop_ext.rmsprop_step(p.double(), p.double(), (codes, exponents), lr=0.1, step=1)
+    with pytest.raises(ValueError, match="share memory"):
+        rmsprop_ext.rmsprop_step(p, p.clone(), (codes, codes[:2].view(torch.int8)), lr=0.1, step=1)
+    assert not codes.any() and not exponents.any() and not p.any()
+
+
+def test_the_torch_fallback_takes_eight_bit_state() -> None:
+    # A non-contiguous parameter with 8-bit state steps through plain torch ops on the decoded
+    # state and stores it back with the kernel's stochastic rounding: nearly the same codes.
+    base = torch.randn(64, 48)
+    strided = torch.nn.Parameter(base.t())
+    dense = torch.nn.Parameter(base.t().contiguous())
+    options = {"lr": 1e-3, "state_dtype": "8bit", "momentum": 0.9, "seed": 5}
+    opt_strided = rmsprop_ext.RMSprop([strided], **options)
+    opt_dense = rmsprop_ext.RMSprop([dense], **options)
+    assert opt_strided.native_coverage()["fallback"] == 1
+    for step in range(5):
+        grad = torch.randn(48, 64, generator=torch.Generator().manual_seed(step))
+        strided.grad, dense.grad = grad.clone(), grad.clone()
+        opt_strided.step()
+        opt_dense.step()
+    torch.testing.assert_close(strided.detach(), dense.detach(), rtol=1e-4, atol=1e-6)
+    for key in ("square_avg", "momentum_buffer"):
+        same = opt_strided.state[strided][key] == opt_dense.state[dense][key]
+        assert same.double().mean().item() > 0.99
+
+
+def test_numpy_optimizer_takes_eight_bit_state() -> None:
+    def fresh(state_dtype: Any) -> rmsprop_ext.NumpyRMSprop:
+        params = [np.linspace(-1, 1, 70).astype(np.float32), np.ones((3, 5), np.float16)]
+        return rmsprop_ext.NumpyRMSprop(params, lr=1e-2, momentum=0.9, state_dtype=state_dtype)
+
+    opt, full = fresh("8bit"), fresh(None)
+    assert opt.state[0]["square_avg"].dtype == np.uint8
+    assert opt.state[0]["momentum_buffer_exponents"].shape == (3,)
+    for step in range(5):
+        grads = [np.sin(np.arange(70, dtype=np.float32) + step), np.full((3, 5), 0.5, np.float16)]
+        opt.step(grads)
+        full.step([g.astype(p.dtype) for g, p in zip(grads, full.params)])
+    # the same moves within the 8-bit state's precision (codes at most 12.5% apart)
+    start = np.linspace(-1, 1, 70).astype(np.float32)
+    moved = np.abs(full.params[0] - start).max()
+    assert np.abs(opt.params[0] - full.params[0]).max() <= 0.1 * moved
+    saved = opt.state_dict()
+    again = fresh("8bit")
+    again.load_state_dict(saved)
+    for key in ("square_avg", "square_avg_exponents", "momentum_buffer"):
+        assert np.array_equal(again.state[0][key], opt.state[0][key])
+    # a float32 state dict (the state of the full-precision run) is encoded on loading
+    from_float = fresh("8bit")
+    from_float.load_state_dict({**full.state_dict(), "param_groups": saved["param_groups"]})
+    codes, exponents = rmsprop_ext._quantized.encode(full.state[0]["square_avg"], False)
+    assert np.array_equal(from_float.state[0]["square_avg"], codes)
+    assert np.array_equal(from_float.state[0]["square_avg_exponents"], exponents)

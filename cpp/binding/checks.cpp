@@ -40,11 +40,12 @@ std::string shape_str(const py::array& a) {
 // Complex numbers are updated as pairs of reals, as torch.optim.RMSprop does (view_as_real).
 // bfloat16 arrives as ml_dtypes' bfloat16 or as uint16 bit patterns (numpy has no bfloat16 of its
 // own; torch's bfloat16 tensors are passed as .view(torch.uint16)).
-enum class Dtype { kFloat32, kFloat64, kComplex64, kComplex128, kBFloat16, kFloat16 };
+// uint8 arrays are the codes of 8-bit state (see core/quantized.h).
+enum class Dtype { kFloat32, kFloat64, kComplex64, kComplex128, kBFloat16, kFloat16, kCode8 };
 
 const char* dtype_name(Dtype d) {
-  constexpr const char* kNames[] = {"float32",    "float64",  "complex64",
-                                    "complex128", "bfloat16", "float16"};
+  constexpr const char* kNames[] = {"float32",  "float64", "complex64",          "complex128",
+                                    "bfloat16", "float16", "8-bit (uint8 codes)"};
   return kNames[static_cast<int>(d)];
 }
 
@@ -65,6 +66,9 @@ Dtype dtype_of(const py::array& a, const Label& label) {
   if (dtype.equal(py::dtype("float16"))) {
     return Dtype::kFloat16;
   }
+  if (dtype.equal(py::dtype::of<std::uint8_t>())) {
+    return Dtype::kCode8;
+  }
   const bool native_order = dtype.attr("byteorder").cast<std::string>() != ">";
   if (native_order &&
       (dtype.equal(py::dtype::of<std::uint16_t>()) ||
@@ -73,18 +77,35 @@ Dtype dtype_of(const py::array& a, const Label& label) {
   }
   throw py::type_error(label.str() +
                        " must have dtype float32, float64, complex64, complex128, bfloat16 "
-                       "(ml_dtypes, or uint16 bit patterns) or float16 in native byte order, got " +
+                       "(ml_dtypes, or uint16 bit patterns), float16 in native byte order, or "
+                       "uint8 (the codes of 8-bit state), got " +
                        std::string(py::str(dtype)));
 }
 
 bool is_complex(Dtype d) { return d == Dtype::kComplex64 || d == Dtype::kComplex128; }
 bool is_sixteen_bit(Dtype d) { return d == Dtype::kBFloat16 || d == Dtype::kFloat16; }
 
-// The state dtypes a parameter dtype can have: its own, and float32 for 16-bit parameters or
-// bfloat16 for float32 ones.
+bool is_state(Role role) {
+  return role == kSquareAvg || role == kMomentumBuffer || role == kGradAvg;
+}
+
+// The state dtypes a parameter dtype can have: its own, float32 for 16-bit parameters, bfloat16
+// for float32 ones, and 8-bit for both.
 bool state_dtype_allowed(Dtype param, Dtype state) {
+  const bool takes_code8 = param == Dtype::kFloat32 || is_sixteen_bit(param);
   return state == param || (is_sixteen_bit(param) && state == Dtype::kFloat32) ||
-         (param == Dtype::kFloat32 && state == Dtype::kBFloat16);
+         (param == Dtype::kFloat32 && state == Dtype::kBFloat16) ||
+         (takes_code8 && state == Dtype::kCode8);
+}
+
+std::string allowed_states(Dtype param) {
+  if (is_sixteen_bit(param)) {
+    return std::string(dtype_name(param)) + ", float32 or 8-bit";
+  }
+  if (param == Dtype::kFloat32) {
+    return "float32, bfloat16 or 8-bit";
+  }
+  return dtype_name(param);
 }
 
 template <typename T>
@@ -92,10 +113,16 @@ T* pointer(const Checked& c) {
   return static_cast<T*>(const_cast<void*>(c.array.data()));
 }
 
-// The checked buffers of one parameter, in Role order; unused roles are absent.
+// The checked buffers of one parameter, in Role order; unused roles are absent. 8-bit state
+// buffers have their exponent bytes too.
 struct Item {
   const Checked* role[kRoleCount] = {};
+  const Checked* exponents[kRoleCount] = {};
 };
+
+std::int8_t* exponents_of(const Item& item, Role role) {
+  return item.exponents[role] ? pointer<std::int8_t>(*item.exponents[role]) : nullptr;
+}
 
 template <typename P, typename S>
 ParamBuffers<P, S> to_buffers(const Item& item, std::uint64_t stream) {
@@ -107,6 +134,9 @@ ParamBuffers<P, S> to_buffers(const Item& item, std::uint64_t stream) {
       item.role[kMomentumBuffer] ? pointer<S>(*item.role[kMomentumBuffer]) : nullptr;
   b.grad_avg = item.role[kGradAvg] ? pointer<S>(*item.role[kGradAvg]) : nullptr;
   b.compensation = item.role[kCompensation] ? pointer<P>(*item.role[kCompensation]) : nullptr;
+  b.square_avg_exponents = exponents_of(item, kSquareAvg);
+  b.momentum_buffer_exponents = exponents_of(item, kMomentumBuffer);
+  b.grad_avg_exponents = exponents_of(item, kGradAvg);
   const py::array& param = item.role[kParam]->array;
   b.complex_pairs = is_complex(dtype_of(param, item.role[kParam]->label));
   b.size = static_cast<std::int64_t>(param.size()) * (b.complex_pairs ? 2 : 1);
@@ -123,6 +153,29 @@ void add_to(Batch& batch, const Item& item, std::uint64_t stream) {
   list.push_back(to_buffers<P, S>(item, stream));
 }
 
+// The exponent bytes of an 8-bit state buffer of `size` elements: one int8 per block.
+Checked check_exponents(py::handle obj, const Label& label, std::int64_t size) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(label.str() + " must be a numpy.ndarray, got " + type_name(obj));
+  }
+  auto array = py::reinterpret_borrow<py::array>(obj);
+  const std::int64_t blocks = (size + kQuantBlock - 1) / kQuantBlock;
+  if (!array.dtype().equal(py::dtype::of<std::int8_t>()) || array.ndim() != 1 ||
+      array.shape(0) != blocks) {
+    throw py::value_error(label.str() + " must be a one-dimensional int8 array of " +
+                          std::to_string(blocks) + " items (one per block of " +
+                          std::to_string(kQuantBlock) + " elements), got " +
+                          std::string(py::str(array.dtype())) + " with shape " + shape_str(array));
+  }
+  if (!(array.flags() & py::array::c_style)) {
+    throw py::value_error(label.str() + " must be C-contiguous");
+  }
+  if (!array.writeable()) {
+    throw py::value_error(label.str() + " is read-only but is updated in place");
+  }
+  return {array, label, true};
+}
+
 Extent extent_of(const Checked& b) {
   const auto begin = reinterpret_cast<std::uintptr_t>(b.array.data());
   return {begin, begin + static_cast<std::uintptr_t>(b.array.nbytes()), &b};
@@ -131,10 +184,10 @@ Extent extent_of(const Checked& b) {
 }  // namespace
 
 std::string Label::str() const {
-  if (index < 0) {
-    return kSingularNames[role];
-  }
-  return std::string(kPluralNames[role]) + "[" + std::to_string(index) + "]";
+  const std::string name =
+      index < 0 ? kSingularNames[role]
+                : std::string(kPluralNames[role]) + "[" + std::to_string(index) + "]";
+  return exponents ? name + "'s exponents" : name;
 }
 
 const char* plural_name(Role role) { return kPluralNames[role]; }
@@ -151,6 +204,9 @@ Checked check_buffer(py::handle obj, Label label, bool written, const py::array*
   }
   auto array = py::reinterpret_borrow<py::array>(obj);
   const Dtype dtype = dtype_of(array, label);
+  if (dtype == Dtype::kCode8 && !is_state(label.role)) {
+    throw py::type_error(label.str() + " has dtype uint8, which only 8-bit state can have");
+  }
   if (param != nullptr) {
     const Label param_label{kParam, label.index};
     const Dtype param_dtype = dtype_of(*param, param_label);
@@ -166,10 +222,7 @@ Checked check_buffer(py::handle obj, Label label, bool written, const py::array*
         throw py::type_error(label.str() + " has dtype " + dtype_name(dtype) + " but " +
                              param_label.str() + " has dtype " + dtype_name(param_dtype) +
                              "; the state of a " + dtype_name(param_dtype) + " parameter must be " +
-                             dtype_name(param_dtype) +
-                             (is_sixteen_bit(param_dtype)      ? " or float32"
-                              : param_dtype == Dtype::kFloat32 ? " or bfloat16"
-                                                               : ""));
+                             allowed_states(param_dtype));
       }
     } else if (dtype != param_dtype) {
       throw py::type_error(label.str() + " has dtype " + dtype_name(dtype) + " but " +
@@ -319,17 +372,44 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
             const Hyperparams& hp, Batch& batch, const std::vector<std::uint64_t>& streams) {
   const bool use_momentum = hp.momentum > 0.0;
   const std::size_t n = objects[kParam].size();
-  // Reserved up front: items and `param` below point into this vector, so it must never reallocate.
-  batch.buffers.reserve(n * kRoleCount);
+  // Reserved up front: items and `param` below point into this vector, so it must never reallocate
+  // (each role's buffer, and the exponents of three 8-bit state buffers).
+  batch.buffers.reserve(n * (kRoleCount + 3));
   std::vector<Item> items(n);
   for (std::size_t i = 0; i < n; ++i) {
     const py::ssize_t index = single ? -1 : static_cast<py::ssize_t>(i);
     auto add = [&](Role role, bool written, const py::array* param,
                    const Checked* same_dtype_as = nullptr) {
+      const Label label{role, index};
+      py::handle obj = objects[role][i];
+      // 8-bit state comes as a (codes, exponents) pair; every other buffer as one array.
+      const bool pair = is_state(role) && py::isinstance<py::tuple>(obj);
+      if (pair && py::len(obj) != 2) {
+        throw py::value_error(label.str() +
+                              " must be an array, or a (codes, exponents) pair of arrays for "
+                              "8-bit state, got a tuple of " +
+                              std::to_string(py::len(obj)) + " items");
+      }
       batch.buffers.push_back(
-          check_buffer(objects[role][i], {role, index}, written, param, same_dtype_as));
-      items[i].role[role] = &batch.buffers.back();
-      return &batch.buffers.back();
+          check_buffer(pair ? obj[py::int_(0)] : obj, label, written, param, same_dtype_as));
+      const Checked* checked = &batch.buffers.back();
+      items[i].role[role] = checked;
+      const bool codes = is_state(role) && dtype_of(checked->array, label) == Dtype::kCode8;
+      if (codes && !pair) {
+        throw py::type_error(label.str() +
+                             " has dtype uint8: 8-bit state is passed as a (codes, exponents) "
+                             "pair");
+      }
+      if (pair && !codes) {
+        throw py::type_error(label.str() + "'s codes must have dtype uint8, got " +
+                             dtype_name(dtype_of(checked->array, label)));
+      }
+      if (pair) {
+        batch.buffers.push_back(check_exponents(obj[py::int_(1)], {role, index, true},
+                                                static_cast<std::int64_t>(param->size())));
+        items[i].exponents[role] = &batch.buffers.back();
+      }
+      return checked;
     };
     const Checked* param_buffer = add(kParam, true, nullptr);
     const py::array& param = param_buffer->array;
@@ -367,7 +447,9 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
     switch (param) {
       case Dtype::kFloat32:
       case Dtype::kComplex64:
-        if (state == Dtype::kBFloat16) {
+        if (state == Dtype::kCode8) {
+          add_to<float, code8>(batch, item, stream);
+        } else if (state == Dtype::kBFloat16) {
           add_to<float, bfloat16>(batch, item, stream);
         } else {
           add_to<float, float>(batch, item, stream);
@@ -378,19 +460,25 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
         add_to<double, double>(batch, item, stream);
         break;
       case Dtype::kBFloat16:
-        if (state == Dtype::kFloat32) {
+        if (state == Dtype::kCode8) {
+          add_to<bfloat16, code8>(batch, item, stream);
+        } else if (state == Dtype::kFloat32) {
           add_to<bfloat16, float>(batch, item, stream);
         } else {
           add_to<bfloat16, bfloat16>(batch, item, stream);
         }
         break;
       case Dtype::kFloat16:
-        if (state == Dtype::kFloat32) {
+        if (state == Dtype::kCode8) {
+          add_to<float16, code8>(batch, item, stream);
+        } else if (state == Dtype::kFloat32) {
           add_to<float16, float>(batch, item, stream);
         } else {
           add_to<float16, float16>(batch, item, stream);
         }
         break;
+      case Dtype::kCode8:
+        break;  // check_buffer refuses uint8 parameters
     }
   }
 }
@@ -426,11 +514,16 @@ void StepCounters::number_updates(Batch& batch) const {
   }
 }
 
+bool reads_step_number(const Batch& batch, const Hyperparams& hp) {
+  return hp.bias_correction || hp.compensation == Compensation::kStochastic ||
+         batch.has_quantized_state();
+}
+
 void number_updates(Batch& batch, const Hyperparams& hp, double step) {
-  if ((hp.bias_correction || hp.compensation == Compensation::kStochastic) && !(step >= 1.0)) {
+  if (reads_step_number(batch, hp) && !(step >= 1.0)) {
     throw py::value_error(
         "step (the number of this update, 1 for the first) is required when "
-        "bias_correction=True or compensation='stochastic'");
+        "bias_correction=True, compensation='stochastic' or the state is 8-bit");
   }
   for (std::size_t i = 0; i < batch.places.size(); ++i) {
     batch.set_step(i, step);

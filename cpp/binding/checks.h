@@ -24,6 +24,8 @@ enum Role { kParam, kGrad, kSquareAvg, kMomentumBuffer, kGradAvg, kCompensation,
 struct Label {
   Role role;
   py::ssize_t index;  // -1 for the single-parameter call
+  // The exponent bytes of 8-bit state, passed as the second item of a (codes, exponents) pair.
+  bool exponents = false;
   std::string str() const;
 };
 
@@ -74,7 +76,8 @@ using PairLists = std::tuple<
     std::vector<ParamBuffers<float, float>>, std::vector<ParamBuffers<double, double>>,
     std::vector<ParamBuffers<float, bfloat16>>, std::vector<ParamBuffers<bfloat16, bfloat16>>,
     std::vector<ParamBuffers<bfloat16, float>>, std::vector<ParamBuffers<float16, float16>>,
-    std::vector<ParamBuffers<float16, float>>>;
+    std::vector<ParamBuffers<float16, float>>, std::vector<ParamBuffers<float, code8>>,
+    std::vector<ParamBuffers<bfloat16, code8>>, std::vector<ParamBuffers<float16, code8>>>;
 
 // Everything an update needs, gathered and checked while holding the GIL.
 struct Batch {
@@ -98,6 +101,12 @@ struct Batch {
   }
   void set_step(std::size_t i, double step) {
     visit(i, [&](auto& b) { b.step = step; });
+  }
+  // Whether any parameter has 8-bit state, whose stochastic rounding reads the step number.
+  bool has_quantized_state() const {
+    return !std::get<std::vector<ParamBuffers<float, code8>>>(lists).empty() ||
+           !std::get<std::vector<ParamBuffers<bfloat16, code8>>>(lists).empty() ||
+           !std::get<std::vector<ParamBuffers<float16, code8>>>(lists).empty();
   }
 
  private:
@@ -134,7 +143,10 @@ struct StepCounters {
   void number_updates(Batch& batch) const;
 };
 
-// Sets every parameter's ParamBuffers::step to `step`; ValueError when the bias correction or the
+// Whether the update reads the step number: the bias correction and the stochastic roundings do.
+bool reads_step_number(const Batch& batch, const Hyperparams& hp);
+
+// Sets every parameter's ParamBuffers::step to `step`; ValueError when the bias correction or a
 // stochastic rounding needs a step number (>= 1) and none was given.
 void number_updates(Batch& batch, const Hyperparams& hp, double step);
 

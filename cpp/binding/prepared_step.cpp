@@ -191,8 +191,8 @@ bool PreparedStep::step(py::handle owners, const Hyperparams& hp, int num_thread
   if (check_only) {
     return true;
   }
-  if (hp.bias_correction || hp.compensation == Compensation::kStochastic) {
-    steps_.number_updates(batch_);  // only these read the step number
+  if (reads_step_number(batch_, hp)) {
+    steps_.number_updates(batch_);
   }
   run(batch_, hp, num_threads, Work::kUpdate);
   steps_.increment();

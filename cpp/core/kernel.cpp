@@ -7,6 +7,7 @@
 
 #include "isa.h"
 #include "kernels.h"
+#include "quantized.h"
 #include "simd_ops.h"
 #include "update_math.h"
 
@@ -184,11 +185,131 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
   }
 }
 
+// Which stream of random bits a stochastic rounding draws from: the parameter's, or one per 8-bit
+// state buffer, so that the roundings of one element are independent.
+enum class RandomUse : std::uint64_t {
+  kParam = 0,
+  kSquareAvg = 1,
+  kMomentumBuffer = 2,
+  kGradAvg = 3
+};
+
+template <typename P, typename S>
+RandomKey key_for(const Hyperparams& hp, const ParamBuffers<P, S>& b, std::int64_t index,
+                  RandomUse use) {
+  const auto chunk = static_cast<std::uint64_t>(index / kKeyChunk);
+  return random_key(hp.seed, b.stream, static_cast<std::uint64_t>(b.step),
+                    chunk | (static_cast<std::uint64_t>(use) << 56));
+}
+
+// 8-bit state, block by block: the block's state is decoded into float32 buffers in cache, the
+// same update_lanes as for float32 state runs on them (the parameter takes the update from the
+// unrounded state), and the new state is encoded with a new exponent per block, rounded
+// stochastically. `begin` is a multiple of kQuantBlock (step.cpp splits threads there).
+template <typename P, class V, class Vector = VectorOps<Compute<P>>>
+void update_range_quantized(const ParamBuffers<P, code8>& buffers, std::int64_t begin,
+                            std::int64_t end, const Hyperparams& hp) {
+  using C = Compute<P>;
+  static_assert(std::is_same_v<C, float>, "8-bit state is decoded to float32");
+  const ParamBuffers<P, code8> b = buffers;
+  Coefficients<Vector> vector_coefficients(hp, b.step);
+  Coefficients<TailOps<C>> tail_coefficients(hp, b.step);
+  auto coefficients = [&](auto ops) -> const auto& {
+    if constexpr (std::is_same_v<decltype(ops), Vector>) {
+      return vector_coefficients;
+    } else {
+      return tail_coefficients;
+    }
+  };
+  alignas(64) float square_avg[kQuantBlock];
+  alignas(64) float momentum_buffer[kQuantBlock];
+  alignas(64) float grad_avg[kQuantBlock];
+  ParamBuffers<P, float> staged;
+  staged.square_avg = square_avg;
+  staged.momentum_buffer = V::momentum ? momentum_buffer : nullptr;
+  staged.grad_avg = V::centered ? grad_avg : nullptr;
+  staged.step = b.step;
+  staged.stream = b.stream;
+  std::int64_t keyed_chunk = -1;
+  RandomKey square_avg_key{}, momentum_key{}, grad_avg_key{};
+  for (std::int64_t block = begin; block < end; block += kQuantBlock) {
+    const std::int64_t n = std::min(kQuantBlock, end - block);
+    const std::int64_t exponent_index = block / kQuantBlock;
+    if (block / kKeyChunk != keyed_chunk) {  // a block never straddles two chunks
+      keyed_chunk = block / kKeyChunk;
+      vector_coefficients.key = key_for(hp, b, block, RandomUse::kParam);
+      tail_coefficients.key = vector_coefficients.key;
+      square_avg_key = key_for(hp, b, block, RandomUse::kSquareAvg);
+      momentum_key = key_for(hp, b, block, RandomUse::kMomentumBuffer);
+      grad_avg_key = key_for(hp, b, block, RandomUse::kGradAvg);
+    }
+    decode_block<CodeKind::kUnsigned>(b.square_avg + block, b.square_avg_exponents[exponent_index],
+                                      n, square_avg);
+    if constexpr (V::momentum) {
+      decode_block<CodeKind::kSigned>(b.momentum_buffer + block,
+                                      b.momentum_buffer_exponents[exponent_index], n,
+                                      momentum_buffer);
+    }
+    if constexpr (V::centered) {
+      decode_block<CodeKind::kSigned>(b.grad_avg + block, b.grad_avg_exponents[exponent_index], n,
+                                      grad_avg);
+    }
+    staged.param = b.param + block;
+    staged.grad = b.grad + block;
+    staged.compensation = b.compensation != nullptr ? b.compensation + block : nullptr;
+    staged.size = n;
+    staged.first_index = block;
+    for_each_lane_group<C, Vector>(staged.param, 0, n, [&](auto ops, std::int64_t i) {
+      update_lanes<decltype(ops), V>(coefficients(ops), staged, i);
+    });
+    const auto first = static_cast<std::uint32_t>(block);
+    b.square_avg_exponents[exponent_index] = encode_block<CodeKind::kUnsigned, true>(
+        square_avg, n, b.square_avg + block, square_avg_key, first);
+    if constexpr (V::momentum) {
+      b.momentum_buffer_exponents[exponent_index] = encode_block<CodeKind::kSigned, true>(
+          momentum_buffer, n, b.momentum_buffer + block, momentum_key, first);
+    }
+    if constexpr (V::centered) {
+      b.grad_avg_exponents[exponent_index] = encode_block<CodeKind::kSigned, true>(
+          grad_avg, n, b.grad_avg + block, grad_avg_key, first);
+    }
+  }
+}
+
+// The roofline of 8-bit state: the parameter's and gradient's traffic as for any state, and each
+// state byte and exponent byte read and written once.
+void traffic_codes(code8* codes, std::int8_t* exponents, std::int64_t begin, std::int64_t end,
+                   std::uint8_t zero) {
+  for (std::int64_t i = begin; i < end; ++i) {
+    codes[i].bits = static_cast<std::uint8_t>(codes[i].bits | zero);
+  }
+  for (std::int64_t i = begin / kQuantBlock; i < (end + kQuantBlock - 1) / kQuantBlock; ++i) {
+    exponents[i] = static_cast<std::int8_t>(exponents[i] | zero);
+  }
+}
+
 template <typename P, typename S, class V>
-void traffic_range_variant(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end) {
-  for_each_lane_group<Compute<P>>(b.param, begin, end, [&](auto ops, std::int64_t i) {
-    traffic_lanes<decltype(ops), V>(b, i);
-  });
+void traffic_range_variant(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,
+                           const Hyperparams& hp) {
+  if constexpr (std::is_same_v<S, code8>) {
+    // A zero the compiler cannot prove (lr >= 0 was checked at run time), so the stores stay.
+    const auto zero = static_cast<std::uint8_t>(hp.lr < 0.0);
+    for_each_lane_group<Compute<P>>(b.param, begin, end, [&](auto ops, std::int64_t i) {
+      traffic_lanes<decltype(ops), V, ParamBuffers<P, code8>, false>(b, i);
+    });
+    traffic_codes(b.square_avg, b.square_avg_exponents, begin, end, zero);
+    if constexpr (V::momentum) {
+      traffic_codes(b.momentum_buffer, b.momentum_buffer_exponents, begin, end, zero);
+    }
+    if constexpr (V::centered) {
+      traffic_codes(b.grad_avg, b.grad_avg_exponents, begin, end, zero);
+    }
+  } else {
+    static_cast<void>(hp);
+    for_each_lane_group<Compute<P>>(b.param, begin, end, [&](auto ops, std::int64_t i) {
+      traffic_lanes<decltype(ops), V>(b, i);
+    });
+  }
 }
 
 // Calls f with std::true_type or std::false_type, turning a run-time flag into a template argument.
@@ -323,7 +444,19 @@ void update_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int6
 #endif
     update_range_variant<P, S, decltype(variant)>(b, begin, end, hp);
   };
-  if constexpr (std::is_same_v<P, S> && !kSixteenBit<P>) {
+  if constexpr (std::is_same_v<S, code8>) {
+    dispatch_storage_variant<P>(hp, [&](auto variant) {
+#if defined(__AVX512BF16__)
+      if constexpr (std::is_same_v<P, bfloat16>) {
+        if (bf16_instructions()) {
+          update_range_quantized<P, decltype(variant), Avx512Bf16Ops>(b, begin, end, hp);
+          return;
+        }
+      }
+#endif
+      update_range_quantized<P, decltype(variant)>(b, begin, end, hp);
+    });
+  } else if constexpr (std::is_same_v<P, S> && !kSixteenBit<P>) {
     dispatch_variant<P>(hp, b.complex_pairs, run);
   } else {
     dispatch_storage_variant<P>(hp, run);
@@ -334,7 +467,7 @@ template <typename P, typename S>
 void traffic_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,
                        const Hyperparams& hp) {
   dispatch_traffic<P>(
-      hp, [&](auto variant) { traffic_range_variant<P, S, decltype(variant)>(b, begin, end); });
+      hp, [&](auto variant) { traffic_range_variant<P, S, decltype(variant)>(b, begin, end, hp); });
 }
 
 }  // namespace

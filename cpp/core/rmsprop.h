@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "quantized.h"
 #include "storage.h"
 
 namespace rmsprop_ext {
@@ -87,7 +88,8 @@ inline SquareRoot square_root_for(const Hyperparams&, float16*) { return SquareR
 // elements; momentum_buffer is read and written only when momentum > 0, grad_avg only when
 // centered, compensation (type P) only with Kahan summation. Buffers must not overlap. `step` is
 // the number of this update (1 for the first), read for the bias correction and the stochastic
-// rounding; `stream` tells parameters apart in the stochastic rounding's generator.
+// rounding; `stream` tells parameters apart in the stochastic rounding's generator. 8-bit state
+// (S = code8, see quantized.h) has one exponent byte per block of each state buffer.
 template <typename P, typename S = P>
 struct ParamBuffers {
   P* param = nullptr;
@@ -96,9 +98,14 @@ struct ParamBuffers {
   S* momentum_buffer = nullptr;
   S* grad_avg = nullptr;
   P* compensation = nullptr;
+  std::int8_t* square_avg_exponents = nullptr;
+  std::int8_t* momentum_buffer_exponents = nullptr;
+  std::int8_t* grad_avg_exponents = nullptr;
   std::int64_t size = 0;
   double step = 1.0;
   std::uint64_t stream = 0;
+  // The index in the whole parameter of element 0 of these buffers (the generator's counter).
+  std::int64_t first_index = 0;
   // The buffers hold complex numbers as (real, imaginary) pairs, `size` reals in all. torch adds
   // the weight decay to a complex gradient with complex arithmetic, which rounds the product and
   // the sum separately whatever the instruction set; everything else runs on the real view.
@@ -118,7 +125,10 @@ std::string check_hyperparams(const Hyperparams& hp);
   X(bfloat16, bfloat16)                 \
   X(bfloat16, float)                    \
   X(float16, float16)                   \
-  X(float16, float)
+  X(float16, float)                     \
+  X(float, code8)                       \
+  X(bfloat16, code8)                    \
+  X(float16, code8)
 
 // One RMSProp step over every element of every parameter, in place, in a single pass over memory.
 // num_threads <= 0 means "use get_num_threads()". Defined for the pairs listed above.

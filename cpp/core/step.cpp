@@ -77,8 +77,9 @@ struct Position {
 };
 
 // Where the global element index `target` falls, moved forward to the next cache-line boundary of
-// that item's param buffer so two threads never write the same line. Every thread computes the
-// same boundaries, so one thread's end is exactly the next one's start.
+// that item's param buffer so two threads never write the same line (to the next block of 8-bit
+// state, which with the aligned buffers of torch and numpy is a cache-line boundary too). Every
+// thread computes the same boundaries, so one thread's end is exactly the next one's start.
 template <typename P, typename S>
 Position boundary(const ParamBuffers<P, S>* items, std::size_t count, std::int64_t target) {
   std::size_t item = 0;
@@ -89,10 +90,15 @@ Position boundary(const ParamBuffers<P, S>* items, std::size_t count, std::int64
   if (item == count || target == 0) {
     return {item, 0};
   }
-  const auto address = reinterpret_cast<std::uintptr_t>(items[item].param + target);
-  const auto misalignment = static_cast<std::int64_t>(address % kCacheLineBytes);
-  if (misalignment != 0) {
-    target += (kCacheLineBytes - misalignment) / static_cast<std::int64_t>(sizeof(P));
+  if constexpr (std::is_same_v<S, code8>) {
+    // A block of 8-bit state shares one exponent, so one thread updates all of it.
+    target = (target + kQuantBlock - 1) / kQuantBlock * kQuantBlock;
+  } else {
+    const auto address = reinterpret_cast<std::uintptr_t>(items[item].param + target);
+    const auto misalignment = static_cast<std::int64_t>(address % kCacheLineBytes);
+    if (misalignment != 0) {
+      target += (kCacheLineBytes - misalignment) / static_cast<std::int64_t>(sizeof(P));
+    }
   }
   if (target >= items[item].size) {
     return {item + 1, 0};

@@ -171,7 +171,7 @@ inline void store_param(const Coefficients<Ops>& c, const B& b, std::int64_t i,
     Ops::store(b.compensation + i, Ops::sub(change, Ops::sub(stored, param)));
   } else if constexpr (V::compensation == Compensation::kStochastic) {
     Ops::store_stochastic(b.param + i, Ops::mul_add(direction, scale, param),
-                          Ops::random_bits(c.key, static_cast<std::uint32_t>(i)));
+                          Ops::random_bits(c.key, static_cast<std::uint32_t>(b.first_index + i)));
   } else {
     Ops::store(b.param + i, multiply_add<Ops, V>(direction, scale, param));
   }
@@ -220,8 +220,9 @@ inline void update_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i)
 // same variant, with one add per buffer instead of the RMSProp arithmetic, so that the two differ
 // in arithmetic only. It writes back buffer + 0 * grad, which IEEE rules forbid the compiler to
 // fold away, so the buffers keep their values (for finite grads) and the kernel can be timed on
-// the very buffers the real update uses.
-template <class Ops, class V, class B>
+// the very buffers the real update uses. kState false leaves the state to the caller (8-bit state,
+// whose bytes are not vectors of the parameter's type).
+template <class Ops, class V, class B, bool kState = true>
 inline void traffic_lanes(const B& b, std::int64_t i) {
   using Vec = typename Ops::Vec;
   const Vec param = Ops::load(b.param + i);
@@ -229,12 +230,14 @@ inline void traffic_lanes(const B& b, std::int64_t i) {
   if constexpr (V::compensation == Compensation::kKahan) {
     Ops::store(b.compensation + i, Ops::add(Ops::load(b.compensation + i), zero_grad));
   }
-  Ops::store(b.square_avg + i, Ops::add(Ops::load(b.square_avg + i), zero_grad));
-  if constexpr (V::centered) {
-    Ops::store(b.grad_avg + i, Ops::add(Ops::load(b.grad_avg + i), zero_grad));
-  }
-  if constexpr (V::momentum) {
-    Ops::store(b.momentum_buffer + i, Ops::add(Ops::load(b.momentum_buffer + i), zero_grad));
+  if constexpr (kState) {
+    Ops::store(b.square_avg + i, Ops::add(Ops::load(b.square_avg + i), zero_grad));
+    if constexpr (V::centered) {
+      Ops::store(b.grad_avg + i, Ops::add(Ops::load(b.grad_avg + i), zero_grad));
+    }
+    if constexpr (V::momentum) {
+      Ops::store(b.momentum_buffer + i, Ops::add(Ops::load(b.momentum_buffer + i), zero_grad));
+    }
   }
   Ops::store(b.param + i, Ops::add(param, zero_grad));
 }

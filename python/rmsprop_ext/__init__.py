@@ -25,6 +25,7 @@ _NEEDS_TORCH = {
     "RMSprop": (".optimizer", "RMSprop"),
     "InBackwardRMSprop": (".in_backward", "InBackwardRMSprop"),
     "SparseGradientError": (".optimizer", "SparseGradientError"),
+    "dequantize_state_dict": (".quantized_state", "dequantize_state_dict"),
     "step_in_backward": (".in_backward", "step_in_backward"),
 }
 
@@ -35,6 +36,7 @@ __all__ = [
     "SparseGradientError",
     "__version__",
     "build_info",
+    "dequantize_state_dict",
     "get_isa",
     "get_num_threads",
     "last_num_threads",

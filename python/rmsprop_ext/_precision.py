@@ -34,6 +34,8 @@ _STATE_DTYPES = {
     "float16": ("float16", "float32"),
 }
 SIXTEEN_BIT = ("bfloat16", "float16")
+# The parameter dtypes that can have 8-bit block state (state_dtype="8bit", see _quantized).
+EIGHT_BIT_PARAMS = ("float32", "bfloat16", "float16")
 
 
 def dtype_name(dtype: Any) -> str:
@@ -62,21 +64,24 @@ def numpy_dtype(name: str) -> np.dtype:
 
 def state_dtype_name(param_dtype: Any, state_dtype: Any, where: str = "state_dtype") -> str:
     """The state's dtype name for a parameter of `param_dtype`: `state_dtype`, or the parameter's
-    own when it is None. ValueError naming `where` for one the kernel is not built for."""
+    own when it is None, or "8bit". ValueError naming `where` for one the kernel is not built
+    for."""
     param = dtype_name(param_dtype)
     if state_dtype is None:
         return param
     if isinstance(state_dtype, str) and state_dtype == "8bit":
-        raise ValueError(
-            f"{where}='8bit' (block-wise quantized state) is not implemented yet; use "
-            "torch.bfloat16 or torch.float32"
-        )
+        if param not in EIGHT_BIT_PARAMS:
+            raise ValueError(
+                f"{where}='8bit' is for float32, bfloat16 and float16 parameters, not {param}"
+            )
+        return "8bit"
     name = dtype_name(state_dtype)
     allowed = _STATE_DTYPES.get(param)
     if allowed is None:
         raise TypeError(f"parameters of dtype {param} are not supported")
     if name not in allowed:
-        choices = ", ".join(["None", *allowed])
+        eight_bit = ["'8bit'"] if param in EIGHT_BIT_PARAMS else []
+        choices = ", ".join(["None", *allowed, *eight_bit])
         raise ValueError(
             f"{where}={state_dtype!r} is not supported for {param} parameters; choose one of "
             f"{choices}"
@@ -163,11 +168,16 @@ def _hash32(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
-def random_bits(seed: int, stream: int, step: int, size: int) -> np.ndarray:
-    """The 32 random bits of elements 0..size-1 of a parameter at update `step` (uint32)."""
+# The generator's streams per element: the parameter's rounding, and one per 8-bit state buffer.
+RANDOM_USES = {"param": 0, "square_avg": 1, "momentum_buffer": 2, "grad_avg": 3}
+
+
+def random_bits(seed: int, stream: int, step: int, size: int, use: str = "param") -> np.ndarray:
+    """The 32 random bits of elements 0..size-1 of a parameter at update `step` (uint32), for
+    rounding the parameter or one of its 8-bit state buffers (`use`)."""
     out = np.empty(size, np.uint32)
     for start in range(0, size, 2**32):
-        first, second = random_key(seed, stream, step, start >> 32)
+        first, second = random_key(seed, stream, step, (start >> 32) | (RANDOM_USES[use] << 56))
         low = np.arange(0, min(size - start, 2**32), dtype=np.uint32)
         out[start : start + low.size] = _hash32(_hash32(low ^ np.uint32(first)) ^ np.uint32(second))
     return out

@@ -66,7 +66,7 @@ def native_torch_dtypes() -> tuple[Any, ...]:
     )
 
 
-def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
+def _tensor_as_array(tensor: Any, name: str, codes: bool = False) -> np.ndarray:
     import torch
 
     if tensor.layout != torch.strided:
@@ -75,6 +75,8 @@ def _tensor_as_array(tensor: Any, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} is on device '{tensor.device}'; the native kernel takes CPU tensors"
         )
+    if codes and tensor.dtype in (torch.uint8, torch.int8):
+        return tensor.detach().numpy()
     if tensor.dtype not in native_torch_dtypes():
         raise TypeError(
             f"{name} must have dtype float32, float64, complex64, complex128, bfloat16 or "
@@ -104,10 +106,26 @@ def as_native_array(obj: Any, name: str) -> Any:
     )
 
 
-def _as_arrays(objs: Any, name: str) -> list[Any]:
+def as_state_array(obj: Any, name: str) -> Any:
+    """`as_native_array` for a state buffer, which may also be 8-bit: a (codes, exponents) pair
+    (uint8 codes of the parameter's shape, int8 exponents, one per block of 32 elements)."""
+    if isinstance(obj, tuple) and len(obj) == 2:
+        return tuple(_code_array(part, f"{name}[{i}]") for i, part in enumerate(obj))
+    return _code_array(obj, name)  # uint8 alone: the native checks say a pair is needed
+
+
+def _code_array(obj: Any, name: str) -> Any:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return _tensor_as_array(obj, name, codes=True)
+    return as_native_array(obj, name)
+
+
+def _as_arrays(objs: Any, name: str, state: bool = False) -> list[Any]:
     if isinstance(objs, (np.ndarray, str, bytes)) or not isinstance(objs, Sequence):
         raise TypeError(f"{name} must be a list or tuple of arrays, got {type(objs).__name__}")
-    return [as_native_array(obj, f"{name}[{i}]") for i, obj in enumerate(objs)]
+    convert = as_state_array if state else as_native_array
+    return [convert(obj, f"{name}[{i}]") for i, obj in enumerate(objs)]
 
 
 def _real(value: Any, name: str) -> float:
@@ -285,9 +303,9 @@ def rmsprop_step(
     _core.rmsprop_step(
         as_native_array(param, "param"),
         as_native_array(grad, "grad"),
-        as_native_array(square_avg, "square_avg"),
-        as_native_array(momentum_buffer, "momentum_buffer"),
-        as_native_array(grad_avg, "grad_avg"),
+        as_state_array(square_avg, "square_avg"),
+        as_state_array(momentum_buffer, "momentum_buffer"),
+        as_state_array(grad_avg, "grad_avg"),
         as_native_array(compensation_buffer, "compensation_buffer"),
         hyperparams=native_hyperparams(options),
         num_threads=_threads(num_threads),
@@ -351,9 +369,11 @@ def rmsprop_step_many(
     _core.rmsprop_step_many(
         _as_arrays(params, "params"),
         _as_arrays(grads, "grads"),
-        _as_arrays(square_avgs, "square_avgs"),
-        None if momentum_buffers is None else _as_arrays(momentum_buffers, "momentum_buffers"),
-        None if grad_avgs is None else _as_arrays(grad_avgs, "grad_avgs"),
+        _as_arrays(square_avgs, "square_avgs", state=True),
+        None
+        if momentum_buffers is None
+        else _as_arrays(momentum_buffers, "momentum_buffers", state=True),
+        None if grad_avgs is None else _as_arrays(grad_avgs, "grad_avgs", state=True),
         None
         if compensation_buffers is None
         else _as_arrays(compensation_buffers, "compensation_buffers"),

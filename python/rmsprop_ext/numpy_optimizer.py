@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _quantized
 from ._precision import (
     check_compensation,
     check_param_compensation,
@@ -121,19 +121,33 @@ class NumpyRMSprop:
             self._fresh_state(p, self._steps[i : i + 1]) for i, p in enumerate(self.params)
         ]
 
+    def _eight_bit(self, p: np.ndarray) -> bool:
+        return state_dtype_name(p.dtype, self.defaults["state_dtype"]) == "8bit"
+
     def _state_dtype(self, p: np.ndarray) -> np.dtype:
+        if self._eight_bit(p):
+            return np.dtype(np.float32)  # the values, before they are encoded
         return numpy_dtype(state_dtype_name(p.dtype, self.defaults["state_dtype"]))
 
+    def _set_state_buffer(
+        self, state: dict[str, Any], p: np.ndarray, name: str, values: np.ndarray
+    ) -> None:
+        """state[name] = values in the state's form: its dtype, or 8-bit codes and exponents
+        (rounded to nearest)."""
+        if self._eight_bit(p):
+            codes, exponents = _quantized.encode(values, _quantized.is_signed(name))
+            state[name], state[name + "_exponents"] = codes, exponents
+        else:
+            state[name] = np.array(values, dtype=self._state_dtype(p), order="C", copy=True)
+
     def _fresh_state(self, p: np.ndarray, step: np.ndarray) -> dict[str, Any]:
-        dtype = self._state_dtype(p)
-        state: dict[str, Any] = {
-            "step": step,
-            "square_avg": np.full(p.shape, self.defaults["initial_square_avg"], dtype),
-        }
+        state: dict[str, Any] = {"step": step}
+        initial = np.full(p.shape, self.defaults["initial_square_avg"], np.float32)
+        self._set_state_buffer(state, p, "square_avg", initial)
         if self.defaults["momentum"] > 0:
-            state["momentum_buffer"] = np.zeros(p.shape, dtype)
+            self._set_state_buffer(state, p, "momentum_buffer", np.zeros(p.shape, np.float32))
         if self.defaults["centered"]:
-            state["grad_avg"] = np.zeros(p.shape, dtype)
+            self._set_state_buffer(state, p, "grad_avg", np.zeros(p.shape, np.float32))
         if self.defaults["compensation"] == "kahan":
             state["compensation"] = np.zeros_like(p)
         return state
@@ -147,12 +161,19 @@ class NumpyRMSprop:
                 f"grads has {len(grads)} items but there are {len(self.params)} params"
             )
         d = self.defaults
+
+        def buffers(name: str) -> list[Any]:
+            return [
+                (s[name], s[name + "_exponents"]) if name + "_exponents" in s else s[name]
+                for s in self.state
+            ]
+
         _core.rmsprop_step_many(
             self.params,
             list(grads),
-            [s["square_avg"] for s in self.state],
-            [s["momentum_buffer"] for s in self.state] if d["momentum"] > 0 else None,
-            [s["grad_avg"] for s in self.state] if d["centered"] else None,
+            buffers("square_avg"),
+            buffers("momentum_buffer") if d["momentum"] > 0 else None,
+            buffers("grad_avg") if d["centered"] else None,
             [s["compensation"] for s in self.state] if d["compensation"] == "kahan" else None,
             hyperparams=native_hyperparams(options_from(d)),
             steps=[s["step"] for s in self.state],
@@ -220,6 +241,20 @@ class NumpyRMSprop:
                     raise ValueError(
                         f"state_dict['state'][{i}]['{key}'] must be an array of shape {p.shape}"
                     )
+                exponents = entry.get(key + "_exponents")
+                if exponents is not None:
+                    blocks = _quantized.exponent_count(p.size)
+                    if (
+                        value.dtype != np.uint8
+                        or not isinstance(exponents, np.ndarray)
+                        or exponents.dtype != np.int8
+                        or exponents.shape != (blocks,)
+                    ):
+                        raise ValueError(
+                            f"state_dict['state'][{i}]['{key}'] is 8-bit: uint8 codes and "
+                            f"{blocks} int8 exponents expected"
+                        )
+                    continue
                 if not (np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"):
                     raise TypeError(
                         f"state_dict['state'][{i}]['{key}'] has dtype {value.dtype}, not a float"
@@ -230,7 +265,16 @@ class NumpyRMSprop:
             self._steps[i] = int(entry["step"])
             state: dict[str, Any] = {"step": self._steps[i : i + 1]}
             for key in needed:
-                # Converted to this optimizer's state dtype (the Kahan buffer: the param's).
-                dtype = p.dtype if key == "compensation" else self._state_dtype(p)
-                state[key] = np.array(entry[key], dtype=dtype, order="C", copy=True)
+                # Converted to this optimizer's state form (the Kahan buffer: the param's dtype).
+                value = entry[key]
+                exponents = entry.get(key + "_exponents")
+                if key == "compensation":
+                    state[key] = np.array(value, dtype=p.dtype, order="C", copy=True)
+                elif exponents is not None and self._eight_bit(p):
+                    state[key], state[key + "_exponents"] = value.copy(), exponents.copy()
+                elif exponents is not None:
+                    decoded = _quantized.decode(value, exponents, _quantized.is_signed(key))
+                    self._set_state_buffer(state, p, key, decoded)
+                else:
+                    self._set_state_buffer(state, p, key, value)
             self.state[i] = state

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import _core
+from . import _core, quantized_state
 from ._precision import (
     check_compensation,
     check_param_compensation,
@@ -22,6 +22,7 @@ from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
 from .functional import (
     as_native_array,
+    as_state_array,
     check_extension_options,
     hyperparams,
     native_hyperparams,
@@ -53,6 +54,15 @@ _EXTENSION_DEFAULTS = {
     "seed": 0,
 }
 _STATE_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+_EXPONENTS = quantized_state.EXPONENTS_SUFFIX
+
+
+def _state_buffer(state: dict[str, Any], name: str) -> Any:
+    """The state buffer `name` as the kernel takes it: a tensor, or (codes, exponents) when it is
+    8-bit."""
+    if name + _EXPONENTS in state:
+        return state[name], state[name + _EXPONENTS]
+    return state[name]
 
 
 def _in_grad_mode(enabled: bool, run: Callable[[], _T]) -> _T:
@@ -225,15 +235,26 @@ class RMSprop(Optimizer):
             entry = state_dict["state"].get(saved_id)
             if entry is None or not (p.is_floating_point() or p.is_complex()):
                 continue
-            dtype = getattr(torch, state_dtype_name(p.dtype, group["state_dtype"]))
+            form = state_dtype_name(p.dtype, group["state_dtype"])
             for key in _STATE_BUFFERS:
-                value, loaded = entry.get(key), self.state[p].get(key)
-                if (
-                    isinstance(value, Tensor)
-                    and isinstance(loaded, Tensor)
-                    and loaded.dtype != dtype
-                ):
-                    self.state[p][key] = value.to(dtype=dtype, device=p.device, copy=True)
+                value, state = entry.get(key), self.state[p]
+                if not isinstance(value, Tensor) or not isinstance(state.get(key), Tensor):
+                    continue
+                if quantized_state.is_quantized(entry, key):
+                    exponents = entry[key + _EXPONENTS]
+                    if form == "8bit":  # as saved (torch cast the codes to the param's dtype)
+                        state[key] = value.to(device=p.device, copy=True)
+                        state[key + _EXPONENTS] = exponents.to(device=p.device, copy=True)
+                        continue
+                    # torch cast the codes as numbers; the values are the decoded codes
+                    value = quantized_state.dequantize(value, exponents, key)
+                    del state[key + _EXPONENTS]
+                    state[key] = value.to(dtype=getattr(torch, form), device=p.device)
+                elif form == "8bit":
+                    codes, exponents = quantized_state.quantize(value.to(p.device), key)
+                    state[key], state[key + _EXPONENTS] = codes, exponents
+                elif state[key].dtype != getattr(torch, form):
+                    state[key] = value.to(dtype=getattr(torch, form), device=p.device, copy=True)
 
     def _params_with_groups(self) -> list[tuple[dict[str, Any], Tensor]]:
         return [(group, p) for group in self.param_groups for p in group["params"]]
@@ -253,9 +274,9 @@ class RMSprop(Optimizer):
         group: dict[str, Any],
         params_with_grad: list[Tensor],
         grads: list[Tensor],
-        square_avgs: list[Tensor],
-        momentum_buffer_list: list[Tensor],
-        grad_avgs: list[Tensor],
+        square_avgs: list[Any],
+        momentum_buffer_list: list[Any],
+        grad_avgs: list[Any],
         state_steps: list[Tensor],
         compensations: list[Tensor] | None = None,
         streams: list[int] | None = None,
@@ -277,7 +298,8 @@ class RMSprop(Optimizer):
             # KeyboardInterrupt can then never leave a half-built state behind.
             if len(state) == 0:
                 # The state in the group's state_dtype (the parameter's by default, as torch).
-                dtype = getattr(torch, state_dtype_name(p.dtype, group["state_dtype"]))
+                form = state_dtype_name(p.dtype, group["state_dtype"])
+                dtype = torch.float32 if form == "8bit" else getattr(torch, form)
                 fresh = {
                     "step": torch.zeros((), dtype=_scalar_dtype()),
                     "square_avg": torch.full_like(
@@ -295,18 +317,23 @@ class RMSprop(Optimizer):
                     fresh["grad_avg"] = torch.zeros_like(
                         p, dtype=dtype, memory_format=torch.preserve_format
                     )
+                if form == "8bit":
+                    for name in _STATE_BUFFERS:
+                        if name in fresh:
+                            codes, exponents = quantized_state.quantize(fresh[name], name)
+                            fresh[name], fresh[name + _EXPONENTS] = codes, exponents
                 self.state[p] = state = fresh
             if group["compensation"] == "kahan" and "compensation" not in state:
                 # Kahan summation's buffer, the parameter's dtype, starting at zero (also when
                 # Kahan summation is switched on later in training).
                 state["compensation"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            square_avgs.append(state["square_avg"])
+            square_avgs.append(_state_buffer(state, "square_avg"))
             state_steps.append(state["step"])
 
             if group["momentum"] > 0:
-                momentum_buffer_list.append(state["momentum_buffer"])
+                momentum_buffer_list.append(_state_buffer(state, "momentum_buffer"))
             if group["centered"]:
-                grad_avgs.append(state["grad_avg"])
+                grad_avgs.append(_state_buffer(state, "grad_avg"))
             if compensations is not None and group["compensation"] == "kahan":
                 compensations.append(state["compensation"])
             if streams is not None:
@@ -407,9 +434,9 @@ class RMSprop(Optimizer):
         for group, first_stream in zip(self.param_groups, firsts):
             params_with_grad: list[Tensor] = []
             grads: list[Tensor] = []
-            square_avgs: list[Tensor] = []
-            grad_avgs: list[Tensor] = []
-            momentum_buffer_list: list[Tensor] = []
+            square_avgs: list[Any] = []
+            grad_avgs: list[Any] = []
+            momentum_buffer_list: list[Any] = []
             state_steps: list[Tensor] = []
             compensations: list[Tensor] = []
             streams: list[int] = []
@@ -528,13 +555,17 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
         decoupled_weight_decay (bool, optional): shrink the parameters by ``1 - lr * weight_decay``
             (AdamW style) instead of adding ``weight_decay * param`` to the gradient
             (default: False)
-        state_dtype (torch.dtype, optional): dtype of the state; None for the parameter's (as
-            torch), torch.float32 for bfloat16/float16 parameters, torch.bfloat16 for bfloat16
-            or float32 ones (default: None)
+        state_dtype (torch.dtype or str, optional): dtype of the state; None for the
+            parameter's (as torch), torch.float32 for bfloat16/float16 parameters,
+            torch.bfloat16 for bfloat16 or float32 ones, or "8bit" for float32, bfloat16 and
+            float16 ones: one byte per element plus one exponent byte per block of 32, rounded
+            stochastically (state ``name`` holds the uint8 codes, ``name + "_exponents"`` the
+            int8 exponents; ``rmsprop_ext.dequantize_state_dict`` turns them into float32)
+            (default: None)
         compensation (str, optional): None (round to nearest, as torch), "kahan" (a
             compensation buffer per bfloat16/float16 parameter) or "stochastic" (stochastic
             rounding of bfloat16 parameters) (default: None)
-        seed (int, optional): the stochastic rounding's seed (default: 0)
+        seed (int, optional): the seed of the stochastic roundings (default: 0)
         foreach (bool, optional): accepted for compatibility with torch.optim.RMSprop; ignored
         capturable, differentiable (bool, optional): accepted for compatibility; must be False
     """
@@ -594,6 +625,9 @@ def _check_state_dict(groups: list[dict[str, Any]], state_dict: Any) -> None:
                     raise ValueError(f"{where} is missing '{name}'")
             for name in needed[1:]:
                 value = entry[name]
+                if quantized_state.is_quantized(entry, name):
+                    quantized_state.check_entry(entry, name, p.shape, where)
+                    continue
                 if not isinstance(value, Tensor):
                     raise TypeError(
                         f"{where}['{name}'] must be a tensor, got {type(value).__name__}"
@@ -622,7 +656,7 @@ class _GroupPlan:
         states = [state[p] for p in params]
 
         def views(key: str) -> list[Any]:
-            return [as_native_array(s[key], key) for s in states]
+            return [as_state_array(_state_buffer(s, key), key) for s in states]
 
         try:
             native = _core.PreparedStep(
@@ -646,9 +680,9 @@ class _GroupPlan:
 def rmsprop(
     params: list[Tensor],
     grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffer_list: list[Tensor],
+    square_avgs: list[Any],
+    grad_avgs: list[Any],
+    momentum_buffer_list: list[Any],
     state_steps: list[Tensor],
     compensations: list[Tensor] | None = None,
     streams: list[int] | None = None,
@@ -675,6 +709,7 @@ def rmsprop(
     Parameters the native kernel takes go through one native call; the rest through plain torch.
     ``compensations`` are Kahan summation's buffers (with ``compensation="kahan"``) and
     ``streams`` each parameter's stream in the stochastic rounding (default: its index).
+    A state buffer is a tensor, or a (codes, exponents) pair for 8-bit state.
     With ``check_only`` the native buffers are only checked and nothing is written.
     """
     if not params:
@@ -707,10 +742,10 @@ def rmsprop(
     for i, p in enumerate(params):
         (native if native_ok(p) else fallback).append(i)
 
-    def arrays(tensors: list[Tensor], name: str) -> list[Any]:
+    def arrays(tensors: list[Any], name: str) -> list[Any]:
         # Non-contiguous gradients (possible when set by hand) are read through a contiguous copy.
         return [
-            as_native_array(
+            as_state_array(
                 tensors[i] if name != "grads" else tensors[i].contiguous(), f"{name}[{i}]"
             )
             for i in native
@@ -738,16 +773,33 @@ def rmsprop(
         # The native kernel writes through pointers; tell autograd the parameters changed.
         torch.autograd.graph.increment_version(native_params)
     for i in fallback:
+        step = int(state_steps[i].item()) + 1
+        buffers = {
+            "square_avg": square_avgs[i],
+            "momentum_buffer": momentum_buffer_list[i] if use_momentum else None,
+            "grad_avg": grad_avgs[i] if centered else None,
+        }
+        # 8-bit state takes the step in float32 and is stored back as the kernel stores it.
+        work = {
+            name: quantized_state.dequantize(buffer[0], buffer[1], name)
+            if isinstance(buffer, tuple)
+            else buffer
+            for name, buffer in buffers.items()
+        }
         rmsprop_torch_step(
             params[i],
             grads[i],
-            square_avgs[i],
-            momentum_buffer_list[i] if use_momentum else None,
-            grad_avgs[i] if centered else None,
+            work["square_avg"],
+            work["momentum_buffer"],
+            work["grad_avg"],
             **options,
-            step=int(state_steps[i].item()) + 1,
+            step=step,
             compensation_buffer=compensations[i] if kahan and compensations else None,
             stream=streams[i],
         )
+        for name, buffer in buffers.items():
+            if isinstance(buffer, tuple):
+                codes, exponents = buffer
+                quantized_state.store(work[name], codes, exponents, name, seed, streams[i], step)
     if fallback:
         torch._foreach_add_([state_steps[i] for i in fallback], 1)

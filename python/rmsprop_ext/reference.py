@@ -7,9 +7,10 @@ Three layers, from the textbook down to every option of the library:
 * ``rmsprop_numpy`` and ``rmsprop_torch``: the textbook's ``rmsprop(params, states, hyperparams)``
   with eps = 1e-6 inside the square root, for numpy arrays and for torch tensors.
 * ``rmsprop_reference``: every variant rmsprop_ext implements, in float64, returning new arrays.
-* ``rmsprop_reference_stored``: the same for buffers stored in bfloat16, float16 or float32: the
-  step in float64 from the stored values, each stored result rounded once to its format, with
-  Kahan summation or the kernel's stochastic rounding (same generator) for the parameter.
+* ``rmsprop_reference_stored``: the same for buffers stored in bfloat16, float16, float32 or the
+  8-bit block format: the step in float64 from the stored values, each stored result rounded
+  once to its format, with Kahan summation or the kernel's stochastic rounding (same generator)
+  for the parameter.
 
 Nothing here imports torch at module level; ``rmsprop_torch`` imports it when called.
 """
@@ -214,21 +215,54 @@ def rmsprop_reference_stored(
     summation), and with ``"stochastic"`` rounded up or down with the kernel's own random bits
     for (seed, stream, step, element index).
 
+    With ``state_dtype="8bit"`` each state buffer is a (codes, exponents) pair (the format of
+    ``rmsprop_ext._quantized``): the step takes the decoded values, the parameter's update uses
+    the new state before it is stored (as the kernel's does), and the new state is rounded to
+    float32, then encoded with the kernel's stochastic rounding and random bits; the pairs come
+    back encoded.
+
     Returns new (param, square_avg, momentum_buffer, grad_avg, compensation_buffer) as float64
     arrays holding the stored values; unused buffers come back as given.
     """
+    from . import _quantized
     from ._precision import random_bits, round_nearest, round_stochastic_bfloat16
 
+    eight_bit = state_dtype == "8bit"
+    buffers = {"square_avg": square_avg, "momentum_buffer": momentum_buffer, "grad_avg": grad_avg}
+    if eight_bit:
+        buffers = {
+            name: None
+            if pair is None
+            else _quantized.decode(pair[0], pair[1], _quantized.is_signed(name))
+            for name, pair in buffers.items()
+        }
+    square = buffers["square_avg"]
+    assert square is not None, "square_avg is required"
     x, s, b, a = rmsprop_reference(
         param,
         grad,
-        square_avg,
-        momentum_buffer,
-        grad_avg,
+        square,
+        buffers["momentum_buffer"],
+        buffers["grad_avg"],
         step=step,
-        stored_state=lambda values: round_nearest(values, state_dtype),
+        stored_state=None if eight_bit else lambda values: round_nearest(values, state_dtype),
         **options,
     )
+    if eight_bit:
+        uses = options.get("momentum", 0) > 0, options.get("centered", False)
+        new = {"square_avg": s, "momentum_buffer": b if uses[0] else None}
+        new["grad_avg"] = a if uses[1] else None
+        encoded: dict[str, Any] = {}
+        for name, values in new.items():
+            if values is None:
+                encoded[name] = {"momentum_buffer": momentum_buffer, "grad_avg": grad_avg}[name]
+                continue
+            flat = np.asarray(values, np.float32).reshape(-1)
+            bits = random_bits(seed, stream, step, flat.size, use=name)
+            encoded[name] = _quantized.encode(
+                np.asarray(values, np.float32), _quantized.is_signed(name), bits
+            )
+        s, b, a = encoded["square_avg"], encoded["momentum_buffer"], encoded["grad_avg"]
     if compensation == "kahan":
         assert compensation_buffer is not None, "Kahan summation needs compensation_buffer"
         target = x + np.asarray(compensation_buffer, dtype=np.float64)
