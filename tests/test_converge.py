@@ -1,9 +1,20 @@
-"""The convergence benchmark's airfoil task: the shipped data and the book's loss."""
+"""The convergence benchmark: the airfoil task (the shipped data and the book's loss) and the
+character language model."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from rmsprop_ext.converge import AIRFOIL_RUNS, airfoil_data, run_airfoil, summary
+from rmsprop_ext.converge import AIRFOIL_RUNS, CharLMConfig, airfoil_data, run_airfoil, summary
+from rmsprop_ext.converge.charlm import (
+    ALPHABET,
+    VOCAB,
+    charlm_text,
+    encode_text,
+    parameter_count,
+    run_charlm,
+)
+from rmsprop_ext.converge.common import BF16_FORMS
 
 torch = pytest.importorskip("torch")
 
@@ -28,3 +39,38 @@ def test_summary_checks_the_bfloat16_runs_against_the_float32_band() -> None:
     results = [run_airfoil(*r, seed=s) for r in runs for s in range(2)]
     lines = summary(results)
     assert any("bf16, bf16 state" in line and "fp32 band" in line for line in lines)
+
+
+# The character language model, in a small configuration (the benchmark's is ~1M parameters and
+# 2000 steps).
+TINY = CharLMConfig(
+    steps=8, eval_every=4, batch=4, context=16, width=32, layers=1, heads=2, eval_batches=2
+)
+
+
+def test_charlm_text_is_the_stdlib_source() -> None:
+    text = charlm_text()
+    assert len(text) > 200_000 and "def " in text
+    symbols = encode_text(text)
+    assert symbols.max() < VOCAB and symbols.dtype == np.uint8
+    assert ALPHABET[symbols[text.index("def ")]] == "d"
+
+
+def test_charlm_torch_and_rmsprop_ext_train_the_same_model_in_float32() -> None:
+    data = encode_text(charlm_text()[:50_000])
+    theirs = run_charlm("torch", "float32", "torch", {}, 0, TINY, data)
+    ours = run_charlm("ours", "float32", "ours", {}, 0, TINY, data)
+    assert len(ours.losses) == 1 + TINY.steps // TINY.eval_every
+    assert ours.losses == theirs.losses  # rmsprop_ext's default rounding is torch's
+    assert ours.final < ours.losses[0] - 0.3  # it learns
+
+
+@pytest.mark.parametrize("run", BF16_FORMS, ids=[r[0] for r in BF16_FORMS])
+def test_charlm_trains_in_every_bfloat16_form(run: tuple) -> None:
+    result = run_charlm(*run, seed=1, config=TINY, data=encode_text(charlm_text()[:50_000]))
+    assert all(np.isfinite(result.losses))
+    assert result.final < result.losses[0] - 0.3
+
+
+def test_parameter_count_is_about_a_million() -> None:
+    assert 1_000_000 <= parameter_count() <= 1_100_000

@@ -12,7 +12,8 @@
 //   signed (momentum_buffer, grad_avg): a sign bit, then 4 exponent bits and 3 mantissa bits;
 //     magnitude 2^(e-15) * (1 + m/8) for e >= 1, 2^-14 * m/8 for e = 0.
 // An exponent byte of -128 marks a block that held a NaN or an infinity: it reads back as NaN.
-// Rounding to a code is to nearest (ties to even) or stochastic, with the generator of storage.h;
+// Rounding to a code is to nearest (ties to even) or stochastic, with the generator of storage.h
+// (random_bits_once);
 // the optimizer rounds its state stochastically so that the running averages stay unbiased (with
 // alpha = 0.99 one step moves square_avg by about 1%, less than half the spacing of its codes,
 // 6 to 12.5% of the value, so round to nearest would keep the old value).
@@ -53,6 +54,14 @@ struct CodeLayout {
   static constexpr float subnormal_scale() { return float_of((127u - bias - 2u) << 23); }
 };
 
+// a or b by a condition, as integer operations: both are computed, so the loops over a block have
+// no branch (the compiler may not speculate float operations, which can raise exceptions) and
+// vectorize.
+inline std::uint32_t select(bool condition, std::uint32_t a, std::uint32_t b) {
+  const std::uint32_t mask = 0u - static_cast<std::uint32_t>(condition);
+  return (a & mask) | (b & ~mask);
+}
+
 inline float power_of_two(int exponent) {
   return float_of(static_cast<std::uint32_t>(exponent + 127) << 23);
 }
@@ -70,11 +79,16 @@ template <CodeKind kKind, bool kStochastic>
 inline std::uint32_t magnitude_code(float magnitude, std::uint32_t random) {
   using Layout = CodeLayout<kKind>;
   // The code with 20 more fraction bits: the float's own bits rebased to the code's exponent, or
-  // for the evenly spaced codes at the bottom, the magnitude in fixed point.
-  const std::uint32_t fixed = magnitude < Layout::smallest_normal()
-                                  ? static_cast<std::uint32_t>(static_cast<std::int32_t>(
-                                        magnitude * Layout::fixed_point_scale()))
-                                  : bits_of(magnitude) - ((127u - Layout::bias) << 23);
+  // for the evenly spaced codes at the bottom, the magnitude in fixed point (clamped first, so the
+  // conversion stays in range where the other form is chosen).
+  // conversion stays in range where the other form is chosen). The magnitude is finite and not
+  // negative, so its bits compare as the float does.
+  const std::uint32_t bits = bits_of(magnitude);
+  const std::uint32_t smallest_normal = bits_of(Layout::smallest_normal());
+  const float bottom = float_of(std::min(bits, smallest_normal)) * Layout::fixed_point_scale();
+  const auto fixed_bottom = static_cast<std::uint32_t>(static_cast<std::int32_t>(bottom));
+  const std::uint32_t fixed =
+      select(bits < smallest_normal, fixed_bottom, bits - ((127u - Layout::bias) << 23));
   const std::uint32_t increment = kStochastic ? (random >> 12) : 0x7ffffu + ((fixed >> 20) & 1u);
   return std::min((fixed + increment) >> 20, Layout::max_magnitude);
 }
@@ -83,23 +97,28 @@ template <CodeKind kKind>
 inline float magnitude_value(std::uint32_t code) {
   using Layout = CodeLayout<kKind>;
   const std::uint32_t exponent = code >> 3;
-  if (exponent == 0) {
-    return static_cast<float>(code) * Layout::subnormal_scale();
-  }
-  return float_of(((exponent + 127u - Layout::bias) << 23) | ((code & 7u) << 20));
+  const float evenly_spaced =
+      static_cast<float>(static_cast<std::int32_t>(code)) * Layout::subnormal_scale();
+  const std::uint32_t normal = ((exponent + 127u - Layout::bias) << 23) | ((code & 7u) << 20);
+  return float_of(select(exponent == 0, bits_of(evenly_spaced), normal));
 }
 
 // values[0..n) from n codes and their block's exponent byte.
 template <CodeKind kKind>
-inline void decode_block(const code8* codes, std::int8_t exponent, std::int64_t n, float* values) {
+[[gnu::always_inline]] inline void decode_block(const code8* codes, std::int8_t exponent,
+                                                std::int64_t n, float* values) {
   using Layout = CodeLayout<kKind>;
   if (exponent == kNonFiniteBlock) {
     std::fill(values, values + n, std::numeric_limits<float>::quiet_NaN());
     return;
   }
   const float scale = power_of_two(exponent);
+  alignas(64) std::uint32_t wide[kQuantBlock];  // widened first, as in encode_block
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t code = codes[i].bits;
+    wide[i] = codes[i].bits;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint32_t code = wide[i];
     const float magnitude = magnitude_value<kKind>(code & Layout::max_magnitude) * scale;
     values[i] = float_of(bits_of(magnitude) | ((code & Layout::sign_bit) << 24));
   }
@@ -108,8 +127,9 @@ inline void decode_block(const code8* codes, std::int8_t exponent, std::int64_t 
 // Codes and the exponent byte of values[0..n), element 0 being element `first` of the buffer:
 // rounded to nearest, or stochastically with the random bits of (key, first + i).
 template <CodeKind kKind, bool kStochastic>
-inline std::int8_t encode_block(const float* values, std::int64_t n, code8* codes, RandomKey key,
-                                std::uint32_t first) {
+[[gnu::always_inline]] inline std::int8_t encode_block(const float* values, std::int64_t n,
+                                                       code8* codes, RandomKey key,
+                                                       std::uint32_t first) {
   using Layout = CodeLayout<kKind>;
   // The largest magnitude, compared as integers: the bits of non-negative floats sort as the
   // floats do, infinities and NaNs above all finite values.
@@ -123,14 +143,20 @@ inline std::int8_t encode_block(const float* values, std::int64_t n, code8* code
   }
   const std::int8_t exponent = block_exponent(largest);
   const float inverse_scale = power_of_two(-exponent);
+  // Codes computed at the width of a float, then narrowed to bytes: one loop mixing the two
+  // widths would be vectorized at the narrow one's, with a quarter of the lanes per instruction.
+  alignas(64) std::uint32_t wide[kQuantBlock];
   for (std::int64_t i = 0; i < n; ++i) {
     const std::uint32_t bits = bits_of(values[i]);
     const float magnitude = float_of(bits & 0x7fffffffu) * inverse_scale;
     const std::uint32_t random =
-        kStochastic ? random_bits(key, first + static_cast<std::uint32_t>(i)) : 0u;
+        kStochastic ? random_bits_once(key, first + static_cast<std::uint32_t>(i)) : 0u;
     const std::uint32_t code = magnitude_code<kKind, kStochastic>(magnitude, random);
     // The sign of a signed code; a value rounded to zero keeps its sign, as -0.
-    codes[i].bits = static_cast<std::uint8_t>(code | ((bits >> 24) & Layout::sign_bit));
+    wide[i] = code | ((bits >> 24) & Layout::sign_bit);
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    codes[i].bits = static_cast<std::uint8_t>(wide[i]);
   }
   return exponent;
 }

@@ -118,6 +118,13 @@ inline std::uint32_t random_bits(RandomKey key, std::uint32_t index_low) {
   return hash32(hash32(index_low ^ key.first) ^ key.second);
 }
 
+// One round of the hash, for the 8-bit state's stochastic rounding: each of its buffers draws its
+// own bits for every element, and one round of a well-mixing hash of a keyed counter dithers a
+// rounding as well as two, at half the cost.
+inline std::uint32_t random_bits_once(RandomKey key, std::uint32_t index_low) {
+  return hash32(index_low ^ key.first);
+}
+
 // Stochastic rounding to bfloat16: up (in magnitude) with probability equal to the discarded
 // fraction of an ulp, using the top 16 of the 32 random bits; NaN as in to_bfloat16.
 inline bfloat16 to_bfloat16_stochastic(float value, std::uint32_t random) {

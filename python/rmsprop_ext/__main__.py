@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from . import build_info
 from .bench import SECTIONS, BenchConfig, machine_info, run_benchmark, torch_available
 from .bench_report import format_report, summary_lines
+from .converge.charlm import CharLMConfig
+
+CHARLM_STEPS = CharLMConfig.steps
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -73,9 +76,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _converge(args: argparse.Namespace) -> int:
-    from .converge import run_converge, summary
+    from .converge import CharLMConfig, run_converge, summary
 
-    results = run_converge(args.seeds, not args.no_progress)
+    charlm = CharLMConfig(steps=args.charlm_steps)
+    results = run_converge(args.seeds, not args.no_progress, args.tasks, charlm)
     lines = summary(results)
     for line in lines:
         print(line)
@@ -94,9 +98,9 @@ def _converge(args: argparse.Namespace) -> int:
             )
         print(f"wrote {args.json}")
     if args.plot:
-        from .converge import write_plot
+        from .converge import plot
 
-        write_plot(results, args.plot)
+        plot(results, args.plot, charlm)
         print(f"wrote {args.plot}")
     return 0
 
@@ -149,6 +153,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "converge", help="training to convergence in float32 and in bfloat16 with each state form"
     )
     converge.add_argument("--seeds", type=int, default=3, help="seeds per run (default 3)")
+    converge.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=["airfoil", "charlm"],
+        default=["airfoil", "charlm"],
+        help="which tasks to run (default both)",
+    )
+    converge.add_argument(
+        "--charlm-steps",
+        type=int,
+        default=CHARLM_STEPS,
+        help=f"training steps of the language model (default {CHARLM_STEPS})",
+    )
     converge.add_argument("--json", metavar="PATH", help="also write the losses as JSON")
     converge.add_argument("--plot", metavar="PATH", help="also write the loss curves as a PNG")
     converge.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -174,12 +174,15 @@ RANDOM_USES = {"param": 0, "square_avg": 1, "momentum_buffer": 2, "grad_avg": 3}
 
 def random_bits(seed: int, stream: int, step: int, size: int, use: str = "param") -> np.ndarray:
     """The 32 random bits of elements 0..size-1 of a parameter at update `step` (uint32), for
-    rounding the parameter or one of its 8-bit state buffers (`use`)."""
+    rounding the parameter (two rounds of the hash) or one of its 8-bit state buffers (`use`; one
+    round, as storage.h's random_bits_once)."""
     out = np.empty(size, np.uint32)
     for start in range(0, size, 2**32):
         first, second = random_key(seed, stream, step, (start >> 32) | (RANDOM_USES[use] << 56))
         low = np.arange(0, min(size - start, 2**32), dtype=np.uint32)
-        out[start : start + low.size] = _hash32(_hash32(low ^ np.uint32(first)) ^ np.uint32(second))
+        once = _hash32(low ^ np.uint32(first))
+        twice = _hash32(once ^ np.uint32(second)) if use == "param" else once
+        out[start : start + low.size] = twice
     return out
 
 

@@ -63,7 +63,7 @@ class Measurement:
     elements: int
     tensors: int
     threads: int
-    bytes_per_element: int
+    bytes_per_element: float
     median_s: float
     min_s: float
     max_s: float
@@ -555,7 +555,7 @@ class Case:
     note: str = ""
     extrapolate_from: int = 0  # timed on this many elements, reported for `elements`
     threads: int = 0  # the native threads of this case when it differs from the group's
-    bytes_per_element: int = 0  # when it is not the variant's (the precision section)
+    bytes_per_element: float = 0  # when it is not the variant's (the precision section)
 
 
 class Runner:

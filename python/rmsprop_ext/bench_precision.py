@@ -21,7 +21,8 @@ __all__ = [
 ]
 
 LR, ALPHA = 1e-4, 0.99
-SIZES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Bytes per element of each storage; 8-bit state adds one exponent byte per 32 elements.
+SIZES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "8bit": 1.0 + 1.0 / 32}
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,11 @@ class PrecisionForm:
     compensation: str | None = None
 
     @property
-    def bytes_per_element(self) -> int:
+    def bytes_per_element(self) -> float:
         return bytes_per_element(self.param, self.state, self.compensation)
 
 
-def bytes_per_element(param: str, state: str, compensation: str | None) -> int:
+def bytes_per_element(param: str, state: str, compensation: str | None) -> float:
     """Bytes one plain step moves per element: param read and written, grad read, square_avg
     read and written, and Kahan summation's buffer (the param's dtype) read and written."""
     p, s = SIZES[param], SIZES[state]
@@ -47,7 +48,7 @@ def bytes_per_element(param: str, state: str, compensation: str | None) -> int:
 def memory_of_model(parameters: int, param: str, state: str, compensation: str | None) -> int:
     """Bytes of a model's parameters, gradients and (plain RMSProp) state."""
     p, s = SIZES[param], SIZES[state]
-    return parameters * (2 * p + s + (p if compensation == "kahan" else 0))
+    return round(parameters * (2 * p + s + (p if compensation == "kahan" else 0)))
 
 
 # Labels: "native <param dtype>/<state dtype> [compensation]".
@@ -60,6 +61,9 @@ FORMS = [
     PrecisionForm("native bf16/fp32", "bfloat16", "float32"),
     PrecisionForm("native fp16/fp16", "float16", "float16"),
     PrecisionForm("native fp32/bf16", "float32", "bfloat16"),
+    PrecisionForm("native bf16/8bit SR", "bfloat16", "8bit", "stochastic"),
+    PrecisionForm("native bf16/8bit", "bfloat16", "8bit"),
+    PrecisionForm("native fp32/8bit", "float32", "8bit"),
 ]
 TORCH_BF16 = "torch RMSprop bf16"
 
@@ -67,12 +71,17 @@ TORCH_BF16 = "torch RMSprop bf16"
 def _buffers(n: int, form: PrecisionForm) -> dict[str, Any]:
     import torch
 
+    from .quantized_state import quantize
+
     gen = torch.Generator().manual_seed(0)
-    param_dtype, state_dtype = getattr(torch, form.param), getattr(torch, form.state)
+    param_dtype = getattr(torch, form.param)
+    square_avg = torch.rand(n, generator=gen)
     return {
         "param": torch.randn(n, generator=gen).to(param_dtype),
         "grad": torch.randn(n, generator=gen).to(param_dtype),
-        "square_avg": torch.rand(n, generator=gen).to(state_dtype),
+        "square_avg": quantize(square_avg, "square_avg")
+        if form.state == "8bit"
+        else square_avg.to(getattr(torch, form.state)),
         "compensation_buffer": (
             torch.zeros(n, dtype=param_dtype) if form.compensation == "kahan" else None
         ),
@@ -104,9 +113,9 @@ def precision_step(n: int, form: PrecisionForm, threads: int) -> Callable[[], No
 def precision_roofline(n: int, form: PrecisionForm, threads: int) -> Callable[[], None]:
     """The memory roofline of `form`: its buffers read and written, no RMSProp arithmetic."""
     from . import _core
-    from .functional import as_native_array
+    from .functional import as_state_array
 
-    b = {k: as_native_array(v, k) for k, v in _buffers(n, form).items()}
+    b = {k: as_state_array(v, k) for k, v in _buffers(n, form).items()}
     kahan = [b["compensation_buffer"]] if form.compensation == "kahan" else None
     return lambda: _core.roofline_step_many(
         [b["param"]], [b["grad"]], [b["square_avg"]], None, None, kahan, num_threads=threads
@@ -136,6 +145,10 @@ def bitsandbytes_rmsprop8bit(n: int) -> Callable[[], Any] | None:
     return bnb.optim.RMSprop8bit([p], lr=LR, alpha=ALPHA).step  # type: ignore[no-any-return]
 
 
+def _form(label: str) -> PrecisionForm:
+    return next(form for form in FORMS if form.label == label)
+
+
 def precision_cases(n: int, threads: int, case: Callable[..., Any]) -> list[Any]:
     """The section's cases at n elements, built with `case(label, make, note=..., bytes=...)`."""
     from functools import partial
@@ -144,20 +157,22 @@ def precision_cases(n: int, threads: int, case: Callable[..., Any]) -> list[Any]
         case(
             form.label,
             partial(precision_step, n, form, threads),
-            note=f"{form.bytes_per_element} B/element",
+            note=f"{form.bytes_per_element:g} B/element",
             bytes_per_element=form.bytes_per_element,
         )
         for form in FORMS
     ]
     bf16 = FORMS[1]
-    cases.append(
-        case(
-            "roofline bf16/bf16",
-            partial(precision_roofline, n, bf16, threads),
-            note="the bf16/bf16 bytes, no arithmetic",
-            bytes_per_element=bf16.bytes_per_element,
+    for form in (bf16, _form("native bf16/8bit SR")):
+        name = form.label.removeprefix("native ").removesuffix(" SR")
+        cases.append(
+            case(
+                f"roofline {name}",
+                partial(precision_roofline, n, form, threads),
+                note=f"the {name} bytes, no arithmetic",
+                bytes_per_element=form.bytes_per_element,
+            )
         )
-    )
     cases.append(
         case(
             TORCH_BF16,

@@ -82,7 +82,7 @@ def _precision_table(n: int, group: Sequence[Measurement]) -> list[str]:
         versus = _ratio(base, r) if base else ""
         note = f"  ({r.note})" if r.note else ""
         lines.append(
-            f"{r.implementation:24} {r.bytes_per_element:>6} {r.median_s * 1e3:>10.3f} "
+            f"{r.implementation:24} {r.bytes_per_element:>6g} {r.median_s * 1e3:>10.3f} "
             f"{r.gbytes_per_s:>6.1f} {versus:>22}{note}"
         )
     return [*lines, ""]
@@ -108,7 +108,7 @@ def format_report(rows: Sequence[Measurement]) -> str:
     for v in sorted({r.variant for r in variants}):
         group = [r for r in variants if r.variant == v]
         out += _table(
-            f"Variant '{v}' ({group[0].bytes_per_element} B/element)",
+            f"Variant '{v}' ({group[0].bytes_per_element:g} B/element)",
             group,
             _find(group, implementation=NATIVE),
             _find(group, implementation=ROOFLINE),
@@ -239,19 +239,19 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
                 against = "native fp32/fp32" if r.implementation.startswith("native") else ""
                 if against:
                     lines.append(
-                        f"{n:,} elements: {r.implementation} ({r.bytes_per_element} B) vs "
+                        f"{n:,} elements: {r.implementation} ({r.bytes_per_element:g} B) vs "
                         f"{against} (20 B) = {_ratio(base, r)}"
                     )
-        bf16 = _find(group, implementation="native bf16/bf16")
-        for peer in (TORCH_BF16, "bnb RMSprop8bit bf16"):
-            other = _find(group, implementation=peer)
-            if bf16 and other:
-                lines.append(f"{n:,} elements: native bf16/bf16 vs {peer} = {_ratio(other, bf16)}")
-        roof = _find(group, implementation="roofline bf16/bf16")
-        if bf16 and roof:
-            lines.append(
-                f"{n:,} elements: native bf16/bf16 / its roofline = {_fraction(bf16, roof)}"
-            )
+        for label in ("native bf16/bf16", "native bf16/8bit SR"):
+            ours = _find(group, implementation=label)
+            for peer in (TORCH_BF16, "bnb RMSprop8bit bf16"):
+                other = _find(group, implementation=peer)
+                if ours and other:
+                    lines.append(f"{n:,} elements: {label} vs {peer} = {_ratio(other, ours)}")
+            name = label.removeprefix("native ").removesuffix(" SR")
+            roof = _find(group, implementation=f"roofline {name}")
+            if ours and roof:
+                lines.append(f"{n:,} elements: {label} / its roofline = {_fraction(ours, roof)}")
     threads = [r for r in rows if r.section == "threads" and r.implementation == NATIVE]
     for n in sorted({r.elements for r in threads}):
         single = _find(threads, elements=n, threads=1)

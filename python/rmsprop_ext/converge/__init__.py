@@ -1,0 +1,66 @@
+"""``python -m rmsprop_ext converge``: does training in fewer bytes converge like float32?
+
+Two tasks on data every machine has: the chapter's airfoil regression (``airfoil``, the book's
+protocol and figure) and a character-level transformer language model on the Python standard
+library's source (``charlm``). Each runs torch.optim.RMSprop and rmsprop_ext.RMSprop in float32
+and pure bfloat16 training with every state form and compensation, on the same seeds.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from .airfoil import AIRFOIL_RUNS, EVAL_EVERY, ROWS, airfoil_data, run_airfoil
+from .charlm import CHARLM_RUNS, CharLMConfig, run_charlm
+from .common import ConvergeResult
+from .report import summary, write_plot
+
+__all__ = [
+    "AIRFOIL_RUNS",
+    "CHARLM_RUNS",
+    "TASKS",
+    "CharLMConfig",
+    "ConvergeResult",
+    "airfoil_data",
+    "plot",
+    "run_airfoil",
+    "run_charlm",
+    "run_converge",
+    "summary",
+]
+
+TASKS = ("airfoil", "charlm")
+
+
+def run_converge(
+    seeds: int,
+    progress: bool = True,
+    tasks: Sequence[str] = TASKS,
+    charlm: CharLMConfig | None = None,
+) -> list[ConvergeResult]:
+    """Every run of each task on seeds 0..seeds-1 (the language model in `charlm`'s
+    configuration, by default the benchmark's)."""
+    charlm = charlm or CharLMConfig()
+    jobs = []
+    if "airfoil" in tasks:
+        jobs += [("airfoil", run, seed) for run in AIRFOIL_RUNS for seed in range(seeds)]
+    if "charlm" in tasks:
+        jobs += [("charlm", run, seed) for run in CHARLM_RUNS for seed in range(seeds)]
+    results = []
+    for i, (task, (label, dtype, kind, options), seed) in enumerate(jobs):
+        if progress:
+            bar = "#" * (30 * (i + 1) // len(jobs))
+            print(f"\r[{bar:30}] {task}: {label}, seed {seed}\033[K", end="", file=sys.stderr)
+        if task == "airfoil":
+            results.append(run_airfoil(label, dtype, kind, options, seed))
+        else:
+            results.append(run_charlm(label, dtype, kind, options, seed, charlm))
+    if progress:
+        print(file=sys.stderr)
+    return results
+
+
+def plot(results: Sequence[ConvergeResult], path: str, charlm: CharLMConfig) -> None:
+    """The loss curves of `results` as a PNG at `path`."""
+    write_plot(results, path, {"airfoil": EVAL_EVERY / ROWS, "charlm": charlm.eval_every})
