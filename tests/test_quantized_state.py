@@ -11,7 +11,7 @@ import pytest
 import rmsprop_ext
 from rmsprop_ext import _precision, _quantized
 from rmsprop_ext.reference import rmsprop_reference_stored
-from test_low_precision import BF16_PATHS, OPTIONS, STEPS, options_id, ulps
+from test_low_precision import BF16_PATHS, LARGE_SIZE, OPTIONS, STEPS, options_id, ulps
 
 torch = pytest.importorskip("torch")
 
@@ -147,7 +147,7 @@ def kernel_random_bits(size: int, use: str, step: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("param_dtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("size", [*SIZES, 2**20 + 3])
+@pytest.mark.parametrize("size", [*SIZES, LARGE_SIZE])
 def test_kernel_encodes_state_bit_for_bit_like_the_format(
     param_dtype: str, size: int, bf16_path: bool
 ) -> None:
@@ -292,17 +292,30 @@ def run_against_reference(
     assert code_differences <= max(2, code_total // 1000), (code_differences, code_total)
 
 
+# Both bfloat16 conversion paths for the bfloat16 forms; one for the others, which have no choice.
+FORM_PATHS = [(f, on) for f in FORMS for on in (BF16_PATHS if f[0] == "bfloat16" else [False])]
+
+
 @pytest.mark.parametrize("options", OPTIONS, ids=options_id)
-@pytest.mark.parametrize("form", FORMS, ids=lambda f: f"{f[0]}-{f[1] or 'nearest'}")
+@pytest.mark.parametrize(
+    ("form", "bf16_instructions"),
+    FORM_PATHS,
+    ids=[f"{f[0]}-{f[1] or 'nearest'}-{'bf16i' if on else 'int'}" for f, on in FORM_PATHS],
+)
 @pytest.mark.parametrize("size", SIZES)
 def test_eight_bit_state_matches_the_reference(
-    size: int, form: tuple[str, str | None], options: dict[str, Any], bf16_path: bool
+    size: int, form: tuple[str, str | None], options: dict[str, Any], bf16_instructions: bool
 ) -> None:
-    run_against_reference(size, form, options, STEPS)
+    previous = rmsprop_ext._core._bf16_instructions()
+    assert rmsprop_ext._core._set_bf16_instructions(bf16_instructions)
+    try:
+        run_against_reference(size, form, options, STEPS)
+    finally:
+        rmsprop_ext._core._set_bf16_instructions(previous)
 
 
 @pytest.mark.parametrize("form", FORMS, ids=lambda f: f"{f[0]}-{f[1] or 'nearest'}")
 def test_eight_bit_state_matches_the_reference_on_a_large_threaded_buffer(
     form: tuple[str, str | None],
 ) -> None:
-    run_against_reference(2**20 + 3, form, {"momentum": 0.9, "centered": True}, 3)
+    run_against_reference(LARGE_SIZE, form, {"momentum": 0.9, "centered": True}, 3)

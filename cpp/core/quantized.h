@@ -13,10 +13,9 @@
 //     magnitude 2^(e-15) * (1 + m/8) for e >= 1, 2^-14 * m/8 for e = 0.
 // An exponent byte of -128 marks a block that held a NaN or an infinity: it reads back as NaN.
 // Rounding to a code is to nearest (ties to even) or stochastic, with the generator of storage.h
-// (random_bits_once);
-// the optimizer rounds its state stochastically so that the running averages stay unbiased (with
-// alpha = 0.99 one step moves square_avg by about 1%, less than half the spacing of its codes,
-// 6 to 12.5% of the value, so round to nearest would keep the old value).
+// (random_bits_once). The kernel rounds the state stochastically, so that the running averages
+// stay unbiased: with alpha = 0.99 one step moves square_avg by about 1%, less than half the
+// spacing of its codes (6 to 12.5% of the value), so round to nearest would keep the old value.
 #pragma once
 
 #include <algorithm>

@@ -273,11 +273,14 @@ def rmsprop_step(
     or torch CPU tensors of one shape that do not share memory. ``param`` and ``grad`` are
     float32, float64, complex64, complex128 (updated as pairs of reals, as torch does), bfloat16
     or float16; the state has the param's dtype, or float32 for bfloat16/float16 params, or
-    bfloat16 for float32 params. 16-bit buffers are computed in float32 and rounded to nearest
-    even when stored, unless ``compensation`` says otherwise: "kahan" (``compensation_buffer``,
-    the param's dtype, starting at zero, carries what each rounding of the parameter lost) or
-    "stochastic" (bfloat16 params rounded up or down at random, from a generator that depends
-    only on ``seed``, ``stream``, ``step`` and the element index).
+    bfloat16 for float32 params, or is 8-bit for float32/bfloat16/float16 params: each state
+    buffer a ``(codes, exponents)`` pair (uint8 codes of the param's shape, int8 exponents, one
+    per block of 32 elements; see ``rmsprop_ext._quantized``), rounded stochastically with the
+    same generator (so ``step`` is required). 16-bit buffers are computed in float32 and rounded
+    to nearest even when stored, unless ``compensation`` says otherwise: "kahan"
+    (``compensation_buffer``, the param's dtype, starting at zero, carries what each rounding of
+    the parameter lost) or "stochastic" (bfloat16 params rounded up or down at random, from a
+    generator that depends only on ``seed``, ``stream``, ``step`` and the element index).
     ``step`` numbers this update (1 for the first) for ``bias_correction`` and the stochastic
     rounding. With ``rounding="torch"`` float32/float64 results are torch.optim.RMSprop's bit for
     bit in this process; "fused" and "separate" round every multiply-add once or twice, with IEEE
