@@ -24,10 +24,11 @@ constexpr std::size_t index_of_list() {
 // numpy's NPY_ARRAY_ALIGNED flag: elements sit at addresses that are multiples of their size.
 constexpr int kNumpyAligned = 0x0100;
 
-constexpr const char* kSingularNames[kRoleCount] = {"param",           "grad",     "square_avg",
-                                                    "momentum_buffer", "grad_avg", "compensation"};
-constexpr const char* kPluralNames[kRoleCount] = {"params",           "grads",     "square_avgs",
-                                                  "momentum_buffers", "grad_avgs", "compensations"};
+// As the functional API names its arguments (the Kahan buffer: compensation_buffer).
+constexpr const char* kSingularNames[kRoleCount] = {
+    "param", "grad", "square_avg", "momentum_buffer", "grad_avg", "compensation_buffer"};
+constexpr const char* kPluralNames[kRoleCount] = {
+    "params", "grads", "square_avgs", "momentum_buffers", "grad_avgs", "compensation_buffers"};
 
 std::string shape_str(const py::array& a) {
   std::string out = "(";
@@ -536,7 +537,7 @@ StepCounters step_counters(py::handle steps, std::size_t expected,
   if (steps.is_none()) {
     return counters;
   }
-  const std::vector<py::handle> items = as_items(steps, kParam, expected, true);
+  const std::vector<py::handle> items = sequence_items(steps, "steps", "arrays", expected, true);
   for (std::size_t i = 0; i < items.size(); ++i) {
     const std::string label = "steps[" + std::to_string(i) + "]";
     if (!py::isinstance<py::array>(items[i])) {
