@@ -79,7 +79,7 @@ def _converge(args: argparse.Namespace) -> int:
     from .converge import CharLMConfig, run_converge, summary
 
     charlm = CharLMConfig(steps=args.charlm_steps)
-    results = run_converge(args.seeds, not args.no_progress, args.tasks, charlm)
+    results = run_converge(args.seeds, not args.no_progress, args.tasks, charlm, args.bf16_seeds)
     lines = summary(results)
     for line in lines:
         print(line)
@@ -153,6 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "converge", help="training to convergence in float32 and in bfloat16 with each state form"
     )
     converge.add_argument("--seeds", type=int, default=3, help="seeds per run (default 3)")
+    converge.add_argument(
+        "--bf16-seeds",
+        type=int,
+        help="seeds per bfloat16 run (default: --seeds); the float32 runs set the target band",
+    )
     converge.add_argument(
         "--tasks",
         nargs="+",

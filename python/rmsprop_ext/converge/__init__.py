@@ -38,15 +38,22 @@ def run_converge(
     progress: bool = True,
     tasks: Sequence[str] = TASKS,
     charlm: CharLMConfig | None = None,
+    bf16_seeds: int | None = None,
 ) -> list[ConvergeResult]:
-    """Every run of each task on seeds 0..seeds-1 (the language model in `charlm`'s
-    configuration, by default the benchmark's)."""
+    """Every run of each task on seeds 0..seeds-1, the bfloat16 runs on seeds 0..bf16_seeds-1
+    (default: as many), the language model in `charlm`'s configuration (by default the
+    benchmark's)."""
     charlm = charlm or CharLMConfig()
+    low = seeds if bf16_seeds is None else bf16_seeds
+
+    def seeds_of(run: tuple[str, str, str, dict[str, object]]) -> range:
+        return range(low if run[1] == "bfloat16" else seeds)
+
     jobs = []
     if "airfoil" in tasks:
-        jobs += [("airfoil", run, seed) for run in AIRFOIL_RUNS for seed in range(seeds)]
+        jobs += [("airfoil", run, seed) for run in AIRFOIL_RUNS for seed in seeds_of(run)]
     if "charlm" in tasks:
-        jobs += [("charlm", run, seed) for run in CHARLM_RUNS for seed in range(seeds)]
+        jobs += [("charlm", run, seed) for run in CHARLM_RUNS for seed in seeds_of(run)]
     results = []
     for i, (task, (label, dtype, kind, options), seed) in enumerate(jobs):
         if progress:
