@@ -110,6 +110,28 @@ void prefetch_block(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_
   prefetch_lines(b.grad_avg, begin, end);
 }
 
+// The coefficients of the vector body and of the scalar peel and tail; coefficients(ops) gives
+// those of the lane arithmetic `ops`.
+template <class Vector, typename C>
+struct LaneCoefficients {
+  Coefficients<Vector> vector;
+  Coefficients<TailOps<C>> tail;
+
+  LaneCoefficients(const Hyperparams& hp, double step) : vector(hp, step), tail(hp, step) {}
+  template <class Ops>
+  const auto& operator()(Ops) const {
+    if constexpr (std::is_same_v<Ops, Vector>) {
+      return vector;
+    } else {
+      return tail;
+    }
+  }
+  void set_key(RandomKey key) {
+    vector.key = key;
+    tail.key = key;
+  }
+};
+
 // Elements whose indices share their high 32 bits, so one stochastic-rounding key serves them.
 constexpr std::int64_t kKeyChunk = std::int64_t{1} << 32;
 
@@ -122,15 +144,7 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
   // may_alias), so through the caller's reference the compiler reloaded the buffer pointers
   // after every store, three loads per vector for nothing.
   const ParamBuffers<P, S> b = buffers;
-  Coefficients<Vector> vector_coefficients(hp, b.step);
-  Coefficients<TailOps<C>> tail_coefficients(hp, b.step);
-  auto coefficients = [&](auto ops) -> const auto& {
-    if constexpr (std::is_same_v<decltype(ops), Vector>) {
-      return vector_coefficients;
-    } else {
-      return tail_coefficients;
-    }
-  };
+  LaneCoefficients<Vector, C> coefficients(hp, b.step);
   // Storage pairs other than float32/float64 alone take the CPU's square root.
   const SquareRoot root =
       std::is_same_v<P, S> ? square_root_for(hp, static_cast<P*>(nullptr)) : SquareRoot::kIeee;
@@ -143,8 +157,7 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
         const std::int64_t chunk_end = std::min(end, (chunk / kKeyChunk + 1) * kKeyChunk);
         const RandomKey key = random_key(hp.seed, b.stream, static_cast<std::uint64_t>(b.step),
                                          static_cast<std::uint64_t>(chunk / kKeyChunk));
-        vector_coefficients.key = key;
-        tail_coefficients.key = key;
+        coefficients.set_key(key);
         for_each_lane_group<C, Vector>(b.param, chunk, chunk_end, [&](auto ops, std::int64_t i) {
           update_lanes<decltype(ops), V>(coefficients(ops), b, i);
         });
@@ -250,15 +263,7 @@ void update_range_quantized(const ParamBuffers<P, code8>& buffers, std::int64_t 
   using C = Compute<P>;
   static_assert(std::is_same_v<C, float>, "8-bit state is decoded to float32");
   const ParamBuffers<P, code8> b = buffers;
-  Coefficients<Vector> vector_coefficients(hp, b.step);
-  Coefficients<TailOps<C>> tail_coefficients(hp, b.step);
-  auto coefficients = [&](auto ops) -> const auto& {
-    if constexpr (std::is_same_v<decltype(ops), Vector>) {
-      return vector_coefficients;
-    } else {
-      return tail_coefficients;
-    }
-  };
+  LaneCoefficients<Vector, C> coefficients(hp, b.step);
   alignas(64) float square_avg[kQuantStage];
   alignas(64) float momentum_buffer[kQuantStage];
   alignas(64) float grad_avg[kQuantStage];
@@ -268,8 +273,7 @@ void update_range_quantized(const ParamBuffers<P, code8>& buffers, std::int64_t 
     const std::int64_t n = std::min(kQuantStage, end - stage);
     if (stage / kKeyChunk != keyed_chunk) {  // a stage never straddles two chunks
       keyed_chunk = stage / kKeyChunk;
-      vector_coefficients.key = key_for(hp, b, stage, RandomUse::kParam);
-      tail_coefficients.key = vector_coefficients.key;
+      coefficients.set_key(key_for(hp, b, stage, RandomUse::kParam));
       square_avg_key = key_for(hp, b, stage, RandomUse::kSquareAvg);
       momentum_key = key_for(hp, b, stage, RandomUse::kMomentumBuffer);
       grad_avg_key = key_for(hp, b, stage, RandomUse::kGradAvg);
