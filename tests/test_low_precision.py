@@ -42,8 +42,10 @@ FORMS = [
     ("bfloat16", "float32", "stochastic"),
     ("float16", "float16", None),
     ("float16", "float16", "kahan"),
+    ("float16", "float16", "stochastic"),
     ("float16", "float32", None),
     ("float16", "float32", "kahan"),
+    ("float16", "float32", "stochastic"),
     ("float32", "bfloat16", None),
 ]
 OPTIONS = [
@@ -216,16 +218,18 @@ def test_stored_forms_match_the_reference_on_a_large_threaded_buffer(
     run_against_reference(LARGE_SIZE, form, {"momentum": 0.9, "centered": True}, 3)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_stochastic_rounding_does_not_depend_on_threads_or_isa(
-    threads: int, bf16_path: bool
+    threads: int, dtype: str, bf16_path: bool
 ) -> None:
     # The same update on one thread and on two (split at cache lines, peeled differently) and on
     # every ISA must give the same bits: the generator sees only seed, stream, step and index.
     size = 2**16 + 5
-    param = random_stored(size, "bfloat16", 1.0, 1)
-    grad = random_stored(size, "bfloat16", 0.1, 2)
-    square_avg = torch.zeros(size, dtype=torch.bfloat16)
+    torch_dtype = getattr(torch, dtype)
+    param = random_stored(size, dtype, 1.0, 1)
+    grad = random_stored(size, dtype, 0.1, 2)
+    square_avg = torch.zeros(size, dtype=torch_dtype)
     rmsprop_ext.rmsprop_step(
         param,
         grad,
@@ -241,11 +245,11 @@ def test_stochastic_rounding_does_not_depend_on_threads_or_isa(
     previous = rmsprop_ext.get_isa()
     rmsprop_ext.set_isa("scalar")
     try:
-        expected = random_stored(size, "bfloat16", 1.0, 1)
+        expected = random_stored(size, dtype, 1.0, 1)
         rmsprop_ext.rmsprop_step(
             expected,
             grad,
-            torch.zeros(size, dtype=torch.bfloat16),
+            torch.zeros(size, dtype=torch_dtype),
             lr=1e-3,
             compensation="stochastic",
             seed=11,
@@ -257,21 +261,71 @@ def test_stochastic_rounding_does_not_depend_on_threads_or_isa(
     assert torch.equal(param.view(torch.int16), expected.view(torch.int16))
 
 
-def test_stochastic_rounding_is_unbiased() -> None:
+# (dtype, start, lr): each step moves the parameter by lr, under half its ulp at `start`;
+# float16 also in its subnormal range, whose spacing is 2^-24 for every value.
+UNBIASED_CASES = [
+    ("bfloat16", 1.0, 1e-3),
+    ("float16", 1.0, 1e-4),
+    ("float16", 2.0**-20, 2.0**-27),
+]
+
+
+@pytest.mark.parametrize(("dtype", "start", "lr"), UNBIASED_CASES)
+def test_stochastic_rounding_is_unbiased(dtype: str, start: float, lr: float) -> None:
     # A step far below one ulp: round to nearest never moves the parameter, stochastic rounding
     # moves it in proportion, so the mean over many elements follows the float64 update.
     size = 2**16
-    param = torch.ones(size, dtype=torch.bfloat16)
+    param = torch.full((size,), start, dtype=getattr(torch, dtype))
     nearest = param.clone()
-    grad = torch.full((size,), 1.0, dtype=torch.bfloat16)
-    options = {"lr": 1e-3, "alpha": 0.0, "eps": 0.0}  # each step: x -= lr * g / |g| = 1e-3
+    grad = torch.ones_like(param)
+    options = {"lr": lr, "alpha": 0.0, "eps": 0.0}  # each step: x -= lr * g / |g| = lr
     for step in range(1, 11):
         rmsprop_ext.rmsprop_step(
             param, grad, torch.zeros_like(param), compensation="stochastic", step=step, **options
         )
         rmsprop_ext.rmsprop_step(nearest, grad, torch.zeros_like(param), **options)
-    assert torch.equal(nearest, torch.ones_like(nearest))  # 1e-3 is below half an ulp of 1
-    assert abs(param.double().mean().item() - 0.99) < 2e-4
+    assert torch.equal(nearest, torch.full_like(nearest, start))  # lr is under half an ulp
+    assert abs(param.double().mean().item() - (start - 10 * lr)) < 0.02 * (10 * lr)
+
+
+# float16 values around every case of the stochastic rounding: normal, at the subnormal
+# boundary, subnormal, tiny (float32 subnormal results), near the largest value, zeros.
+FLOAT16_EDGES = [
+    1.0, -1.5, 3.0e-5, 6.1035e-05, -6.0e-5, 2.0**-24, 3.0 * 2.0**-24, 0.0, -0.0,
+    1.0e-7, 65504.0, -65504.0, 65472.0, 60000.0, 2.0**-14, 1000.0,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("lr", [1e-3, 3e-6, 1e-8, 1e-30, 40.0])
+def test_float16_stochastic_rounding_matches_the_torch_emulation(lr: float) -> None:
+    # With alpha = 0 and eps = 0 the float32 result is param - lr * sign(grad) in both the kernel
+    # and the plain-torch fallback, so this compares the two implementations of the rounding
+    # itself (C++ on this ISA, int64 torch ops in the fallback) bit for bit.
+    from rmsprop_ext._torch_fallback import rmsprop_torch_step
+
+    base = torch.tensor(FLOAT16_EDGES, dtype=torch.float16).repeat(257)
+    grad = torch.where(torch.arange(base.numel()) % 3 == 0, -1.0, 1.0).to(torch.float16)
+    native, emulated = base.clone(), base.clone()
+    options = {"lr": lr, "alpha": 0.0, "eps": 0.0, "compensation": "stochastic", "seed": 3}
+    rmsprop_ext.rmsprop_step(native, grad, torch.zeros_like(base), step=7, stream=2, **options)
+    rmsprop_torch_step(
+        emulated,
+        grad,
+        torch.zeros_like(base),
+        None,
+        None,
+        weight_decay=0.0,
+        momentum=0.0,
+        centered=False,
+        maximize=False,
+        eps_in_sqrt=False,
+        decoupled_weight_decay=False,
+        step=7,
+        stream=2,
+        **options,
+    )
+    assert torch.equal(native.view(torch.int16), emulated.view(torch.int16))
+    assert not torch.equal(native, base) or lr < 1e-20
 
 
 def test_kahan_summation_keeps_small_updates() -> None:

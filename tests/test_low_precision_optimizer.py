@@ -19,6 +19,7 @@ FORMS = [
     (torch.bfloat16, None, "stochastic"),
     (torch.float16, torch.float32, None),
     (torch.float16, None, "kahan"),
+    (torch.float16, torch.float32, "stochastic"),
     (torch.float32, torch.bfloat16, None),
     (torch.bfloat16, "8bit", "stochastic"),
     (torch.float16, "8bit", "kahan"),
@@ -149,7 +150,7 @@ def test_bfloat16_state_loads_into_torch_rmsprop() -> None:
     ("dtype", "options", "words"),
     [
         (torch.float32, {"compensation": "kahan"}, "compensation='kahan' is for bfloat16"),
-        (torch.float16, {"compensation": "stochastic"}, "implemented for bfloat16"),
+        (torch.float32, {"compensation": "stochastic"}, "compensation='stochastic' is for"),
         (torch.bfloat16, {"compensation": "exact"}, "compensation must be"),
         (torch.float64, {"state_dtype": "8bit"}, "'8bit' is for float32, bfloat16"),
         (torch.bfloat16, {"state_dtype": "4bit"}, "not supported for bfloat16"),

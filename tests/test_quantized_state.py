@@ -25,6 +25,7 @@ FORMS = [
     ("bfloat16", "stochastic"),
     ("float16", None),
     ("float16", "kahan"),
+    ("float16", "stochastic"),
 ]
 
 

@@ -420,11 +420,6 @@ void gather(const std::vector<std::vector<py::handle>>& objects, bool single, bo
                            "' is for bfloat16 and float16 parameters, but " +
                            param_buffer->label.str() + " has dtype " + dtype_name(param_dtype));
     }
-    if (hp.compensation == Compensation::kStochastic && param_dtype == Dtype::kFloat16) {
-      throw py::type_error("compensation='stochastic' is implemented for bfloat16 parameters; " +
-                           param_buffer->label.str() +
-                           " is float16 (use compensation='kahan' for float16)");
-    }
     if (with_grads) {
       add(kGrad, false, &param, param_buffer);
     }

@@ -114,10 +114,12 @@ PreparedStep::PreparedStep(py::handle owners, py::handle params, py::handle squa
     layouts_.push_back(get(owner, names().layout));
     nbytes_.push_back(static_cast<std::size_t>(view.nbytes()));
   }
-  all_bfloat16_ = true;
+  all_sixteen_bit_ = true;
   for (std::size_t i = 0; i < n; ++i) {
     batch_.visit(i, [&](auto& b) {
-      all_bfloat16_ = all_bfloat16_ && std::is_same_v<decltype(b.param), bfloat16*>;
+      using P = std::remove_pointer_t<decltype(b.param)>;
+      all_sixteen_bit_ =
+          all_sixteen_bit_ && (std::is_same_v<P, bfloat16> || std::is_same_v<P, float16>);
     });
   }
   checked_grad_addresses_.assign(n, 0);
@@ -145,7 +147,7 @@ bool PreparedStep::step(py::handle owners, const Hyperparams& hp, int num_thread
   const bool kahan = hp.compensation == Compensation::kKahan;
   const bool stochastic = hp.compensation == Compensation::kStochastic;
   if ((hp.momentum > 0.0) != momentum_ || hp.centered != centered_ || kahan != kahan_ ||
-      (stochastic && !all_bfloat16_) || !holds(owners)) {
+      (stochastic && !all_sixteen_bit_) || !holds(owners)) {
     return false;
   }
   // Keeps every gradient alive while the GIL is released, even if its owner drops it meanwhile.

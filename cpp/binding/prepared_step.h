@@ -50,8 +50,8 @@ class PreparedStep {
   bool momentum_;
   bool centered_;
   bool kahan_;
-  // Whether stochastic rounding applies to every parameter (it is for bfloat16 ones only).
-  bool all_bfloat16_ = false;
+  // Whether stochastic rounding applies to every parameter (bfloat16 and float16 ones only).
+  bool all_sixteen_bit_ = false;
 };
 
 }  // namespace rmsprop_ext::binding

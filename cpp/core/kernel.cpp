@@ -437,11 +437,9 @@ void with_compensation(const Hyperparams& hp, F&& f) {
       f(std::integral_constant<Compensation, Compensation::kKahan>{});
       return;
     }
-    if constexpr (std::is_same_v<P, bfloat16>) {
-      if (hp.compensation == Compensation::kStochastic) {
-        f(std::integral_constant<Compensation, Compensation::kStochastic>{});
-        return;
-      }
+    if (hp.compensation == Compensation::kStochastic) {
+      f(std::integral_constant<Compensation, Compensation::kStochastic>{});
+      return;
     }
   }
   f(None{});

@@ -36,7 +36,7 @@ enum class Compensation {
   // Kahan summation: a compensation buffer of the parameter's dtype keeps what each rounding of
   // the parameter lost and adds it to the next update (as optimi does).
   kKahan,
-  // Stochastic rounding with the counter-based generator of storage.h (bfloat16 only).
+  // Stochastic rounding with the counter-based generator of storage.h (16-bit parameters).
   kStochastic,
 };
 

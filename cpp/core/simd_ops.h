@@ -63,6 +63,9 @@ struct ScalarOps {
   static void store_stochastic(bfloat16* p, Vec v, Bits random) {
     *p = to_bfloat16_stochastic(v, random);
   }
+  static void store_stochastic(float16* p, Vec v, Bits random) {
+    *p = to_float16_stochastic(v, random);
+  }
 };
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -124,6 +127,36 @@ struct Avx2Ops<float> {
     const __m256i sum = _mm256_add_epi32(_mm256_castps_si256(v), _mm256_srli_epi32(random, 16));
     store_halves(p, nan_to_bfloat16(v, _mm256_srli_epi32(sum, 16)));
   }
+  // As to_float16_stochastic, both of its cases computed and blended; shift counts of 32 or more
+  // give 0 in vpsllvd/vpsrlvd, which is what its guards spell out.
+  static void store_stochastic(float16* p, Vec v, Bits random) {
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff));
+    const __m256i exponent = _mm256_srli_epi32(magnitude, 23);
+    const __m256i significand =
+        _mm256_or_si256(_mm256_and_si256(magnitude, _mm256_set1_epi32(0x7fffff)),
+                        _mm256_slli_epi32(_mm256_min_epu32(exponent, one), 23));
+    const __m256i shift = _mm256_sub_epi32(_mm256_set1_epi32(126), _mm256_max_epu32(exponent, one));
+    const __m256i normal = at_least(magnitude, 0x38800000);
+    const __m256i kept = _mm256_blendv_epi8(
+        _mm256_srlv_epi32(significand, shift),
+        _mm256_sub_epi32(_mm256_srli_epi32(magnitude, 13), _mm256_set1_epi32(112 << 10)), normal);
+    const __m256i fraction = _mm256_blendv_epi8(
+        _mm256_or_si256(
+            _mm256_sllv_epi32(significand, _mm256_sub_epi32(_mm256_set1_epi32(32), shift)),
+            _mm256_srlv_epi32(significand, _mm256_sub_epi32(shift, _mm256_set1_epi32(32)))),
+        _mm256_slli_epi32(magnitude, 19), normal);
+    // random > ~fraction, unsigned: signed comparison with both sign bits flipped
+    const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+    const __m256i up = _mm256_cmpgt_epi32(
+        _mm256_xor_si256(random, flip), _mm256_xor_si256(fraction, _mm256_set1_epi32(0x7fffffff)));
+    const __m256i rounded =
+        _mm256_or_si256(_mm256_sub_epi32(kept, up),  // up is -1 where set
+                        _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x8000)));
+    const __m256i nearest = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    store_halves(p, _mm256_blendv_epi8(rounded, nearest, at_least(magnitude, 0x477fe000)));
+  }
 
  private:
   static __m256i hash(__m256i x) {
@@ -143,6 +176,10 @@ struct Avx2Ops<float> {
     const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
     const __m256i bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
     return nan_to_bfloat16(v, _mm256_srli_epi32(_mm256_add_epi32(bits, bias), 16));
+  }
+  // All ones in the lanes whose value (below 2^31) is at least `bound`.
+  static __m256i at_least(__m256i value, int bound) {
+    return _mm256_cmpgt_epi32(value, _mm256_set1_epi32(bound - 1));
   }
   // Stores the low halves of the 8 lanes (each below 2^16, so unsigned saturation keeps them).
   static void store_halves(void* p, __m256i lanes) {
@@ -338,6 +375,38 @@ struct Avx512Ops<float> {
   static void store_stochastic(bfloat16* p, Vec v, Bits random) {
     const __m512i sum = _mm512_add_epi32(_mm512_castps_si512(v), _mm512_srli_epi32(random, 16));
     store_halves(p, nan_to_bfloat16(v, _mm512_srli_epi32(sum, 16)));
+  }
+  // As to_float16_stochastic, both of its cases computed and blended; shift counts of 32 or more
+  // give 0 in vpsllvd/vpsrlvd, which is what its guards spell out.
+  static void store_stochastic(float16* p, Vec v, Bits random) {
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+    const __m512i exponent = _mm512_srli_epi32(magnitude, 23);
+    const __m512i significand =
+        _mm512_or_si512(_mm512_and_si512(magnitude, _mm512_set1_epi32(0x7fffff)),
+                        _mm512_slli_epi32(_mm512_min_epu32(exponent, one), 23));
+    const __m512i shift = _mm512_sub_epi32(_mm512_set1_epi32(126), _mm512_max_epu32(exponent, one));
+    const __mmask16 normal = _mm512_cmpge_epu32_mask(magnitude, _mm512_set1_epi32(0x38800000));
+    const __m512i kept = _mm512_mask_blend_epi32(
+        normal, _mm512_srlv_epi32(significand, shift),
+        _mm512_sub_epi32(_mm512_srli_epi32(magnitude, 13), _mm512_set1_epi32(112 << 10)));
+    const __m512i fraction = _mm512_mask_blend_epi32(
+        normal,
+        _mm512_or_si512(
+            _mm512_sllv_epi32(significand, _mm512_sub_epi32(_mm512_set1_epi32(32), shift)),
+            _mm512_srlv_epi32(significand, _mm512_sub_epi32(shift, _mm512_set1_epi32(32)))),
+        _mm512_slli_epi32(magnitude, 19));
+    const __mmask16 up =
+        _mm512_cmpgt_epu32_mask(random, _mm512_xor_si512(fraction, _mm512_set1_epi32(-1)));
+    const __m512i rounded =
+        _mm512_or_si512(_mm512_mask_add_epi32(kept, up, kept, one),
+                        _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x8000)));
+    const __m512i nearest =
+        _mm512_cvtepu16_epi32(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    store_halves(p, _mm512_mask_blend_epi32(
+                        _mm512_cmpge_epu32_mask(magnitude, _mm512_set1_epi32(0x477fe000)), rounded,
+                        nearest));
   }
 
  protected:

@@ -152,9 +152,6 @@ void step_any(const ParamBuffers<P, S>* items, std::size_t count, const Hyperpar
               int num_threads, Work work) {
   const Isa isa = active_isa();
   const UpdateRangeFn<P, S> kernel = kernel_for<P, S>(isa, work);
-  if (std::is_same_v<P, float16> && hp.compensation == Compensation::kStochastic) {
-    throw std::invalid_argument("stochastic rounding is implemented for bfloat16 parameters only");
-  }
   if (work == Work::kUpdate) {
     // check_hyperparams passed, but the active kernel may have changed since.
     const std::string problem = square_roots_problem(hp, isa);

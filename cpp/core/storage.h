@@ -134,4 +134,35 @@ inline bfloat16 to_bfloat16_stochastic(float value, std::uint32_t random) {
   return {static_cast<std::uint16_t>((bits_of(value) + (random >> 16)) >> 16)};
 }
 
+// Stochastic rounding to float16. float16's spacing changes with the exponent and stays 2^-24
+// below 2^-14 (its subnormals), so the kept part and the discarded fraction (as a 32-bit fraction
+// of that spacing) are cut by integer shifts; the result moves one step away from zero when the
+// fraction and the 32 random bits sum to 2^32 or more. Magnitudes from the largest float16
+// (65504) up, infinities and NaNs round to nearest, as to_float16 does.
+inline float16 to_float16_stochastic(float value, std::uint32_t random) {
+  const std::uint32_t bits = bits_of(value);
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude >= 0x477fe000u) {
+    return to_float16(value);
+  }
+  std::uint32_t kept;
+  std::uint32_t fraction;
+  if (magnitude >= 0x38800000u) {  // a normal float16: 13 of float32's 23 mantissa bits go
+    kept = (magnitude >> 13) - (112u << 10);
+    fraction = magnitude << 19;
+  } else {  // a subnormal float16 (or zero): whole multiples of 2^-24
+    const std::uint32_t exponent = magnitude >> 23;
+    const std::uint32_t significand = (magnitude & 0x7fffffu) | (exponent != 0 ? 0x800000u : 0u);
+    const std::uint32_t shift = 126u - (exponent != 0 ? exponent : 1u);  // 14 to 125
+    kept = shift < 32 ? significand >> shift : 0u;
+    if (shift <= 32) {
+      fraction = significand << (32 - shift);
+    } else {
+      fraction = shift < 64 ? significand >> (shift - 32) : 0u;
+    }
+  }
+  const std::uint32_t up = random > ~fraction ? 1u : 0u;
+  return {static_cast<std::uint16_t>(((bits >> 16) & 0x8000u) | (kept + up))};
+}
+
 }  // namespace rmsprop_ext

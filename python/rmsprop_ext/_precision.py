@@ -18,7 +18,7 @@ __all__ = [
     "check_seed",
     "random_bits",
     "round_nearest",
-    "round_stochastic_bfloat16",
+    "round_stochastic",
     "state_dtype_name",
 ]
 
@@ -106,11 +106,6 @@ def check_param_compensation(param_dtype: Any, compensation: str | None, where: 
             f"compensation={compensation!r} is for bfloat16 and float16 parameters; {where} has "
             f"dtype {param}"
         )
-    if compensation == "stochastic" and param != "bfloat16":
-        raise ValueError(
-            f"compensation='stochastic' is implemented for bfloat16 parameters; {where} has "
-            "dtype float16 (use compensation='kahan')"
-        )
 
 
 def check_seed(seed: Any) -> int:
@@ -186,20 +181,28 @@ def random_bits(seed: int, stream: int, step: int, size: int, use: str = "param"
     return out
 
 
-def round_stochastic_bfloat16(values: Any, random: np.ndarray) -> np.ndarray:
-    """Real numbers (float64) rounded to bfloat16 stochastically with the kernel's 32 random bits
-    per element: away from zero when the top 16 bits, as a fraction of 2^16, reach at least one
-    minus the distance to the lower neighbour in ulps. As float64."""
+def round_stochastic(values: Any, random: np.ndarray, dtype: str) -> np.ndarray:
+    """Real numbers (float64) rounded to bfloat16 or float16 stochastically with the kernel's 32
+    random bits per element: away from zero when the random fraction (bfloat16: the top 16 bits
+    over 2^16; float16: all 32 over 2^32) reaches at least one minus the distance to the lower
+    neighbour in ulps. float16 rounds magnitudes from its largest value (65504) up to nearest, as
+    the kernel does. As float64."""
     x = np.asarray(values, dtype=np.float64)
+    digits, min_exponent, largest = _FORMATS[dtype]
     with np.errstate(invalid="ignore", over="ignore"):
         _, exponent = np.frexp(x)
-        quantum = np.ldexp(1.0, np.maximum(exponent - 1, -126) - 7)
+        quantum = np.ldexp(1.0, np.maximum(exponent - 1, min_exponent) - (digits - 1))
         scaled = np.abs(x) / quantum
         low = np.floor(scaled)
-        threshold = (random >> np.uint32(16)).astype(np.float64) / 65536.0
+        if dtype == "bfloat16":
+            threshold = (random >> np.uint32(16)).astype(np.float64) / 2.0**16
+        else:
+            threshold = np.asarray(random, dtype=np.float64) / 2.0**32
         up = threshold + (scaled - low) >= 1.0
         result = np.copysign((low + up) * quantum, x)
-        result = np.where(np.abs(result) > _FORMATS["bfloat16"][2], np.copysign(np.inf, x), result)
+        result = np.where(np.abs(result) > largest, np.copysign(np.inf, x), result)
+        if dtype == "float16":
+            result = np.where(np.abs(x) >= largest, round_nearest(x, "float16"), result)
     return np.where(np.isfinite(x), result, x)
 
 
@@ -212,9 +215,31 @@ def _hash32_torch(x: Any) -> Any:
     return x ^ (x >> 16)
 
 
-def round_stochastic_bfloat16_torch(values: Any, seed: int, stream: int, step: int) -> Any:
-    """A float32 tensor rounded to bfloat16 exactly as the kernel's stochastic rounding does (the
-    same generator in int64 torch ops, so it also runs on other devices)."""
+def _float16_stochastic_patterns(bits: Any, random: Any) -> Any:
+    """storage.h's to_float16_stochastic on int64 tensors of float32 patterns and random bits."""
+    import torch
+
+    magnitude = bits & 0x7FFFFFFF
+    exponent = magnitude >> 23
+    significand = (magnitude & 0x7FFFFF) | (exponent.clamp(max=1) << 23)
+    shift = 126 - exponent.clamp(min=1)
+    subnormal_kept = torch.where(shift < 32, significand >> shift.clamp(max=63), 0)
+    subnormal_fraction = torch.where(
+        shift <= 32,
+        (significand << (32 - shift).clamp(min=0)) & 0xFFFFFFFF,
+        significand >> (shift - 32).clamp(min=0, max=63),
+    )
+    normal = magnitude >= 0x38800000
+    kept = torch.where(normal, (magnitude >> 13) - (112 << 10), subnormal_kept)
+    fraction = torch.where(normal, (magnitude << 19) & 0xFFFFFFFF, subnormal_fraction)
+    up = (random + fraction >= 2**32).to(torch.int64)
+    return ((bits >> 16) & 0x8000) | (kept + up)
+
+
+def round_stochastic_torch(values: Any, dtype: Any, seed: int, stream: int, step: int) -> Any:
+    """A float32 tensor rounded to bfloat16 or float16 (`dtype`, a torch dtype) exactly as the
+    kernel's stochastic rounding does (the same generator and integer steps in int64 torch ops,
+    so it also runs on other devices)."""
     import torch
 
     flat = values.detach().reshape(-1).to(torch.float32)
@@ -225,7 +250,13 @@ def round_stochastic_bfloat16_torch(values: Any, seed: int, stream: int, step: i
         count = min(flat.numel() - start, 2**32)
         low = torch.arange(count, dtype=torch.int64, device=flat.device)
         random[start : start + count] = _hash32_torch(_hash32_torch(low ^ first) ^ second)
-    patterns = ((bits + (random >> 16)) >> 16) & 0xFFFF
-    patterns = torch.where(torch.isnan(flat), 0x7FC0, patterns)
+    if dtype == torch.bfloat16:
+        patterns = ((bits + (random >> 16)) >> 16) & 0xFFFF
+        patterns = torch.where(torch.isnan(flat), 0x7FC0, patterns)
+    else:
+        nearest = flat.to(torch.float16).view(torch.int16).to(torch.int64) & 0xFFFF
+        patterns = torch.where(
+            (bits & 0x7FFFFFFF) >= 0x477FE000, nearest, _float16_stochastic_patterns(bits, random)
+        )
     as_int16 = torch.where(patterns >= 0x8000, patterns - 0x10000, patterns).to(torch.int16)
-    return as_int16.view(torch.bfloat16).reshape(values.shape)
+    return as_int16.view(dtype).reshape(values.shape)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._precision import round_stochastic_bfloat16_torch
+from ._precision import round_stochastic_torch
 from .functional import native_torch_dtypes
 
 __all__ = ["rmsprop_torch_step"]
@@ -79,7 +79,7 @@ def rmsprop_torch_step(
             compensation_buffer.copy_(change - (stored.to(torch.float32) - start))
             param.copy_(stored)
         else:
-            param.copy_(round_stochastic_bfloat16_torch(work, seed, stream, step))
+            param.copy_(round_stochastic_torch(work, param.dtype, seed, stream, step))
         return
     grad = -grad if maximize else grad
     if weight_decay != 0:

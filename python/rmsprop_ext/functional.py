@@ -279,7 +279,7 @@ def rmsprop_step(
     same generator (so ``step`` is required). 16-bit buffers are computed in float32 and rounded
     to nearest even when stored, unless ``compensation`` says otherwise: "kahan"
     (``compensation_buffer``, the param's dtype, starting at zero, carries what each rounding of
-    the parameter lost) or "stochastic" (bfloat16 params rounded up or down at random, from a
+    the parameter lost) or "stochastic" (16-bit params rounded up or down at random, from a
     generator that depends only on ``seed``, ``stream``, ``step`` and the element index).
     ``step`` numbers this update (1 for the first) for ``bias_correction`` and the stochastic
     rounding. With ``rounding="torch"`` float32/float64 results are torch.optim.RMSprop's bit for

@@ -564,7 +564,7 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
             (default: None)
         compensation (str, optional): None (round to nearest, as torch), "kahan" (a
             compensation buffer per bfloat16/float16 parameter) or "stochastic" (stochastic
-            rounding of bfloat16 parameters) (default: None)
+            rounding of bfloat16/float16 parameters) (default: None)
         seed (int, optional): the seed of the stochastic roundings (default: 0)
         foreach (bool, optional): accepted for compatibility with torch.optim.RMSprop; ignored
         capturable, differentiable (bool, optional): accepted for compatibility; must be False

@@ -225,7 +225,7 @@ def rmsprop_reference_stored(
     arrays holding the stored values; unused buffers come back as given.
     """
     from . import _quantized
-    from ._precision import random_bits, round_nearest, round_stochastic_bfloat16
+    from ._precision import random_bits, round_nearest, round_stochastic
 
     eight_bit = state_dtype == "8bit"
     buffers = {"square_avg": square_avg, "momentum_buffer": momentum_buffer, "grad_avg": grad_avg}
@@ -270,7 +270,7 @@ def rmsprop_reference_stored(
         compensation_buffer = round_nearest(target - stored, param_dtype)
     elif compensation == "stochastic":
         bits = random_bits(seed, stream, step, x.size).reshape(x.shape)
-        stored = round_stochastic_bfloat16(x, bits)
+        stored = round_stochastic(x, bits, param_dtype)
     else:
         stored = round_nearest(x, param_dtype)
     return stored, s, b, a, compensation_buffer
