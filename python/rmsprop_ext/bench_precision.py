@@ -60,6 +60,7 @@ FORMS = [
     PrecisionForm("native bf16/bf16 SR", "bfloat16", "bfloat16", "stochastic"),
     PrecisionForm("native bf16/fp32", "bfloat16", "float32"),
     PrecisionForm("native fp16/fp16", "float16", "float16"),
+    PrecisionForm("native fp16/fp16 SR", "float16", "float16", "stochastic"),
     PrecisionForm("native fp32/bf16", "float32", "bfloat16"),
     PrecisionForm("native bf16/8bit SR", "bfloat16", "8bit", "stochastic"),
     PrecisionForm("native bf16/8bit", "bfloat16", "8bit"),
