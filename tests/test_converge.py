@@ -14,7 +14,7 @@ from rmsprop_ext.converge.charlm import (
     parameter_count,
     run_charlm,
 )
-from rmsprop_ext.converge.common import BF16_FORMS
+from rmsprop_ext.converge.common import BF16_FORMS, ConvergeResult
 
 torch = pytest.importorskip("torch")
 
@@ -41,6 +41,21 @@ def test_summary_checks_the_bfloat16_runs_against_the_float32_band() -> None:
     results = [run_airfoil(*r, seed=s) for r in runs for s in range(2)]
     lines = summary(results)
     assert any("bf16, bf16 state" in line and "fp32 band" in line for line in lines)
+
+
+@pytest.mark.one_isa
+def test_summary_judges_a_form_by_its_mean_and_pairs_the_seeds() -> None:
+    def runs(label: str, finals: list[float]) -> list[ConvergeResult]:
+        return [ConvergeResult("t", label, seed, [2.0, f]) for seed, f in enumerate(finals)]
+
+    fp32 = runs("rmsprop_ext fp32", [1.0, 1.1, 1.2])  # band [1.0, 1.2]
+    mean_inside = runs("bf16 a", [0.9, 1.1, 1.3])  # two seeds outside, mean 1.1
+    mean_outside = runs("bf16 b", [1.25, 1.25, 1.3])  # mean 1.2667
+    lines = summary(fp32 + mean_inside + mean_outside)
+    line_a = next(line for line in lines if "bf16 a" in line)
+    line_b = next(line for line in lines if "bf16 b" in line)
+    assert "mean within the fp32 band" in line_a and "+0.0000 vs fp32 on the same seeds" in line_a
+    assert "mean OUTSIDE the fp32 band" in line_b and "+0.1667 vs fp32" in line_b
 
 
 # The character language model, in a small configuration (the benchmark's is ~1M parameters and
