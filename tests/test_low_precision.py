@@ -303,7 +303,9 @@ def test_float16_stochastic_rounding_matches_the_torch_emulation(lr: float) -> N
     # itself (C++ on this ISA, int64 torch ops in the fallback) bit for bit.
     from rmsprop_ext._torch_fallback import rmsprop_torch_step
 
-    base = torch.tensor(FLOAT16_EDGES, dtype=torch.float16).repeat(257)
+    # every case in each vector, then vectors of float16 normals alone (the kernels' fast path)
+    edges = torch.tensor(FLOAT16_EDGES, dtype=torch.float16).repeat(257)
+    base = torch.cat([edges, torch.linspace(-1000.0, 1000.0, 4099).to(torch.float16)])
     grad = torch.where(torch.arange(base.numel()) % 3 == 0, -1.0, 1.0).to(torch.float16)
     native, emulated = base.clone(), base.clone()
     options = {"lr": lr, "alpha": 0.0, "eps": 0.0, "compensation": "stochastic", "seed": 3}

@@ -127,9 +127,37 @@ struct Avx2Ops<float> {
     const __m256i sum = _mm256_add_epi32(_mm256_castps_si256(v), _mm256_srli_epi32(random, 16));
     store_halves(p, nan_to_bfloat16(v, _mm256_srli_epi32(sum, 16)));
   }
-  // As to_float16_stochastic, both of its cases computed and blended; shift counts of 32 or more
-  // give 0 in vpsllvd/vpsrlvd, which is what its guards spell out.
+  // As to_float16_stochastic: vectors of float16 normals (nearly all) take its first case alone,
+  // the others both cases blended.
   static void store_stochastic(float16* p, Vec v, Bits random) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff));
+    const __m256i outside =
+        _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(0x38800000), magnitude),
+                        at_least(magnitude, 0x477fe000));
+    if (__builtin_expect(!_mm256_testz_si256(outside, outside), 0)) {
+      store_float16_stochastic_any(p, v, random);
+      return;
+    }
+    const __m256i kept =
+        _mm256_sub_epi32(_mm256_srli_epi32(magnitude, 13), _mm256_set1_epi32(112 << 10));
+    store_halves(
+        p, _mm256_or_si256(
+               _mm256_sub_epi32(kept, float16_carry(_mm256_slli_epi32(magnitude, 19), random)),
+               _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x8000))));
+  }
+
+ private:
+  // -1 in the lanes where the random bits carry the discarded fraction over 2^32: random >
+  // ~fraction, unsigned, as a signed comparison with both sign bits flipped.
+  static __m256i float16_carry(__m256i fraction, __m256i random) {
+    const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+    return _mm256_cmpgt_epi32(_mm256_xor_si256(random, flip),
+                              _mm256_xor_si256(fraction, _mm256_set1_epi32(0x7fffffff)));
+  }
+  // Every case of to_float16_stochastic computed and blended; shift counts of 32 or more give 0
+  // in vpsllvd/vpsrlvd, which is what its guards spell out.
+  static void store_float16_stochastic_any(float16* p, Vec v, Bits random) {
     const __m256i one = _mm256_set1_epi32(1);
     const __m256i bits = _mm256_castps_si256(v);
     const __m256i magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff));
@@ -147,18 +175,12 @@ struct Avx2Ops<float> {
             _mm256_sllv_epi32(significand, _mm256_sub_epi32(_mm256_set1_epi32(32), shift)),
             _mm256_srlv_epi32(significand, _mm256_sub_epi32(shift, _mm256_set1_epi32(32)))),
         _mm256_slli_epi32(magnitude, 19), normal);
-    // random > ~fraction, unsigned: signed comparison with both sign bits flipped
-    const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-    const __m256i up = _mm256_cmpgt_epi32(
-        _mm256_xor_si256(random, flip), _mm256_xor_si256(fraction, _mm256_set1_epi32(0x7fffffff)));
     const __m256i rounded =
-        _mm256_or_si256(_mm256_sub_epi32(kept, up),  // up is -1 where set
+        _mm256_or_si256(_mm256_sub_epi32(kept, float16_carry(fraction, random)),
                         _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x8000)));
     const __m256i nearest = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     store_halves(p, _mm256_blendv_epi8(rounded, nearest, at_least(magnitude, 0x477fe000)));
   }
-
- private:
   static __m256i hash(__m256i x) {
     x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
@@ -376,9 +398,30 @@ struct Avx512Ops<float> {
     const __m512i sum = _mm512_add_epi32(_mm512_castps_si512(v), _mm512_srli_epi32(random, 16));
     store_halves(p, nan_to_bfloat16(v, _mm512_srli_epi32(sum, 16)));
   }
-  // As to_float16_stochastic, both of its cases computed and blended; shift counts of 32 or more
-  // give 0 in vpsllvd/vpsrlvd, which is what its guards spell out.
+  // As to_float16_stochastic: vectors of float16 normals (nearly all) take its first case alone,
+  // the others both cases blended.
   static void store_stochastic(float16* p, Vec v, Bits random) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 normal = _mm512_cmpge_epu32_mask(magnitude, _mm512_set1_epi32(0x38800000)) &
+                             _mm512_cmplt_epu32_mask(magnitude, _mm512_set1_epi32(0x477fe000));
+    if (__builtin_expect(normal != 0xFFFF, 0)) {
+      store_float16_stochastic_any(p, v, random);
+      return;
+    }
+    const __m512i kept =
+        _mm512_sub_epi32(_mm512_srli_epi32(magnitude, 13), _mm512_set1_epi32(112 << 10));
+    const __mmask16 up = _mm512_cmpgt_epu32_mask(
+        random, _mm512_xor_si512(_mm512_slli_epi32(magnitude, 19), _mm512_set1_epi32(-1)));
+    store_halves(p, _mm512_or_si512(
+                        _mm512_mask_add_epi32(kept, up, kept, _mm512_set1_epi32(1)),
+                        _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x8000))));
+  }
+
+ protected:
+  // Every case of to_float16_stochastic computed and blended; shift counts of 32 or more give 0
+  // in vpsllvd/vpsrlvd, which is what its guards spell out.
+  static void store_float16_stochastic_any(float16* p, Vec v, Bits random) {
     const __m512i one = _mm512_set1_epi32(1);
     const __m512i bits = _mm512_castps_si512(v);
     const __m512i magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
@@ -408,8 +451,6 @@ struct Avx512Ops<float> {
                         _mm512_cmpge_epu32_mask(magnitude, _mm512_set1_epi32(0x477fe000)), rounded,
                         nearest));
   }
-
- protected:
   static __m512i hash(__m512i x) {
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
