@@ -53,7 +53,7 @@ _EXTENSION_DEFAULTS = {
     "compensation": None,
     "seed": 0,
 }
-_STATE_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+_STATE_BUFFERS = quantized_state.STATE_BUFFERS
 _EXPONENTS = quantized_state.EXPONENTS_SUFFIX
 
 

@@ -21,7 +21,8 @@ from ._precision import random_bits
 __all__ = ["EXPONENTS_SUFFIX", "dequantize_state_dict"]
 
 EXPONENTS_SUFFIX = "_exponents"
-_STATE_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+# The optimizer's state buffers, in the order the kernel writes them (the optimizer uses this too).
+STATE_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
 
 
 def zeros(param: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,7 +104,7 @@ def dequantize_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     out["state"] = {}
     for key, entry in state_dict["state"].items():
         entry = dict(entry)
-        for name in _STATE_BUFFERS:
+        for name in STATE_BUFFERS:
             if is_quantized(entry, name):
                 exponents = entry.pop(name + EXPONENTS_SUFFIX)
                 entry[name] = dequantize(entry[name], exponents, name)
