@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import copy
+import io
 from collections.abc import Callable
 
 import pytest
@@ -210,3 +212,52 @@ def test_a_parameter_swapped_inside_the_group_list_is_followed() -> None:
     ref, _ = reference_run(swap)
     for p, r in zip(ours, ref):
         torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6)
+
+
+def replace_a_state_tensor(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], step: int):
+    if step == 4:  # new tensors by assignment: a stale plan would go on updating the old ones
+        opt.state[params[1]]["square_avg"] = torch.full_like(params[1], 0.5)
+        opt.state[params[2]]["momentum_buffer"] = torch.zeros_like(params[2])
+
+
+def replace_a_state_dict(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], step: int):
+    if step == 4:
+        old = opt.state[params[0]]
+        opt.state[params[0]] = {key: value.clone() * 2 for key, value in old.items()}
+        opt.state[params[0]]["step"] = old["step"].clone()
+
+
+def update_a_state_dict(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], step: int):
+    if step == 4:
+        opt.state[params[2]].update(grad_avg=torch.full_like(params[2], 0.01))
+
+
+@pytest.mark.parametrize(
+    "mutate", [replace_a_state_tensor, replace_a_state_dict, update_a_state_dict]
+)
+def test_replaced_state_is_followed_like_torch(
+    mutate: Callable[[torch.optim.Optimizer, list[torch.nn.Parameter], int], None],
+) -> None:
+    ours, opt = run(mutate)
+    ref, ref_opt = reference_run(mutate)
+    for p, r in zip(ours, ref):
+        assert torch.equal(p, r)
+    for p, r in zip(ours, ref):
+        for key, value in ref_opt.state[r].items():
+            assert torch.equal(opt.state[p][key], value), key
+    assert opt._plans  # the prepared steps were rebuilt after the change
+
+
+def test_state_dict_and_copies_hold_plain_dicts() -> None:
+    # The containers that watch for replaced state save as the dict and defaultdict they stand
+    # for, so a checkpoint loads without rmsprop_ext.
+    _, opt = run(nothing)
+    saved = io.BytesIO()
+    torch.save(opt.state_dict(), saved)
+    assert b"rmsprop_ext" not in saved.getvalue()
+    loaded = torch.load(io.BytesIO(saved.getvalue()))
+    assert type(loaded["state"][0]) is dict
+    assert type(copy.deepcopy(opt.state_dict())["state"][1]) is dict
+    assert type(copy.deepcopy(opt).state) is collections.defaultdict
+    theirs = torch.optim.RMSprop(make_params(0), foreach=False, **OPTIONS)
+    theirs.load_state_dict(loaded)

@@ -20,6 +20,7 @@ from ._precision import (
 from ._step_contract import OWN_STEP_CONTRACT, run_step
 from ._threads import threads_for_torch
 from ._torch_fallback import native_ok, rmsprop_torch_step
+from ._tracked_state import TrackedState, TrackedStates
 from .functional import (
     as_native_array,
     as_state_array,
@@ -210,6 +211,14 @@ class RMSprop(Optimizer):
             "fallback_params": reasons,
             "params": forms,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict, each parameter's state a plain dict (the optimizer's own ones
+        watch for replaced entries, see _track_state), so a checkpoint loads anywhere, also with
+        torch.load's weights_only unpickler. The tensors are the live ones, as torch's are."""
+        saved = super().state_dict()
+        saved["state"] = {key: dict(entries) for key, entries in saved["state"].items()}
+        return saved
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's load_state_dict, after checking that every state entry fits its parameter.
@@ -424,7 +433,26 @@ class RMSprop(Optimizer):
         ]
         plans = [plan for plan in built if plan is not None]
         if len(plans) == len(built):
+            self._track_state()
             self._plans = plans
+
+    def _track_state(self) -> None:
+        """Makes every replacement of a state entry (``state[p][name] = t``) or of a parameter's
+        state (``state[p] = {...}``) drop the prepared steps, which hold the tensors they were
+        built with, so that the next step takes the new ones as torch's would."""
+        if not isinstance(self.state, TrackedStates):
+            self.state = TrackedStates(self.state, self._drop_prepared_steps)
+        for group in self.param_groups:
+            for p in group["params"]:
+                entries = self.state[p]
+                if not isinstance(entries, TrackedState):
+                    # dict's own __setitem__: wrapping is no change of the state
+                    dict.__setitem__(
+                        self.state, p, TrackedState(entries, self._drop_prepared_steps)
+                    )
+
+    def _drop_prepared_steps(self) -> None:
+        self._plans = []
 
     def _general_step(self) -> None:
         # Every group is gathered and checked before any is updated, so an error leaves all
