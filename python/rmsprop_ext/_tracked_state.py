@@ -17,97 +17,67 @@ from typing import Any
 __all__ = ["TrackedState", "TrackedStates"]
 
 
-class TrackedState(dict):  # type: ignore[type-arg]
+class _CallsOnChange:
+    """The mutators of a dict, each followed by `_on_change()`: dict's update, setdefault, pop,
+    popitem, clear and |= do not go through __setitem__/__delitem__, so each is wrapped."""
+
+    _on_change: Callable[[], None]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)  # type: ignore[misc]
+        self._on_change()
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)  # type: ignore[misc]
+        self._on_change()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)  # type: ignore[misc]
+        self._on_change()
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        value = super().setdefault(key, default)  # type: ignore[misc]
+        self._on_change()
+        return value
+
+    def pop(self, *args: Any) -> Any:
+        value = super().pop(*args)  # type: ignore[misc]
+        self._on_change()
+        return value
+
+    def popitem(self) -> Any:
+        item = super().popitem()  # type: ignore[misc]
+        self._on_change()
+        return item
+
+    def clear(self) -> None:
+        super().clear()  # type: ignore[misc]
+        self._on_change()
+
+    def __ior__(self, other: Any) -> Any:
+        super().__ior__(other)  # type: ignore[misc]
+        self._on_change()
+        return self
+
+
+class TrackedState(_CallsOnChange, dict):  # type: ignore[type-arg]
     """A parameter's state dict that calls `on_change` whenever an entry is set or removed."""
 
     def __init__(self, entries: Any, on_change: Callable[[], None]):
         super().__init__(entries)
         self._on_change = on_change
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._on_change()
-
-    def __delitem__(self, key: Any) -> None:
-        super().__delitem__(key)
-        self._on_change()
-
-    # dict's other mutators do not go through __setitem__/__delitem__.
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self._on_change()
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        value = super().setdefault(key, default)
-        self._on_change()
-        return value
-
-    def pop(self, *args: Any) -> Any:
-        value = super().pop(*args)
-        self._on_change()
-        return value
-
-    def popitem(self) -> Any:
-        item = super().popitem()
-        self._on_change()
-        return item
-
-    def clear(self) -> None:
-        super().clear()
-        self._on_change()
-
-    def __ior__(self, other: Any) -> TrackedState:  # type: ignore[misc]
-        super().__ior__(other)
-        self._on_change()
-        return self
-
     def __reduce__(self) -> Any:
         return (dict, (dict(self),))
 
 
-class TrackedStates(defaultdict):  # type: ignore[type-arg]
+class TrackedStates(_CallsOnChange, defaultdict):  # type: ignore[type-arg]
     """The optimizer's ``state`` (a defaultdict(dict), as torch's) calling `on_change` whenever a
     parameter's state dict is set or removed."""
 
     def __init__(self, states: Any, on_change: Callable[[], None]):
         super().__init__(dict, states)
         self._on_change = on_change
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._on_change()
-
-    def __delitem__(self, key: Any) -> None:
-        super().__delitem__(key)
-        self._on_change()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self._on_change()
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        value = super().setdefault(key, default)
-        self._on_change()
-        return value
-
-    def pop(self, *args: Any) -> Any:
-        value = super().pop(*args)
-        self._on_change()
-        return value
-
-    def popitem(self) -> Any:
-        item = super().popitem()
-        self._on_change()
-        return item
-
-    def clear(self) -> None:
-        super().clear()
-        self._on_change()
-
-    def __ior__(self, other: Any) -> TrackedStates:  # type: ignore[misc]
-        super().__ior__(other)
-        self._on_change()
-        return self
 
     def __reduce__(self) -> Any:
         return (_plain_states, (dict(self),))
