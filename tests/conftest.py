@@ -1,5 +1,4 @@
-"""Every test runs once per instruction set this machine can execute (scalar, avx2, avx512), but
-those marked one_isa, which run on the widest only."""
+"""Every test runs once per instruction set this machine can execute (scalar, avx2, avx512)."""
 
 from __future__ import annotations
 
@@ -31,20 +30,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # CI installs torch: a missing torch there is a broken install, not a reason to skip.
     if os.environ.get("CI") and not HAS_TORCH:
         raise pytest.UsageError("CI is set but torch is not importable; the torch tests would skip")
-    config.addinivalue_line(
-        "markers",
-        "one_isa: the test checks what no instruction set changes (a CLI, a training script, "
-        "Python-side bookkeeping), so it runs once, on the widest instruction set",
-    )
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "isa" in metafunc.fixturenames:
-        one = metafunc.definition.get_closest_marker("one_isa") is not None
-        metafunc.parametrize("isa", AVAILABLE_ISAS[-1:] if one else AVAILABLE_ISAS, indirect=True)
-
-
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, params=AVAILABLE_ISAS)
 def isa(request: pytest.FixtureRequest) -> Iterator[str]:
     previous = rmsprop_ext.get_isa()
     rmsprop_ext.set_isa(request.param)

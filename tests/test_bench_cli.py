@@ -31,7 +31,6 @@ TINY = [
 ]
 
 
-@pytest.mark.one_isa
 def test_bench_writes_tables_json_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -71,7 +70,6 @@ def test_bench_writes_tables_json_and_plot(
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.one_isa
 def test_bench_runs_without_torch() -> None:
     code = (
         "import sys\n"

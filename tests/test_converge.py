@@ -19,7 +19,6 @@ from rmsprop_ext.converge.common import BF16_FORMS, ConvergeResult
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.one_isa
 def test_airfoil_data_is_the_standardised_first_1500_rows() -> None:
     data = airfoil_data()
     assert data.shape == (1500, 6)
@@ -35,7 +34,6 @@ def test_every_run_reaches_the_books_loss(run: tuple, isa: str) -> None:
     assert result.losses[0] > 0.4  # it did train
 
 
-@pytest.mark.one_isa
 def test_summary_checks_the_bfloat16_runs_against_the_float32_band() -> None:
     runs = [r for r in AIRFOIL_RUNS if r[0] in ("rmsprop_ext fp32", "rmsprop_ext bf16, bf16 state")]
     results = [run_airfoil(*r, seed=s) for r in runs for s in range(2)]
@@ -43,7 +41,6 @@ def test_summary_checks_the_bfloat16_runs_against_the_float32_band() -> None:
     assert any("bf16, bf16 state" in line and "fp32 band" in line for line in lines)
 
 
-@pytest.mark.one_isa
 def test_summary_judges_a_form_by_its_mean_and_pairs_the_seeds() -> None:
     def runs(label: str, finals: list[float]) -> list[ConvergeResult]:
         return [ConvergeResult("t", label, seed, [2.0, f]) for seed, f in enumerate(finals)]
@@ -65,7 +62,6 @@ TINY = CharLMConfig(
 )
 
 
-@pytest.mark.one_isa
 def test_charlm_text_is_the_stdlib_source() -> None:
     text = charlm_text()
     assert len(text) > 200_000 and "def " in text
@@ -74,7 +70,6 @@ def test_charlm_text_is_the_stdlib_source() -> None:
     assert ALPHABET[symbols[text.index("def ")]] == "d"
 
 
-@pytest.mark.one_isa
 def test_charlm_torch_and_rmsprop_ext_train_the_same_model_in_float32() -> None:
     data = encode_text(charlm_text()[:50_000])
     theirs = run_charlm("torch", "float32", "torch", {}, 0, TINY, data)
@@ -84,7 +79,6 @@ def test_charlm_torch_and_rmsprop_ext_train_the_same_model_in_float32() -> None:
     assert ours.final < ours.losses[0] - 0.3  # it learns
 
 
-@pytest.mark.one_isa
 @pytest.mark.parametrize("run", BF16_FORMS, ids=[r[0] for r in BF16_FORMS])
 def test_charlm_trains_in_every_bfloat16_form(run: tuple) -> None:
     result = run_charlm(*run, seed=1, config=TINY, data=encode_text(charlm_text()[:50_000]))
@@ -92,6 +86,5 @@ def test_charlm_trains_in_every_bfloat16_form(run: tuple) -> None:
     assert result.final < result.losses[0] - 0.3
 
 
-@pytest.mark.one_isa
 def test_parameter_count_is_about_a_million() -> None:
     assert 1_000_000 <= parameter_count() <= 1_100_000

@@ -8,7 +8,6 @@ import pytest
 from rmsprop_ext.__main__ import main
 
 
-@pytest.mark.one_isa
 def test_demo_writes_every_picture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     pytest.importorskip("torch")
