@@ -30,9 +30,16 @@ def reference_run(seed: int, steps: int) -> np.ndarray:
     return param
 
 
+# How many times `interrupt` ran since it was last reset: an interrupt that lands inside a
+# garbage-collector callback (hypothesis installs one) is swallowed by the interpreter, and only
+# this count tells that the timer did fire.
+INTERRUPTS = [0]
+
+
 def interrupt(*_: object) -> None:
     """What Python's SIGINT handler does; raised from a timer so the test does not depend on how
     SIGINT is disposed (a background CI job inherits it ignored, and Python then never raises)."""
+    INTERRUPTS[0] += 1
     raise KeyboardInterrupt
 
 
@@ -59,6 +66,7 @@ def interrupted_within(delay: float, body: Callable[[], object]) -> bool:
     """Runs body() with a timer that raises KeyboardInterrupt after `delay` seconds; True when it
     did. Needs `alarm_held_back`: the signal is unblocked only around body(), and blocking it again
     runs any handler already due (pthread_sigmask checks for signals), still inside the `try`."""
+    INTERRUPTS[0] = 0
     signal.setitimer(signal.ITIMER_REAL, delay)
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
@@ -115,6 +123,9 @@ def test_an_update_that_starts_during_another_stays_serial() -> None:
 
 @pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGALRM timers are POSIX")
+# a KeyboardInterrupt swallowed inside a garbage-collector callback is reported as unraisable;
+# the loop below re-arms the timer for it, so it is expected here and not an error
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_keyboard_interrupt_during_steps_leaves_the_optimizer_consistent() -> None:
     import torch
 
@@ -126,6 +137,9 @@ def test_keyboard_interrupt_during_steps_leaves_the_optimizer_consistent() -> No
     def steps_until_interrupted() -> None:
         for _ in range(100_000):  # minutes of steps: the 2 ms timer always fires first
             opt.step()
+            if INTERRUPTS[0]:  # it fired, but its KeyboardInterrupt was swallowed: once more
+                INTERRUPTS[0] = 0
+                signal.setitimer(signal.ITIMER_REAL, 0.002)
         raise AssertionError("the timer never fired")
 
     with alarm_held_back():
