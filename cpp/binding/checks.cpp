@@ -321,7 +321,8 @@ Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_
                              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
                              bool decoupled_weight_decay, bool lr_in_momentum, bool nesterov,
                              bool bias_correction, bool fused_multiply_add, bool torch_sqrt,
-                             const std::string& compensation, std::uint64_t seed) {
+                             const std::string& compensation, std::uint64_t seed,
+                             bool round_each_op, std::int64_t torch_add_block, int torch_threads) {
   Hyperparams hp;
   if (compensation == "none") {
     hp.compensation = Compensation::kNone;
@@ -347,6 +348,14 @@ Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_
   hp.nesterov = nesterov;
   hp.bias_correction = bias_correction;
   hp.fused_multiply_add = fused_multiply_add;
+  hp.round_each_op = round_each_op;
+  if (torch_add_block < 0 || torch_threads < 1) {
+    throw py::value_error("torch_add_block must be >= 0 and torch_threads >= 1, got " +
+                          std::to_string(torch_add_block) + " and " +
+                          std::to_string(torch_threads));
+  }
+  hp.torch_add_block = torch_add_block;
+  hp.torch_threads = torch_threads;
   if (torch_sqrt && !use_torch_sqrt(hp)) {
     throw py::value_error("torch_sqrt=True but torch's square root has not been installed");
   }

@@ -66,7 +66,8 @@ Hyperparams make_hyperparams(double lr, double alpha, double eps, double weight_
                              double momentum, bool centered, bool maximize, bool eps_in_sqrt,
                              bool decoupled_weight_decay, bool lr_in_momentum, bool nesterov,
                              bool bias_correction, bool fused_multiply_add, bool torch_sqrt,
-                             const std::string& compensation, std::uint64_t seed);
+                             const std::string& compensation, std::uint64_t seed,
+                             bool round_each_op, std::int64_t torch_add_block, int torch_threads);
 
 // "none", "kahan" or "stochastic".
 const char* compensation_name(Compensation compensation);

@@ -32,7 +32,8 @@ Built with keyword arguments only; ValueError naming the bad one. Read-only afte
            py::arg("centered"), py::arg("maximize"), py::arg("eps_in_sqrt"),
            py::arg("decoupled_weight_decay"), py::arg("lr_in_momentum"), py::arg("nesterov"),
            py::arg("bias_correction"), py::arg("fused_multiply_add"), py::arg("torch_sqrt"),
-           py::arg("compensation") = "none", py::arg("seed") = 0)
+           py::arg("compensation") = "none", py::arg("seed") = 0, py::arg("round_each_op") = false,
+           py::arg("torch_add_block") = 0, py::arg("torch_threads") = 1)
       .def_readonly("lr", &Hyperparams::lr)
       .def_readonly("alpha", &Hyperparams::alpha)
       .def_readonly("eps", &Hyperparams::eps)
@@ -46,6 +47,9 @@ Built with keyword arguments only; ValueError naming the bad one. Read-only afte
       .def_readonly("nesterov", &Hyperparams::nesterov)
       .def_readonly("bias_correction", &Hyperparams::bias_correction)
       .def_readonly("fused_multiply_add", &Hyperparams::fused_multiply_add)
+      .def_readonly("round_each_op", &Hyperparams::round_each_op)
+      .def_readonly("torch_add_block", &Hyperparams::torch_add_block)
+      .def_readonly("torch_threads", &Hyperparams::torch_threads)
       .def_property_readonly("compensation",
                              [](const Hyperparams& hp) {
                                return rmsprop_ext::binding::compensation_name(hp.compensation);

@@ -132,6 +132,54 @@ struct LaneCoefficients {
   }
 };
 
+// The hyperparameters of variant V's coefficients. A round-each-op variant rounds the scalars
+// torch rounds to a 16-bit tensor's dtype: the scalar of avg.add_(eps) and the alpha of
+// grad.add(param, alpha=weight_decay) and of param.add_(buf, alpha=-lr) (through float, as c10
+// converts a double). The other scalars (alpha, 1 - alpha, momentum, the value of addcdiv_) enter
+// torch's float32 arithmetic unrounded.
+template <typename P, class V>
+Hyperparams scalars_as_rounded(Hyperparams hp) {
+  if constexpr (V::round_each_op) {
+    const auto as_stored = [](double x) {
+      return static_cast<double>(
+          ScalarOps<float>::rounded(static_cast<const P*>(nullptr), static_cast<float>(x)));
+    };
+    hp.eps = as_stored(hp.eps);
+    hp.weight_decay = as_stored(hp.weight_decay);
+    if (hp.momentum > 0.0) {
+      hp.lr = as_stored(hp.lr);
+    }
+  }
+  return hp;
+}
+
+// Splits [begin, end) of a tensor of n elements as torch's add(other, alpha=) does (see
+// Hyperparams::torch_add_block): vector(from, to) for the stretches its vector loop covers,
+// scalar(i) for each element after them.
+template <typename Vector, typename Scalar>
+void for_each_torch_chunk(std::int64_t n, const Hyperparams& hp, std::int64_t begin,
+                          std::int64_t end, Vector&& vector, Scalar&& scalar) {
+  constexpr std::int64_t kTorchGrain = 32768;  // at::internal::GRAIN_SIZE
+  std::int64_t chunk = n;
+  if (n >= kTorchGrain && hp.torch_threads > 1) {
+    const std::int64_t threads =
+        std::min<std::int64_t>(hp.torch_threads, (n + kTorchGrain - 1) / kTorchGrain);
+    chunk = (n + threads - 1) / threads;
+  }
+  for (std::int64_t at = begin; at < end;) {
+    const std::int64_t chunk_begin = chunk > 0 ? at / chunk * chunk : 0;
+    const std::int64_t chunk_end = std::min(n, chunk_begin + chunk);
+    const std::int64_t whole = (chunk_end - chunk_begin) / hp.torch_add_block * hp.torch_add_block;
+    const std::int64_t vector_end = std::min(end, std::max(at, chunk_begin + whole));
+    vector(at, vector_end);
+    const std::int64_t stop = std::min(end, chunk_end);
+    for (std::int64_t i = vector_end; i < stop; ++i) {
+      scalar(i);
+    }
+    at = stop;
+  }
+}
+
 // Elements whose indices share their high 32 bits, so one stochastic-rounding key serves them.
 constexpr std::int64_t kKeyChunk = std::int64_t{1} << 32;
 
@@ -144,13 +192,29 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
   // may_alias), so through the caller's reference the compiler reloaded the buffer pointers
   // after every store, three loads per vector for nothing.
   const ParamBuffers<P, S> b = buffers;
-  LaneCoefficients<Vector, C> coefficients(hp, b.step);
+  LaneCoefficients<Vector, C> coefficients(scalars_as_rounded<P, V>(hp), b.step);
   // Storage pairs other than float32/float64 alone take the CPU's square root.
   const SquareRoot root =
       std::is_same_v<P, S> ? square_root_for(hp, static_cast<P*>(nullptr)) : SquareRoot::kIeee;
   const bool in_registers =
       root == SquareRoot::kIeee || (root == SquareRoot::kMklAvx512 && kHasMklSqrt);
   if (in_registers) {
+    if constexpr (V::round_each_op && (V::momentum || V::coupled_decay)) {
+      if (hp.torch_add_block > 0) {
+        // Torch's vector elements as usual; those after them one lane at a time, as it does.
+        for_each_torch_chunk(
+            b.size, hp, begin, end,
+            [&](std::int64_t from, std::int64_t to) {
+              for_each_lane_group<C, Vector>(b.param, from, to, [&](auto ops, std::int64_t i) {
+                update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+              });
+            },
+            [&](std::int64_t i) {
+              update_lanes<TailOps<C>, typename V::TorchScalar>(coefficients(TailOps<C>{}), b, i);
+            });
+        return;
+      }
+    }
     if constexpr (V::compensation == Compensation::kStochastic) {
       // The generator's key covers 2^32 elements; a new key at each multiple of 2^32.
       for (std::int64_t chunk = begin; chunk < end;) {
@@ -461,6 +525,34 @@ void dispatch_storage_variant(const Hyperparams& hp, F&& f) {
   });
 }
 
+// Whether a 16-bit update with state of the parameter's dtype follows torch's rounding of each
+// operation: asked for, no compensation, and only torch's own options (the others have no torch
+// rounding to follow, and round once per stored value).
+inline bool torch_rounding(const Hyperparams& hp) {
+  return hp.round_each_op && hp.compensation == Compensation::kNone && !hp.eps_in_sqrt &&
+         !hp.decoupled_weight_decay && !hp.lr_in_momentum && !hp.nesterov && !hp.bias_correction;
+}
+
+// The variants that round each operation as torch does: torch's options only, compile-time as
+// for float32 (the coupled weight decay rounds as the multiply-adds do).
+template <typename F>
+void dispatch_torch_rounding_variant(const Hyperparams& hp, F&& f) {
+  with_flag(hp.centered, [&](auto centered) {
+    with_flag(hp.momentum > 0.0, [&](auto momentum) {
+      with_flag(hp.weight_decay != 0.0, [&](auto decay) {
+        with_flag(hp.fused_multiply_add, [&](auto fused) {
+          constexpr bool kFused = decltype(fused)::value;
+          f(Variant<
+              decltype(centered)::value,
+              decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, Eps::kOutside,
+              decltype(decay)::value ? (kFused ? Decay::kFused : Decay::kSeparate) : Decay::kNone,
+              kFused, false, Compensation::kNone, Rounding::kTorchVector>{});
+        });
+      });
+    });
+  });
+}
+
 // The roofline kernel's traffic depends only on which buffers exist.
 template <typename P, typename F>
 void dispatch_traffic(const Hyperparams& hp, F&& f) {
@@ -504,6 +596,12 @@ void update_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int6
     });
   } else if constexpr (std::is_same_v<P, S> && !kSixteenBit<P>) {
     dispatch_variant<P>(hp, b.complex_pairs, run);
+  } else if constexpr (std::is_same_v<P, S>) {
+    if (torch_rounding(hp)) {
+      dispatch_torch_rounding_variant(hp, run);
+    } else {
+      dispatch_storage_variant<P>(hp, run);
+    }
   } else {
     dispatch_storage_variant<P>(hp, run);
   }

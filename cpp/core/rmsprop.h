@@ -71,6 +71,21 @@ struct Hyperparams {
   SqrtBlockFn<float> sqrt_f32 = nullptr;
   SqrtBlockFn<double> sqrt_f64 = nullptr;
   Compensation compensation = Compensation::kNone;
+  // A bfloat16 or float16 parameter with state of its own dtype and no compensation rounds the
+  // result of every one of torch's operations to that dtype, as torch's 16-bit kernels do (and
+  // the scalars torch rounds: eps, the weight decay and, with momentum, the learning rate), so
+  // that it gives torch.optim.RMSprop's bits. Otherwise (false, or options torch lacks) each
+  // stored value is rounded once from the float32 arithmetic.
+  bool round_each_op = false;
+  // How torch's add(other, alpha=) rounds on 16-bit tensors, which round_each_op follows (the
+  // weight decay and, with momentum, the parameter's update): each of its threads takes a chunk of
+  // the tensor (one chunk below 32768 elements or with one thread, else the tensor split evenly
+  // over min(torch_threads, ceil(n / 32768)) threads), its vector loop runs over whole blocks of
+  // torch_add_block elements of the chunk and rounds alpha * other + x once, and the elements
+  // after the last whole block round the product to the dtype first. 0: every element as in the
+  // vector loop.
+  std::int64_t torch_add_block = 0;
+  int torch_threads = 1;
   // The stochastic rounding's seed; with ParamBuffers::stream, the step and the element index it
   // fixes every random bit.
   std::uint64_t seed = 0;

@@ -55,6 +55,10 @@ struct ScalarOps {
     *p = to_float16(v);
     return to_float(*p);
   }
+  // v rounded to the type the pointer points to, as store_rounded would store it (the pointer
+  // only picks the type).
+  static Vec rounded(const bfloat16*, Vec v) { return to_float(to_bfloat16(v)); }
+  static Vec rounded(const float16*, Vec v) { return to_float(to_float16(v)); }
   using Bits = std::uint32_t;
   // The generator's bits for the lane with element index `index` (its low 32 bits).
   static Bits random_bits(RandomKey key, std::uint32_t index) {
@@ -114,6 +118,12 @@ struct Avx2Ops<float> {
     const __m128i halves = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), halves);
     return _mm256_cvtph_ps(halves);
+  }
+  static Vec rounded(const bfloat16*, Vec v) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bfloat16_bits(v), 16));
+  }
+  static Vec rounded(const float16*, Vec v) {
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
   }
   using Bits = __m256i;
   static Bits random_bits(RandomKey key, std::uint32_t index) {
@@ -385,6 +395,12 @@ struct Avx512Ops<float> {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), halves);
     return _mm512_cvtph_ps(halves);
   }
+  static Vec rounded(const bfloat16*, Vec v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(bfloat16_bits(v), 16));
+  }
+  static Vec rounded(const float16*, Vec v) {
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
   using Bits = __m512i;
   static Bits random_bits(RandomKey key, std::uint32_t index) {
     const __m512i lanes =
@@ -503,6 +519,10 @@ struct Avx512Ops<double> {
 struct Avx512Bf16Ops : Avx512Ops<float> {
   using Avx512Ops<float>::store;
   using Avx512Ops<float>::store_rounded;
+  using Avx512Ops<float>::rounded;
+  static Vec rounded(const bfloat16*, Vec v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(nearest(v)), 16));
+  }
   static void store(bfloat16* p, Vec v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), nearest(v));
   }

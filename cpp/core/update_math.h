@@ -23,10 +23,16 @@ enum class Decay { kNone, kFused, kSeparate };
 // torch's bits, use this to halve their number of variants).
 enum class Eps { kOutside, kInside, kEither };
 
+// How a 16-bit parameter with state of its dtype rounds: each stored value once, or the result of
+// every operation as torch does (Hyperparams::round_each_op), in the elements of torch's vector
+// loops or in those after them, where its add(other, alpha=) rounds the product first.
+enum class Rounding { kPerStore, kTorchVector, kTorchScalar };
+
 // kMklSqrt: the square root is MKL's AVX-512 one (Ops::mkl_sqrt), not the CPU's. kCompensation:
 // how a 16-bit parameter is stored.
 template <bool kCentered, Momentum kMomentum, Eps kEps, Decay kDecay, bool kFused, bool kMklSqrt,
-          Compensation kCompensation = Compensation::kNone>
+          Compensation kCompensation = Compensation::kNone,
+          Rounding kRounding = Rounding::kPerStore>
 struct Variant {
   static constexpr bool centered = kCentered;
   static constexpr bool momentum = kMomentum != Momentum::kNone;
@@ -37,7 +43,23 @@ struct Variant {
   static constexpr bool fused = kFused;
   static constexpr bool mkl_sqrt = kMklSqrt;
   static constexpr Compensation compensation = kCompensation;
+  static constexpr bool round_each_op = kRounding != Rounding::kPerStore;
+  static constexpr bool torch_scalar_add = kRounding == Rounding::kTorchScalar;
+  // The same variant in the elements after torch's vector loops.
+  using TorchScalar = Variant<kCentered, kMomentum, kEps, kDecay, kFused, kMklSqrt, kCompensation,
+                              Rounding::kTorchScalar>;
 };
+
+// The result v of one of torch's operations as torch's 16-bit kernels leave it: rounded to the
+// parameter's dtype in a round-each-op variant, v itself otherwise.
+template <class Ops, class V, class B>
+inline typename Ops::Vec op_result(const B& b, typename Ops::Vec v) {
+  if constexpr (V::round_each_op) {
+    return Ops::rounded(b.param, v);
+  } else {
+    return v;
+  }
+}
 
 // a * b + c rounded as the variant says: once (FMA) or after the product and after the sum.
 template <class Ops, class V>
@@ -47,6 +69,19 @@ inline typename Ops::Vec multiply_add(typename Ops::Vec a, typename Ops::Vec b,
     return Ops::mul_add(a, b, c);
   } else {
     return Ops::add(Ops::mul(a, b), c);
+  }
+}
+
+// torch's x.add(y, alpha=a) as the variant rounds it: a * y + x rounded as the variant's
+// multiply-adds (and to the dtype in a round-each-op variant), or, after torch's vector loop, the
+// product rounded to the dtype first.
+template <class Ops, class V, class B>
+inline typename Ops::Vec torch_add(const B& b, typename Ops::Vec x, typename Ops::Vec alpha,
+                                   typename Ops::Vec y) {
+  if constexpr (V::torch_scalar_add) {
+    return op_result<Ops, V>(b, Ops::add(op_result<Ops, V>(b, Ops::mul(alpha, y)), x));
+  } else {
+    return op_result<Ops, V>(b, multiply_add<Ops, V>(alpha, y, x));
   }
 }
 
@@ -121,15 +156,20 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::
   Vec grad = Ops::mul(Ops::load(b.grad + i), c.grad_sign);
   if constexpr (V::coupled_decay) {
     // grad.add(param, alpha=wd)
-    grad = V::fused_decay ? Ops::mul_add(c.weight_decay, param, grad)
-                          : Ops::add(Ops::mul(c.weight_decay, param), grad);
+    if constexpr (V::round_each_op) {
+      grad = torch_add<Ops, V>(b, grad, c.weight_decay, param);
+    } else {
+      grad = V::fused_decay ? Ops::mul_add(c.weight_decay, param, grad)
+                            : Ops::add(Ops::mul(c.weight_decay, param), grad);
+    }
   }
 
   // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha). The step goes on with the
   // value as stored, as torch's does (it matters for 16-bit state only).
   const Vec square_avg = Ops::store_rounded(
-      b.square_avg + i, multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
-                                             Ops::mul(Ops::load(b.square_avg + i), c.alpha)));
+      b.square_avg + i,
+      multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
+                           op_result<Ops, V>(b, Ops::mul(Ops::load(b.square_avg + i), c.alpha))));
 
   Vec variance = Ops::mul(square_avg, c.bias_scale);
   if constexpr (V::centered) {
@@ -144,8 +184,9 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::
     // square root turns the whole update into NaN. Clamp it. The operand order matters: x86 max
     // returns its second operand when either is NaN, so max(0, v) keeps a NaN v (NaN inputs
     // still propagate); ScalarOps::max matches this.
-    const Vec centered_variance = V::fused ? Ops::neg_mul_add(mean, mean, variance)
-                                           : Ops::sub(variance, Ops::mul(mean, mean));
+    const Vec centered_variance =
+        op_result<Ops, V>(b, V::fused ? Ops::neg_mul_add(mean, mean, variance)
+                                      : Ops::sub(variance, Ops::mul(mean, mean)));
     variance = Ops::max(c.zero, centered_variance);
   }
   if constexpr (V::eps == Eps::kInside) {
@@ -183,9 +224,10 @@ template <class Ops, class V, class B>
 inline void param_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i,
                         typename Ops::Vec param, typename Ops::Vec grad, typename Ops::Vec root) {
   using Vec = typename Ops::Vec;
+  root = op_result<Ops, V>(b, root);
   Vec denom = root;  // avg.add_(eps)
   if constexpr (V::eps == Eps::kOutside) {
-    denom = Ops::add(root, c.eps);
+    denom = op_result<Ops, V>(b, Ops::add(root, c.eps));
   } else if constexpr (V::eps == Eps::kEither) {
     denom = Ops::add(root, c.eps_outside);
   }
@@ -194,13 +236,18 @@ inline void param_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i,
     const Vec scaled_step = Ops::div(Ops::mul(c.step_scale, grad), denom);
     const Vec buffer = Ops::store_rounded(
         b.momentum_buffer + i,
-        Ops::add(Ops::mul(Ops::load(b.momentum_buffer + i), c.momentum), scaled_step));
+        Ops::add(op_result<Ops, V>(b, Ops::mul(Ops::load(b.momentum_buffer + i), c.momentum)),
+                 scaled_step));
     Vec direction = buffer;
     if constexpr (V::nesterov) {
       direction = multiply_add<Ops, V>(c.momentum, buffer, scaled_step);
     }
     // param.add_(buf, alpha=-lr), or param.add_(-buf) with the learning rate in the buffer
-    store_param<Ops, V>(c, b, i, param, direction, c.momentum_update_scale);
+    if constexpr (V::round_each_op) {
+      Ops::store(b.param + i, torch_add<Ops, V>(b, param, c.momentum_update_scale, direction));
+    } else {
+      store_param<Ops, V>(c, b, i, param, direction, c.momentum_update_scale);
+    }
   } else {
     // param.addcdiv_(grad, avg, value=-lr): (-lr * grad) / avg, then the sum (times one is exact,
     // so this rounds as param + quotient)

@@ -236,6 +236,32 @@ def _vml_sqrt(address: int, values: np.ndarray) -> np.ndarray:
     return out
 
 
+# torch_add_block when torch's add(other, alpha=) has no vector loop: no element in a whole block.
+_NO_WHOLE_BLOCK = 1 << 62
+
+
+@functools.cache
+def torch_add_block() -> int:
+    """The elements per block of torch's vector loop for add(other, alpha=) on 16-bit tensors (see
+    ``Hyperparams.torch_add_block``), measured: in the elements after its last whole block torch
+    rounds alpha * other to the dtype before the sum, and the sum below lands on the other side of
+    a tie when it does. 0 when every element rounds once (no such elements to follow)."""
+    import torch
+
+    size = 127  # odd, and one chunk for any thread count
+    param = torch.full((size,), -1.3046875, dtype=torch.bfloat16)
+    other = torch.full((size,), 9.0, dtype=torch.bfloat16)
+    # -1.3046875 - 0.010009765625 * 9 = -1.39478...: -1.3984375 rounded once; the product rounded
+    # to bfloat16 first (-0.08984375) makes the sum a tie that rounds to -1.390625
+    rounded_once = param.add(other, alpha=-1e-2) == -1.3984375
+    vector_elements = int(rounded_once.to(torch.int64).cumprod(0).sum())
+    if vector_elements == size:
+        return 0
+    if vector_elements == 0:
+        return _NO_WHOLE_BLOCK
+    return vector_elements & -vector_elements  # whole blocks: its largest power-of-two factor
+
+
 ROUNDINGS = ("torch", "fused", "separate")
 
 
