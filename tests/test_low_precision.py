@@ -392,11 +392,12 @@ def test_bfloat16_state_rounds_float32_like_torch(bf16_path: bool) -> None:
 @pytest.mark.parametrize(
     "options", [{}, {"momentum": 0.9}, {"momentum": 0.9, "centered": True}], ids=options_id
 )
-def test_one_step_is_close_to_torch_and_closer_to_the_exact_step(
+def test_rounding_once_is_close_to_torch_and_closer_to_the_exact_step(
     dtype: torch.dtype, options: dict[str, Any]
 ) -> None:
     # torch rounds to the dtype after every op of its step (the square root, the + eps, the
-    # quotient's sum), the kernel each stored result once. From the same state, one step of the
+    # quotient's sum), and so does the default rounding="torch" (test_torch_bitwise);
+    # rounding="fused" rounds each stored result once. From the same state, one step of the
     # two differs by at most two ulps of the dtype at the operands' magnitude (the old value, the
     # new one and the change), and the kernel's is the nearer to the exact step. Centered, torch's
     # rounding of a^2 before s - a^2 cancels can put it many ulps away: there only the second.
@@ -407,7 +408,7 @@ def test_one_step_is_close_to_torch_and_closer_to_the_exact_step(
     theirs = torch.nn.Parameter(param.clone())
     ours = torch.nn.Parameter(param.clone())
     opt_theirs = torch.optim.RMSprop([theirs], lr=1e-3, eps=1e-4, foreach=False, **options)
-    opt_ours = rmsprop_ext.RMSprop([ours], lr=1e-3, eps=1e-4, **options)
+    opt_ours = rmsprop_ext.RMSprop([ours], lr=1e-3, eps=1e-4, rounding="fused", **options)
     for step in range(1, 4):
         grad = random_stored(size, name, 0.1, 10 + step)
         theirs.grad, ours.grad = grad.clone(), grad.clone()

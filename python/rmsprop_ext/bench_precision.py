@@ -31,6 +31,9 @@ class PrecisionForm:
     param: str  # dtype of the parameter and its gradient
     state: str  # dtype of square_avg
     compensation: str | None = None
+    # "torch" (the default: 16-bit state of the param's dtype rounded after every operation, as
+    # torch does) or "fused" (each stored value rounded once)
+    rounding: str = "torch"
 
     @property
     def bytes_per_element(self) -> float:
@@ -51,11 +54,12 @@ def memory_of_model(parameters: int, param: str, state: str, compensation: str |
     return round(parameters * (2 * p + s + (p if compensation == "kahan" else 0)))
 
 
-# Labels: "native <param dtype>/<state dtype> [compensation]".
+# Labels: "native <param dtype>/<state dtype> [compensation] [rounded once]".
 BASELINE = "native fp32/fp32"
 FORMS = [
     PrecisionForm(BASELINE, "float32", "float32"),
     PrecisionForm("native bf16/bf16", "bfloat16", "bfloat16"),
+    PrecisionForm("native bf16/bf16 rounded once", "bfloat16", "bfloat16", rounding="fused"),
     PrecisionForm("native bf16/bf16 Kahan", "bfloat16", "bfloat16", "kahan"),
     PrecisionForm("native bf16/bf16 SR", "bfloat16", "bfloat16", "stochastic"),
     PrecisionForm("native bf16/fp32", "bfloat16", "float32"),
@@ -104,6 +108,7 @@ def precision_step(n: int, form: PrecisionForm, threads: int) -> Callable[[], No
             lr=LR,
             alpha=ALPHA,
             compensation=form.compensation,
+            rounding=form.rounding,
             step=counter[0],
             num_threads=threads,
         )

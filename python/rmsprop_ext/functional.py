@@ -291,8 +291,11 @@ def rmsprop_step(
     generator that depends only on ``seed``, ``stream``, ``step`` and the element index).
     ``step`` numbers this update (1 for the first) for ``bias_correction`` and the stochastic
     rounding. With ``rounding="torch"`` float32/float64 results are torch.optim.RMSprop's bit for
-    bit in this process; "fused" and "separate" round every multiply-add once or twice, with IEEE
-    square roots. Every argument is checked before anything is written: on error nothing changes.
+    bit in this process, and so are bfloat16/float16 ones with state of their dtype and no
+    compensation (rounded to the dtype after every operation, as torch's 16-bit kernels do);
+    "fused" and "separate" round every multiply-add once or twice, with IEEE square roots, and
+    16-bit buffers once per stored value. Every argument is checked before anything is written:
+    on error nothing changes.
     """
     options = hyperparams(
         lr,

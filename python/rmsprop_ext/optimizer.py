@@ -559,7 +559,8 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
 
     With the defaults this is exactly torch.optim.RMSprop's algorithm, with the same defaults,
     validation, param groups and per-parameter state (``step``, ``square_avg``,
-    ``momentum_buffer``, ``grad_avg``), so state dicts move between the two.
+    ``momentum_buffer``, ``grad_avg``), so state dicts move between the two, and its results bit
+    for bit (float32, float64, complex, and bfloat16/float16 with state of their dtype).
 
     Contiguous float32/float64/complex/bfloat16/float16 CPU parameters of a group are updated in
     one native call (SIMD, OpenMP, GIL released); any other parameter (another device,
@@ -583,6 +584,9 @@ RMSprop.__doc__ = r"""Implements RMSprop with a fused native step; drop-in for t
         decoupled_weight_decay (bool, optional): shrink the parameters by ``1 - lr * weight_decay``
             (AdamW style) instead of adding ``weight_decay * param`` to the gradient
             (default: False)
+        rounding (str, optional): "torch" (torch's rounding in this process, bit for bit),
+            "fused" or "separate" (multiply-adds rounded once or twice, IEEE square roots,
+            16-bit buffers rounded once per stored value) (default: "torch")
         state_dtype (torch.dtype or str, optional): dtype of the state; None for the
             parameter's (as torch), torch.float32 for bfloat16/float16 parameters,
             torch.bfloat16 for bfloat16 or float32 ones, or "8bit" for float32, bfloat16 and

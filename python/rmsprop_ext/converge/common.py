@@ -25,9 +25,11 @@ class ConvergeResult:
 # step (reference.rmsprop_torch), "torch" torch.optim.RMSprop, "ours" rmsprop_ext.RMSprop.
 Run = tuple[str, str, str, dict[str, Any]]
 
-# Pure bfloat16 training with each state form and compensation of rmsprop_ext, and torch's.
+# Pure bfloat16 training with each state form and compensation of rmsprop_ext, and torch's. The
+# default rounds as torch does (its bits); "rounded once" rounds each stored value once.
 BF16_FORMS: list[Run] = [
     ("rmsprop_ext bf16, bf16 state", "bfloat16", "ours", {}),
+    ("rmsprop_ext bf16, bf16 state, rounded once", "bfloat16", "ours", {"rounding": "fused"}),
     ("rmsprop_ext bf16, fp32 state", "bfloat16", "ours", {"state_dtype": "float32"}),
     ("rmsprop_ext bf16, bf16 state, Kahan", "bfloat16", "ours", {"compensation": "kahan"}),
     (
