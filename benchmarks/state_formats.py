@@ -8,8 +8,9 @@ measures what the update sees: the relative error of the denominator sqrt(v) + e
 and of the momentum buffer, per element, as median, 99th percentile and the share of elements off
 by more than 25%. Candidates:
 
-- rmsprop_ext's "8bit": floats with 3 mantissa bits (unsigned 5-bit exponent for square_avg, sign
-  and 4-bit exponent otherwise) times a power of two per block of 32 (and per block of 256);
+- rmsprop_ext's "8bit": small floats (4 exponent and 4 mantissa bits for square_avg, sign, 4
+  exponent and 3 mantissa bits otherwise) times a power of two per block of 32 (and per block of
+  256);
 - linear absmax int8 per block of 256 (bitsandbytes' linear block-wise quantization);
 - bitsandbytes' dynamic map per block of 256 (its 8-bit optimizers' format), when it is installed;
 - linear uint8 of sqrt(v) per group of 32 with a float scale (FlashOptim's choice for Adam's v).
@@ -64,22 +65,25 @@ def blockwise(
     return np.concatenate([encode(b) for b in padded.reshape(-1, block)])[: values.size]
 
 
-def tiny_float(x: np.ndarray, bias: int) -> np.ndarray:
-    """|x| < 2 rounded to floats with 3 mantissa bits and exponents down to 1 - bias (below that,
+def tiny_float(x: np.ndarray, bias: int, mantissa: int) -> np.ndarray:
+    """|x| < 2 rounded to floats with `mantissa` bits and exponents down to 1 - bias (below that,
     evenly spaced as the lowest binade), to nearest."""
     magnitude = np.abs(x)
     exponent = np.floor(np.log2(np.maximum(magnitude, 2.0**-300)))
-    quantum = 2.0 ** (np.maximum(exponent, 1 - bias) - 3)
+    quantum = 2.0 ** (np.maximum(exponent, 1 - bias) - mantissa)
     return np.sign(x) * np.round(magnitude / quantum) * quantum
 
 
-def ours(values: np.ndarray, signed: bool, block: int) -> np.ndarray:
-    if block == _quantized.BLOCK:  # the format itself, as the kernel stores it
+def ours(values: np.ndarray, signed: bool, block: int, earlier: bool = False) -> np.ndarray:
+    """The "8bit" format with blocks of `block`; `earlier`: square_avg with the earlier layout
+    (5 exponent bits, 3 mantissa bits)."""
+    if block == _quantized.BLOCK and not earlier:  # the format itself, as the kernel stores it
         return _quantized.decode(*_quantized.encode(values, signed), signed).astype(np.float64)
+    bias, mantissa = (15, 3) if signed else ((31, 3) if earlier else (15, 4))
 
     def one(b: np.ndarray) -> np.ndarray:
         scale = 2.0 ** (np.floor(np.log2(np.abs(b).max() + 1e-300)) + 1)
-        return tiny_float(b / scale, 15 if signed else 31) * scale
+        return tiny_float(b / scale, bias, mantissa) * scale
 
     return blockwise(values, block, one)
 
@@ -136,7 +140,12 @@ def main() -> None:
     exact_denominator = np.sqrt(square.astype(np.float64)) + EPS
     candidates: list[tuple[str, np.ndarray | None, np.ndarray | None]] = [
         ("rmsprop_ext 8bit, block 32", ours(square, False, 32), ours(momentum, True, 32)),
-        ("3-bit-mantissa floats, block 256", ours(square, False, 256), ours(momentum, True, 256)),
+        (
+            "earlier 8bit (3 mantissa bits for v)",
+            ours(square, False, 32, earlier=True),
+            ours(momentum, True, 32),
+        ),
+        ("the same floats, block 256", ours(square, False, 256), ours(momentum, True, 256)),
         ("linear absmax int8, block 256", linear_absmax(square, 256), linear_absmax(momentum, 256)),
         (
             "bitsandbytes dynamic map, block 256",

@@ -3,9 +3,9 @@
 dtypes, and for `dequantize_state_dict`.
 
 A buffer of n elements is n uint8 codes plus one int8 exponent E per block of BLOCK consecutive
-elements (flattened, C order). A code is a tiny float with 3 mantissa bits, times 2^E:
-- square_avg (never negative): 5 exponent bits e and 3 mantissa bits m; 2^(e-31) * (1 + m/8) for
-  e >= 1, 2^-30 * m/8 for e = 0;
+elements (flattened, C order). A code is a tiny float times 2^E:
+- square_avg (never negative): 4 exponent bits e and 4 mantissa bits m; 2^(e-15) * (1 + m/16)
+  for e >= 1, 2^-14 * m/16 for e = 0;
 - momentum_buffer and grad_avg: a sign bit, 4 exponent bits, 3 mantissa bits; 2^(e-15) * (1 + m/8)
   for e >= 1, 2^-14 * m/8 for e = 0.
 E is the smallest exponent with max |value| < 2^E in the block (clamped to [-126, 126]); -128
@@ -37,9 +37,9 @@ def exponent_count(size: int) -> int:
     return -(-size // BLOCK)
 
 
-def _layout(signed: bool) -> tuple[int, int, int]:
-    """Exponent bias, largest magnitude code, sign bit."""
-    return (15, 127, 0x80) if signed else (31, 255, 0)
+def _layout(signed: bool) -> tuple[int, int, int, int]:
+    """Exponent bias, largest magnitude code, sign bit, mantissa bits."""
+    return (15, 127, 0x80, 3) if signed else (15, 255, 0, 4)
 
 
 def _float_of(bits: np.ndarray) -> np.ndarray:
@@ -65,7 +65,8 @@ def encode(
     element (`random`, uint32, flat)."""
     array = np.asarray(values, np.float32)
     flat = np.ascontiguousarray(array).reshape(-1)
-    bias, largest_code, sign_bit = _layout(signed)
+    bias, largest_code, sign_bit, mantissa = _layout(signed)
+    dropped = 23 - mantissa
     bits = flat.view(np.uint32)
     magnitude_bits = bits & np.uint32(0x7FFFFFFF)
     largest = _blocks(magnitude_bits, 0).max(axis=1) if flat.size else np.zeros(0, np.uint32)
@@ -80,10 +81,11 @@ def encode(
     fixed_normal = magnitude.view(np.uint32).astype(np.int64) - ((127 - bias) << 23)
     fixed = np.where(magnitude < smallest_normal, fixed_small, fixed_normal)
     if random is None:
-        increment = 0x7FFFF + ((fixed >> 20) & 1)
+        increment = (1 << (dropped - 1)) - 1 + ((fixed >> dropped) & 1)
     else:
-        increment = (np.asarray(random, np.uint32)[: flat.size] >> np.uint32(12)).astype(np.int64)
-    codes = np.minimum((fixed + increment) >> 20, largest_code)
+        random_bits = np.asarray(random, np.uint32)[: flat.size]
+        increment = (random_bits >> np.uint32(32 - dropped)).astype(np.int64)
+    codes = np.minimum((fixed + increment) >> dropped, largest_code)
     codes |= (bits >> np.uint32(24)).astype(np.int64) & sign_bit
     codes = np.where(np.repeat(non_finite, BLOCK)[: flat.size], 0, codes)
     exponents = np.where(non_finite, NON_FINITE, exponents)
@@ -100,14 +102,14 @@ def decode(codes: Any, exponents: Any, signed: bool) -> np.ndarray:
             f"{flat.size} codes need {exponent_count(flat.size)} exponents, got shape "
             f"{exponent_array.shape}"
         )
-    bias, largest_code, sign_bit = _layout(signed)
+    bias, largest_code, sign_bit, mantissa = _layout(signed)
     magnitude = flat & np.uint32(largest_code)
-    exponent_bits = magnitude >> np.uint32(3)
+    exponent_bits = magnitude >> np.uint32(mantissa)
     normal = _float_of(
         ((exponent_bits + np.uint32(127 - bias)) << np.uint32(23))
-        | ((magnitude & np.uint32(7)) << np.uint32(20))
+        | ((magnitude & np.uint32((1 << mantissa) - 1)) << np.uint32(23 - mantissa))
     )
-    small = magnitude.astype(np.float32) * np.float32(2.0 ** (-bias - 2))
+    small = magnitude.astype(np.float32) * np.float32(2.0 ** (1 - bias - mantissa))
     value = np.where(exponent_bits == 0, small, normal)
     per_element = np.repeat(exponent_array, BLOCK)[: flat.size]
     finite = per_element != NON_FINITE
