@@ -180,6 +180,30 @@ void for_each_torch_chunk(std::int64_t n, const Hyperparams& hp, std::int64_t be
   }
 }
 
+// Software prefetch of the 16-bit updates: elements per stretch (a multiple of every vector
+// width) and how far ahead.
+constexpr std::int64_t kPrefetchStretch = 512;
+constexpr std::int64_t kPrefetchDistance = 4 * kPrefetchStretch;
+
+// Calls run(from, to) over [begin, end): at once for float32/float64, whose loads the hardware
+// prefetcher keeps up with; for 16-bit parameters in stretches, asking for the memory of a later
+// stretch before each. Their longer chains of conversions (and roundings) keep fewer iterations,
+// and so fewer loads, in flight (float16 at 16M elements ran 1.5x its in-cache time per element
+// without this). Where the stretches split changes no result: lanes round alike everywhere.
+template <typename P, typename S, typename Run>
+void for_each_prefetched_stretch(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,
+                                 Run&& run) {
+  if constexpr (!kSixteenBit<P>) {
+    run(begin, end);
+  } else {
+    for (std::int64_t stretch = begin; stretch < end; stretch += kPrefetchStretch) {
+      const std::int64_t ahead = std::min(end, stretch + kPrefetchDistance);
+      prefetch_block(b, ahead, std::min(end, ahead + kPrefetchStretch));
+      run(stretch, std::min(end, stretch + kPrefetchStretch));
+    }
+  }
+}
+
 // Elements whose indices share their high 32 bits, so one stochastic-rounding key serves them.
 constexpr std::int64_t kKeyChunk = std::int64_t{1} << 32;
 
@@ -205,8 +229,10 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
         for_each_torch_chunk(
             b.size, hp, begin, end,
             [&](std::int64_t from, std::int64_t to) {
-              for_each_lane_group<C, Vector>(b.param, from, to, [&](auto ops, std::int64_t i) {
-                update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+              for_each_prefetched_stretch<P>(b, from, to, [&](std::int64_t f, std::int64_t t) {
+                for_each_lane_group<C, Vector>(b.param, f, t, [&](auto ops, std::int64_t i) {
+                  update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+                });
               });
             },
             [&](std::int64_t i) {
@@ -222,15 +248,20 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
         const RandomKey key = random_key(hp.seed, b.stream, static_cast<std::uint64_t>(b.step),
                                          static_cast<std::uint64_t>(chunk / kKeyChunk));
         coefficients.set_key(key);
-        for_each_lane_group<C, Vector>(b.param, chunk, chunk_end, [&](auto ops, std::int64_t i) {
-          update_lanes<decltype(ops), V>(coefficients(ops), b, i);
-        });
+        for_each_prefetched_stretch<P>(
+            b, chunk, chunk_end, [&](std::int64_t from, std::int64_t to) {
+              for_each_lane_group<C, Vector>(b.param, from, to, [&](auto ops, std::int64_t i) {
+                update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+              });
+            });
         chunk = chunk_end;
       }
       return;
     }
-    for_each_lane_group<C, Vector>(b.param, begin, end, [&](auto ops, std::int64_t i) {
-      update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+    for_each_prefetched_stretch<P>(b, begin, end, [&](std::int64_t from, std::int64_t to) {
+      for_each_lane_group<C, Vector>(b.param, from, to, [&](auto ops, std::int64_t i) {
+        update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+      });
     });
     return;
   }
