@@ -125,10 +125,18 @@ def rmsprop_torch_step(
 def native_ok(param: Tensor) -> bool:
     """True when the native kernel can update `param` (and state created like it) in place."""
     return (
-        param.device.type == "cpu"
+        has_plain_data(param)
+        and param.device.type == "cpu"
         and param.dtype in native_torch_dtypes()
         and param.layout == torch.strided
         and param.is_contiguous()
         and not param.is_conj()
         and not param.is_neg()
     )
+
+
+def has_plain_data(tensor: Tensor) -> bool:
+    """False for tensor subclasses that dispatch their own ops (DTensor, and so FSDP2's sharded
+    parameters, or other wrapper tensors): their values are not one buffer the kernel could
+    update, but torch's ops on them work, so they take the torch path."""
+    return type(tensor).__torch_dispatch__ is Tensor.__torch_dispatch__

@@ -1,0 +1,70 @@
+"""Run by test_tensor_subclasses under torch.distributed.run: DTensor parameters sharded over the
+ranks, stepped by rmsprop_ext.RMSprop and by torch.optim.RMSprop; rank 0 saves what it saw."""
+
+from __future__ import annotations
+
+import sys
+
+import rmsprop_ext
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+OPTIONS = [
+    {},
+    {"momentum": 0.9, "centered": True, "weight_decay": 0.1},
+    {"maximize": True, "momentum": 0.5, "alpha": 0.9},
+]
+
+
+def main(out: str) -> None:
+    dist.init_process_group("gloo")
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    report: dict[str, object] = {"world_size": dist.get_world_size(), "cases": []}
+    for dtype in (torch.float32, torch.bfloat16):
+        for options in OPTIONS:
+            generator = torch.Generator().manual_seed(0)
+            shapes = [(64, 33), (37,), (8, 8)]
+            starts = [torch.randn(s, generator=generator).to(dtype) for s in shapes]
+            placements = [[Shard(0)], [Shard(0)], [Replicate()]]
+
+            def params(starts=starts, placements=placements) -> list[torch.nn.Parameter]:
+                return [
+                    torch.nn.Parameter(distribute_tensor(s.clone(), mesh, p))
+                    for s, p in zip(starts, placements)
+                ]
+
+            ours, theirs = params(), params()
+            our_opt = rmsprop_ext.RMSprop(ours, lr=1e-2, **options)
+            torch_opt = torch.optim.RMSprop(theirs, lr=1e-2, foreach=False, **options)
+            for _ in range(30):
+                for a, b, p in zip(ours, theirs, placements):
+                    grad = torch.randn(a.shape, generator=generator).to(dtype)
+                    a.grad = distribute_tensor(grad, mesh, p)
+                    b.grad = distribute_tensor(grad.clone(), mesh, p)
+                our_opt.step()
+                torch_opt.step()
+            full = [(a.full_tensor(), b.full_tensor()) for a, b in zip(ours, theirs)]
+            state_is_dtensor = all(
+                isinstance(v, DTensor) and v.placements == p.placements
+                for p in ours
+                for k, v in our_opt.state[p].items()
+                if k != "step"
+            )
+            report["cases"].append(
+                {
+                    "dtype": str(dtype),
+                    "options": options,
+                    "differing": sum(int((x != y).sum()) for x, y in full),
+                    "state_is_dtensor": state_is_dtensor,
+                    "coverage": our_opt.native_coverage()["fallback"],
+                }
+            )
+    if dist.get_rank() == 0:
+        torch.save(report, out)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
