@@ -223,21 +223,20 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
   const bool in_registers =
       root == SquareRoot::kIeee || (root == SquareRoot::kMklAvx512 && kHasMklSqrt);
   if (in_registers) {
+    // Elements [from, to) with this variant: vector body, peel and tail, memory asked for ahead.
+    const auto update = [&](std::int64_t from, std::int64_t to) {
+      for_each_prefetched_stretch<P>(b, from, to, [&](std::int64_t first, std::int64_t last) {
+        for_each_lane_group<C, Vector>(b.param, first, last, [&](auto ops, std::int64_t i) {
+          update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+        });
+      });
+    };
     if constexpr (V::round_each_op && (V::momentum || V::coupled_decay)) {
       if (hp.torch_add_block > 0) {
         // Torch's vector elements as usual; those after them one lane at a time, as it does.
-        for_each_torch_chunk(
-            b.size, hp, begin, end,
-            [&](std::int64_t from, std::int64_t to) {
-              for_each_prefetched_stretch<P>(b, from, to, [&](std::int64_t f, std::int64_t t) {
-                for_each_lane_group<C, Vector>(b.param, f, t, [&](auto ops, std::int64_t i) {
-                  update_lanes<decltype(ops), V>(coefficients(ops), b, i);
-                });
-              });
-            },
-            [&](std::int64_t i) {
-              update_lanes<TailOps<C>, typename V::TorchScalar>(coefficients(TailOps<C>{}), b, i);
-            });
+        for_each_torch_chunk(b.size, hp, begin, end, update, [&](std::int64_t i) {
+          update_lanes<TailOps<C>, typename V::TorchScalar>(coefficients(TailOps<C>{}), b, i);
+        });
         return;
       }
     }
@@ -248,21 +247,12 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
         const RandomKey key = random_key(hp.seed, b.stream, static_cast<std::uint64_t>(b.step),
                                          static_cast<std::uint64_t>(chunk / kKeyChunk));
         coefficients.set_key(key);
-        for_each_prefetched_stretch<P>(
-            b, chunk, chunk_end, [&](std::int64_t from, std::int64_t to) {
-              for_each_lane_group<C, Vector>(b.param, from, to, [&](auto ops, std::int64_t i) {
-                update_lanes<decltype(ops), V>(coefficients(ops), b, i);
-              });
-            });
+        update(chunk, chunk_end);
         chunk = chunk_end;
       }
       return;
     }
-    for_each_prefetched_stretch<P>(b, begin, end, [&](std::int64_t from, std::int64_t to) {
-      for_each_lane_group<C, Vector>(b.param, from, to, [&](auto ops, std::int64_t i) {
-        update_lanes<decltype(ops), V>(coefficients(ops), b, i);
-      });
-    });
+    update(begin, end);
     return;
   }
   if constexpr (!kSixteenBit<P>) {
@@ -627,13 +617,13 @@ void update_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int6
     });
   } else if constexpr (std::is_same_v<P, S> && !kSixteenBit<P>) {
     dispatch_variant<P>(hp, b.complex_pairs, run);
-  } else if constexpr (std::is_same_v<P, S>) {
-    if (torch_rounding(hp)) {
-      dispatch_torch_rounding_variant(hp, run);
-    } else {
-      dispatch_storage_variant<P>(hp, run);
-    }
   } else {
+    if constexpr (std::is_same_v<P, S>) {  // 16-bit state of the parameter's own dtype
+      if (torch_rounding(hp)) {
+        dispatch_torch_rounding_variant(hp, run);
+        return;
+      }
+    }
     dispatch_storage_variant<P>(hp, run);
   }
 }

@@ -273,22 +273,40 @@ def check_rounding(rounding: Any) -> None:
         )
 
 
-def resolve_rounding(rounding: str) -> tuple[bool, bool]:
-    """(fused_multiply_add, torch_sqrt) for a ``rounding`` option.
+def resolve_rounding(rounding: str) -> dict[str, Any]:
+    """The native Hyperparams fields of a ``rounding`` option: fused_multiply_add, torch_sqrt,
+    round_each_op and, following torch in this process, torch_add_block and torch_threads.
 
-    "torch": torch's rounding in this process, bit for bit: FMA or not as its kernels do, and its
-    square root (MKL's, when torch uses it). Without torch imported, the rule torch would follow
-    (FMA when the CPU has AVX2 and FMA, unless ``ATEN_CPU_CAPABILITY=default``) and the IEEE
-    square root. "fused" / "separate": multiply-adds rounded once / twice, IEEE square roots.
+    "torch": torch's rounding in this process, bit for bit: FMA or not as its kernels do, its
+    square root (MKL's, when torch uses it), and 16-bit buffers rounded after every operation
+    (with its add(alpha=) block and thread count, read now). Without torch imported, the rule
+    torch would follow (FMA when the CPU has AVX2 and FMA, unless ``ATEN_CPU_CAPABILITY=default``)
+    and the IEEE square root. "fused" / "separate": multiply-adds rounded once / twice, IEEE
+    square roots, 16-bit buffers rounded once per stored value.
     """
     check_rounding(rounding)
-    if rounding == "fused":
-        return True, False
-    if rounding == "separate":
-        return False, False
-    if "torch" in sys.modules:
-        return torch_fuses_multiply_add(), torch_sqrt_installed()
-    return _torch_rule(os.environ.get("ATEN_CPU_CAPABILITY", "").lower()), False
+    if rounding != "torch":
+        return {
+            "fused_multiply_add": rounding == "fused",
+            "torch_sqrt": False,
+            "round_each_op": False,
+        }
+    if "torch" not in sys.modules:
+        capability = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+        return {
+            "fused_multiply_add": _torch_rule(capability),
+            "torch_sqrt": False,
+            "round_each_op": True,
+        }
+    import torch
+
+    return {
+        "fused_multiply_add": torch_fuses_multiply_add(),
+        "torch_sqrt": torch_sqrt_installed(),
+        "round_each_op": True,
+        "torch_add_block": torch_add_block(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 @functools.cache

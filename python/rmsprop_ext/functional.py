@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from ._precision import check_compensation, check_seed
-from ._rounding import check_rounding, resolve_rounding, torch_add_block
+from ._rounding import check_rounding, resolve_rounding
 
 if TYPE_CHECKING:
     import torch
@@ -203,15 +203,7 @@ def native_hyperparams(options: dict[str, Any]) -> _core.Hyperparams:
     """The checked options of `hyperparams` as the native calls take them, with the rounding
     resolved (see `rmsprop_ext._rounding.resolve_rounding`)."""
     native = dict(options)
-    rounding = native.pop("rounding")
-    native["fused_multiply_add"], native["torch_sqrt"] = resolve_rounding(rounding)
-    # 16-bit parameters with state of their dtype follow torch's rounding of every operation
-    native["round_each_op"] = rounding == "torch"
-    if rounding == "torch" and "torch" in sys.modules:
-        import torch
-
-        native["torch_add_block"] = torch_add_block()
-        native["torch_threads"] = torch.get_num_threads()
+    native.update(resolve_rounding(native.pop("rounding")))
     native["compensation"] = native["compensation"] or "none"
     return _core.Hyperparams(**native)
 
