@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,3 +66,23 @@ class GradientStream:
 
     def grad(self, t: int) -> np.ndarray:
         return np.ascontiguousarray(self._tile(self.base_grad(t)))
+
+
+def run_on_two_ranks(script: Path, *args: str, isa: str, timeout: float) -> None:
+    """`script args` under torch.distributed.run on 2 local processes, each on the instruction set
+    under test and one OpenMP thread; fails the test with their output unless both exit 0."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        *args,
+    ]
+    env = {**os.environ, "RMSPROP_EXT_ISA": isa, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

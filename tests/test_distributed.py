@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from conftest import HAS_TORCH
+from helpers import run_on_two_ranks
 
 if not HAS_TORCH:
     pytest.skip("needs PyTorch", allow_module_level=True)
@@ -37,25 +35,9 @@ def example() -> ModuleType:
 def run_example(tmp_path: Path, isa: str, *flags: str) -> dict:
     """examples/ddp_train.py on 2 gloo processes with `flags`; what rank 0 saved."""
     out = tmp_path / "result.pt"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(EXAMPLE),
-        "--steps",
-        str(STEPS),
-        "--out",
-        str(out),
-        *flags,
-    ]
-    env = {**os.environ, "RMSPROP_EXT_ISA": isa, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=120, check=False
+    run_on_two_ranks(
+        EXAMPLE, "--steps", str(STEPS), "--out", str(out), *flags, isa=isa, timeout=120
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     return torch.load(out)
 
 

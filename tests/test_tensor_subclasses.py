@@ -3,13 +3,11 @@ through the torch path with torch.optim.RMSprop's results, instead of failing.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import HAS_TORCH
+from helpers import run_on_two_ranks
 
 if not HAS_TORCH:
     pytest.skip("needs PyTorch", allow_module_level=True)
@@ -21,21 +19,7 @@ CHILD = Path(__file__).resolve().parent / "dtensor_child.py"
 
 def test_dtensor_parameters_on_two_ranks_match_torch(tmp_path: Path, isa: str) -> None:
     out = tmp_path / "report.pt"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(CHILD),
-        str(out),
-    ]
-    env = {**os.environ, "RMSPROP_EXT_ISA": isa, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_on_two_ranks(CHILD, str(out), isa=isa, timeout=300)
     report = torch.load(out)
     assert report["world_size"] == 2
     assert len(report["cases"]) == 6
