@@ -1,5 +1,6 @@
 """Run by test_tensor_subclasses under torch.distributed.run: DTensor parameters sharded over the
-ranks, stepped by rmsprop_ext.RMSprop and by torch.optim.RMSprop; rank 0 saves what it saw."""
+ranks (made with distribute_tensor), stepped by rmsprop_ext.RMSprop and by torch.optim.RMSprop;
+rank 0 saves what it saw."""
 
 from __future__ import annotations
 
@@ -61,7 +62,33 @@ def run_cases(mesh: object) -> dict[str, object]:
                     "coverage": our_opt.native_coverage()["fallback"],
                 }
             )
+    report["stochastic"] = stochastic_streams(mesh)
     return report
+
+
+def stochastic_streams(mesh: object) -> dict[str, bool]:
+    """bfloat16 with stochastic rounding: two equal rows sharded over the ranks, with equal
+    gradients, must round differently (each shard draws its own numbers), and a replicated
+    parameter must stay equal on every rank (replicas draw the same ones)."""
+    start = torch.randn(1, 4096, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    sharded = torch.nn.Parameter(distribute_tensor(start.repeat(2, 1), mesh, [Shard(0)]))
+    replicated = torch.nn.Parameter(distribute_tensor(start.clone(), mesh, [Replicate()]))
+    optimizer = rmsprop_ext.RMSprop([sharded, replicated], lr=1e-2, compensation="stochastic")
+    generator = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        grad = torch.randn(1, 4096, generator=generator).to(torch.bfloat16)
+        sharded.grad = distribute_tensor(grad.repeat(2, 1), mesh, [Shard(0)])
+        replicated.grad = distribute_tensor(grad.clone(), mesh, [Replicate()])
+        optimizer.step()
+    rows = sharded.full_tensor()
+    replicas = [torch.empty_like(replicated.to_local()) for _ in range(dist.get_world_size())]
+    dist.all_gather(replicas, replicated.to_local().detach().contiguous())
+    return {
+        "shards_differ": not torch.equal(rows[0], rows[1]),
+        "replicas_equal": all(torch.equal(r, replicas[0]) for r in replicas),
+        "replicas_moved": not torch.equal(replicas[0], start),
+        "native": optimizer.native_coverage()["fallback"] == 0,
+    }
 
 
 def main(out: str) -> None:

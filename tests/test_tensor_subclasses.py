@@ -1,8 +1,10 @@
-"""Tensor subclasses the native kernel cannot take (DTensor, as FSDP2 shards parameters) train
-through the torch path with torch.optim.RMSprop's results, instead of failing."""
+"""DTensor parameters (FSDP2's sharded parameters, here made with distribute_tensor) are updated
+natively shard by shard with torch.optim.RMSprop's results; other tensor subclasses take the torch
+path, and the functional API says what to pass instead."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from helpers import run_on_two_ranks
 if not HAS_TORCH:
     pytest.skip("needs PyTorch", allow_module_level=True)
 
+import rmsprop_ext
 import torch
 
 CHILD = Path(__file__).resolve().parent / "dtensor_child.py"
@@ -26,4 +29,49 @@ def test_dtensor_parameters_on_two_ranks_match_torch(tmp_path: Path, isa: str) -
     for case in report["cases"]:
         assert case["differing"] == 0, case  # bitwise torch's, on every shard
         assert case["state_is_dtensor"], case  # state sharded like the parameter, as torch's
-        assert case["coverage"] == 3, case  # all three took the torch path
+        assert case["coverage"] == 0, case  # all three updated natively, shard by shard
+    assert report["stochastic"] == {
+        "shards_differ": True,
+        "replicas_equal": True,
+        "replicas_moved": True,
+        "native": True,
+    }
+
+
+@pytest.fixture
+def one_rank_dtensor() -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """Makes DTensors on a one-process gloo mesh, which lives as long as the test."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    mesh = init_device_mesh("cpu", (1,))
+    try:
+        yield lambda values: distribute_tensor(values, mesh, [Replicate()])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_functional_step_names_a_dtensor_argument_and_what_to_pass(
+    one_rank_dtensor: Callable[[torch.Tensor], torch.Tensor],
+) -> None:
+    param = one_rank_dtensor(torch.ones(5))
+    square_avg = torch.zeros(5)
+    with pytest.raises(TypeError, match=r"param is a DTensor.*to_local\(\)"):
+        rmsprop_ext.rmsprop_step(param, torch.ones(5), square_avg, lr=0.1)
+    assert torch.equal(square_avg, torch.zeros(5))
+    # its local tensor is what the kernel takes, updated in place
+    rmsprop_ext.rmsprop_step(param.to_local(), torch.ones(5), square_avg, lr=0.1)
+    assert not torch.equal(param.to_local(), torch.ones(5))
+
+
+def test_eight_bit_state_of_a_dtensor_parameter_is_refused_when_the_optimizer_is_made(
+    one_rank_dtensor: Callable[[torch.Tensor], torch.Tensor],
+) -> None:
+    param = torch.nn.Parameter(one_rank_dtensor(torch.ones(64)))
+    with pytest.raises(ValueError, match=r"state_dtype='8bit' needs plain tensors.*DTensor"):
+        rmsprop_ext.RMSprop([param], state_dtype="8bit")
+    native = rmsprop_ext.RMSprop([param], state_dtype=torch.bfloat16)
+    assert native.native_coverage()["native"] == 1

@@ -69,6 +69,12 @@ def native_torch_dtypes() -> tuple[Any, ...]:
 def _tensor_as_array(tensor: Any, name: str, codes: bool = False) -> np.ndarray:
     import torch
 
+    if type(tensor).__torch_dispatch__ is not torch.Tensor.__torch_dispatch__:
+        raise TypeError(
+            f"{name} is a {type(tensor).__name__}, a tensor subclass whose values are not one "
+            "buffer; pass its local tensor (DTensor.to_local()), or use rmsprop_ext.RMSprop, "
+            "which updates DTensor shards natively"
+        )
     if tensor.layout != torch.strided:
         raise TypeError(f"{name} is a {tensor.layout} tensor; rmsprop_ext needs dense tensors")
     if tensor.device.type != "cpu":

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import _core, quantized_state
+from . import _core, _sharded, quantized_state
 from ._precision import (
     check_compensation,
     check_param_compensation,
@@ -19,7 +19,7 @@ from ._precision import (
 )
 from ._step_contract import OWN_STEP_CONTRACT, run_step
 from ._threads import threads_for_torch
-from ._torch_fallback import native_ok, rmsprop_torch_step
+from ._torch_fallback import has_plain_data, native_ok, rmsprop_torch_step
 from ._tracked_state import TrackedState, TrackedStates
 from .functional import (
     as_native_array,
@@ -175,8 +175,9 @@ class RMSprop(Optimizer):
         natively, "fallback_params": [(group index, param index, reason), ...], "params":
         [(group index, param index, dtype, state dtype, compensation, "native" or "fallback"),
         ...]}. The native kernel takes contiguous float32/float64/complex/bfloat16/float16 CPU
-        tensors; others (another device, non-contiguous views) train with the same math in plain
-        torch ops.
+        tensors, and DTensors (FSDP2's sharded parameters) whose local shard is one; others
+        (another device, non-contiguous views, other tensor subclasses) train with the same math
+        in plain torch ops. Element counts are global (a DTensor's full shape).
         """
         native = fallback = native_elements = total_elements = 0
         reasons: list[tuple[int, int, str]] = []
@@ -184,7 +185,7 @@ class RMSprop(Optimizer):
         for g, group in enumerate(self.param_groups):
             for i, p in enumerate(group["params"]):
                 total_elements += p.numel()
-                path = "native" if native_ok(p) else "fallback"
+                path = "native" if native_ok(p) or _sharded.native_shard_ok(p) else "fallback"
                 floating = p.is_floating_point() or p.is_complex()
                 state = (
                     state_dtype_name(p.dtype, group["state_dtype"])
@@ -197,7 +198,9 @@ class RMSprop(Optimizer):
                     native_elements += p.numel()
                     continue
                 fallback += 1
-                if p.device.type != "cpu":
+                if not has_plain_data(p) and not isinstance(p, _sharded.dtensor_type() or ()):
+                    why = f"tensor subclass {type(p).__name__}"
+                elif p.device.type != "cpu":
                     why = f"on {p.device}"
                 elif p.dtype not in native_torch_dtypes():
                     why = f"dtype {p.dtype}"
@@ -215,9 +218,20 @@ class RMSprop(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's state_dict, each parameter's state a plain dict (the optimizer's own ones
         watch for replaced entries, see _track_state), so a checkpoint loads anywhere, also with
-        torch.load's weights_only unpickler. The tensors are the live ones, as torch's are."""
+        torch.load's weights_only unpickler. The tensors are the live ones, as torch's are.
+
+        The options torch.optim.RMSprop lacks are saved only where they differ from their
+        defaults, so that with the defaults the state dict has torch's keys exactly: distributed
+        checkpoints (torch.distributed.checkpoint) load only the keys the loading side asks for,
+        and fail on any the checkpoint lacks, so a torch checkpoint must be able to fill an
+        rmsprop_ext one and the reverse. Loading leaves options the dict lacks as they are.
+        """
         saved = super().state_dict()
         saved["state"] = {key: dict(entries) for key, entries in saved["state"].items()}
+        for group in saved["param_groups"]:
+            for key, default in _EXTENSION_DEFAULTS.items():
+                if key in group and type(group[key]) is type(default) and group[key] == default:
+                    del group[key]
         return saved
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -612,8 +626,14 @@ def _check_group_storage(group: dict[str, Any], g: int) -> None:
         where = f"param_groups[{g}]['params'][{i}]"
         if not (p.is_floating_point() or p.is_complex()):
             continue  # torch's own checks speak for these
-        state_dtype_name(p.dtype, group.get("state_dtype"), f"state_dtype (for {where})")
+        form = state_dtype_name(p.dtype, group.get("state_dtype"), f"state_dtype (for {where})")
         check_param_compensation(p.dtype, group.get("compensation"), where)
+        if form == "8bit" and not has_plain_data(p):
+            # Its blocks of 32 and their exponents belong to one buffer, not to shards of one.
+            raise ValueError(
+                f"state_dtype='8bit' needs plain tensors; {where} is a {type(p).__name__} "
+                "(for sharded parameters choose torch.bfloat16 or None)"
+            )
 
 
 def _group_first_streams(groups: list[dict[str, Any]]) -> list[int]:
@@ -769,41 +789,58 @@ def rmsprop(
         raise ValueError("compensation='kahan' needs one compensation buffer per parameter")
     streams = list(range(len(params))) if streams is None else streams
 
-    native: list[int] = []
+    # What the kernel updates of each parameter: its own tensors, the local shards of a DTensor
+    # parameter whose gradient and state are DTensors like it, or nothing (the torch path).
+    native: dict[int, list[Any]] = {}
     fallback: list[int] = []
     for i, p in enumerate(params):
-        (native if native_ok(p) else fallback).append(i)
+        tensors = [
+            p,
+            grads[i],
+            square_avgs[i],
+            momentum_buffer_list[i] if use_momentum else None,
+            grad_avgs[i] if centered else None,
+            compensations[i] if kahan and compensations else None,
+        ]
+        local = tensors if native_ok(p) else _sharded.local_shards(p, tensors[1:])
+        if local is None:
+            fallback.append(i)
+        else:
+            native[i] = local
 
-    def arrays(tensors: list[Any], name: str) -> list[Any]:
+    def arrays(position: int, name: str) -> list[Any]:
         # Non-contiguous gradients (possible when set by hand) are read through a contiguous copy.
         return [
             as_state_array(
-                tensors[i] if name != "grads" else tensors[i].contiguous(), f"{name}[{i}]"
+                local[position] if name != "grads" else local[position].contiguous(),
+                f"{name}[{i}]",
             )
-            for i in native
+            for i, local in native.items()
         ]
 
     if native:
-        native_params = [params[i] for i in native]
         _core.rmsprop_step_many(
-            arrays(params, "params"),
-            arrays(grads, "grads"),
-            arrays(square_avgs, "square_avgs"),
-            arrays(momentum_buffer_list, "momentum_buffers") if use_momentum else None,
-            arrays(grad_avgs, "grad_avgs") if centered else None,
-            arrays(compensations, "compensations") if kahan and compensations else None,
+            arrays(0, "params"),
+            arrays(1, "grads"),
+            arrays(2, "square_avgs"),
+            arrays(3, "momentum_buffers") if use_momentum else None,
+            arrays(4, "grad_avgs") if centered else None,
+            arrays(5, "compensations") if kahan and compensations else None,
             hyperparams=native_hyperparams(options),
             num_threads=threads_for_torch(),
             check_only=check_only,
             # counted in the same native call as the update: nothing can interrupt in between
             steps=[state_steps[i].numpy() for i in native],
-            streams=[streams[i] for i in native],
+            streams=[_sharded.shard_stream(params[i], streams[i]) for i in native],
         )
     if check_only:
         return
     if native:
-        # The native kernel writes through pointers; tell autograd the parameters changed.
-        torch.autograd.graph.increment_version(native_params)
+        # The native kernel writes through pointers; tell autograd the parameters (and the local
+        # tensors of DTensor ones) changed.
+        updated = [local[0] for local in native.values()]
+        updated += [params[i] for i, local in native.items() if local[0] is not params[i]]
+        torch.autograd.graph.increment_version(updated)
     for i in fallback:
         step = int(state_steps[i].item()) + 1
         buffers = {
