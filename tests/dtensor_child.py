@@ -63,7 +63,47 @@ def run_cases(mesh: object) -> dict[str, object]:
                 }
             )
     report["stochastic"] = stochastic_streams(mesh)
+    report["changes"] = changes_midway(mesh)
     return report
+
+
+def changes_midway(mesh: object) -> dict[str, object]:
+    """What torch.optim.RMSprop allows between steps - a state entry replaced, an option
+    changed, a gradient left out - done to both optimizers: the prepared step of the DTensor
+    parameters must follow, bit for bit."""
+    generator = torch.Generator().manual_seed(5)
+    starts = [torch.randn(s, generator=generator) for s in ((64, 33), (37,))]
+
+    def params() -> list[torch.nn.Parameter]:
+        return [torch.nn.Parameter(distribute_tensor(s.clone(), mesh, [Shard(0)])) for s in starts]
+
+    ours, theirs = params(), params()
+    options = {"lr": 1e-2, "momentum": 0.9, "centered": True}
+    optimizers = [rmsprop_ext.RMSprop(ours, **options), torch.optim.RMSprop(theirs, **options)]
+    prepared = []
+    for step in range(30):
+        grads = [torch.randn(p.shape, generator=generator) for p in ours]
+        for group in (ours, theirs):
+            for p, grad in zip(group, grads):
+                p.grad = distribute_tensor(grad, mesh, [Shard(0)])
+        for optimizer, group in zip(optimizers, (ours, theirs)):
+            if step == 10:
+                state = optimizer.state[group[0]]
+                state["square_avg"] = state["square_avg"] * 2
+            if step == 15:
+                optimizer.param_groups[0]["momentum"] = 0.5
+            if step == 20:
+                optimizer.param_groups[0]["centered"] = False
+            if 22 <= step < 25:
+                group[1].grad = None
+        optimizers[0].step()
+        optimizers[1].step()
+        prepared.append(bool(optimizers[0]._plans))
+    full = [(a.full_tensor(), b.full_tensor()) for a, b in zip(ours, theirs)]
+    return {
+        "differing": sum(int((x != y).sum()) for x, y in full),
+        "prepared_steps": sum(prepared),
+    }
 
 
 def stochastic_streams(mesh: object) -> dict[str, bool]:

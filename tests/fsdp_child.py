@@ -144,9 +144,11 @@ def relative_gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 def in_place_and_native(model: torch.nn.Module, optimizer: Any, before: list[int]) -> bool:
     """The local shards still live where they were (updated in place, never gathered or
-    replaced) and every parameter took the native kernel."""
+    replaced), every parameter took the native kernel, and the steps after the first the
+    prepared one (no per-parameter work in Python but reading the gradients)."""
     after = [p.to_local().data_ptr() for p in model.parameters()]
-    return after == before and optimizer.native_coverage()["fallback"] == 0
+    prepared = [type(plan).__name__ for plan in optimizer._plans] == ["ShardedStep"]
+    return after == before and optimizer.native_coverage()["fallback"] == 0 and prepared
 
 
 def local_addresses(model: torch.nn.Module) -> list[int]:

@@ -68,9 +68,10 @@ class GradientStream:
         return np.ascontiguousarray(self._tile(self.base_grad(t)))
 
 
-def run_on_two_ranks(script: Path, *args: str, isa: str, timeout: float) -> None:
+def run_on_two_ranks(script: Path, *args: str, isa: str, timeout: float) -> str:
     """`script args` under torch.distributed.run on 2 local processes, each on the instruction set
-    under test and one OpenMP thread; fails the test with their output unless both exit 0."""
+    under test and one OpenMP thread; fails the test with their output unless both exit 0, else
+    returns their standard output."""
     command = [
         sys.executable,
         "-m",
@@ -86,3 +87,4 @@ def run_on_two_ranks(script: Path, *args: str, isa: str, timeout: float) -> None
         command, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -4,6 +4,7 @@ the two optimizers and from 2 ranks to 1 process."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 CHILD = Path(__file__).resolve().parent / "fsdp_child.py"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fsdp_train.py"
 
 
 def run_suite(tmp_path: Path, suite: str, isa: str) -> dict:
@@ -112,3 +114,19 @@ def test_checkpoints_of_two_ranks_move_between_optimizers_and_to_one_process(
             p.grad = grad
         optimizer.step()
     assert fsdp_child.differing(fsdp_child.full(model), report["continued"]) == 0
+
+
+def test_fsdp_example_on_two_ranks_trains_alike_with_both_optimizers(isa: str) -> None:
+    small = ["--width", "32", "--layers", "2", "--steps", "6", "--warmup", "2", "--log-every", "1"]
+    outputs = {
+        name: run_on_two_ranks(EXAMPLE, "--optimizer", name, *small, isa=isa, timeout=300)
+        for name in ("rmsprop_ext", "torch")
+    }
+    losses = {name: re.findall(r"step +\d+ +loss (\S+)", out) for name, out in outputs.items()}
+    assert len(losses["torch"]) == 6 and losses["rmsprop_ext"] == losses["torch"], outputs
+    assert len(set(losses["torch"])) > 1, outputs  # it trains
+    summary = re.compile(
+        r"on 2 ranks, [\d,]+ parameters .*optimizer\.step [\d.]+ ms .* of the step"
+    )
+    assert summary.search(outputs["rmsprop_ext"]) and "native share 100%" in outputs["rmsprop_ext"]
+    assert summary.search(outputs["torch"]), outputs

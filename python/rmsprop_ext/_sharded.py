@@ -14,9 +14,11 @@ from typing import Any
 
 from torch import Tensor
 
+from . import _core
 from ._torch_fallback import has_plain_data, native_ok
+from .functional import as_native_array, as_state_array
 
-__all__ = ["dtensor_type", "local_shards", "native_shard_ok", "shard_stream"]
+__all__ = ["ShardedStep", "dtensor_type", "local_shards", "native_shard_ok", "shard_stream"]
 
 # The stochastic rounding's stream of a shard: the parameter's stream plus this many times the
 # shard's index, so shards of one parameter draw different numbers and replicas the same ones.
@@ -37,16 +39,19 @@ def local_shards(param: Any, others: list[Any]) -> list[Any] | None:
     dtensor = dtensor_type()
     if dtensor is None or not isinstance(param, dtensor):
         return None
+    spec = param._spec  # mesh, placements and global shape, read without building new objects
     locals_: list[Any] = [_plain_local(param)]
     for other in others:
         if other is None:
             locals_.append(None)
             continue
+        if not isinstance(other, dtensor):
+            return None
+        other_spec = other._spec
         if not (
-            isinstance(other, dtensor)
-            and other.device_mesh == param.device_mesh
-            and other.placements == param.placements
-            and other.shape == param.shape
+            (other_spec.mesh is spec.mesh or other_spec.mesh == spec.mesh)
+            and other_spec.placements == spec.placements
+            and other_spec.shape == spec.shape
         ):
             return None
         locals_.append(_plain_local(other))
@@ -82,3 +87,107 @@ def _plain_local(tensor: Any) -> Tensor:
     # _local_tensor is what to_local() returns outside autograd, without building a graph node.
     local: Tensor = tensor._local_tensor
     return local
+
+
+class ShardedStep:
+    """A group's prepared step when every parameter is a DTensor updated natively: the local
+    arrays of the parameters and their state, the step counters and the streams are gathered once;
+    each step only reads the gradients' local tensors and makes one native call.
+
+    Valid while the group holds the same parameter objects with the same local tensors, and the
+    state the same tensors (the optimizer drops its prepared steps when a state entry is
+    replaced); `step` returns False, having written nothing, when that no longer holds or a
+    gradient is missing or not a DTensor like its parameter.
+    """
+
+    def __init__(
+        self,
+        params: list[Any],
+        buffers: list[list[Any]],
+        steps: list[Any],
+        streams: list[int],
+        form: tuple[bool, bool, str | None],
+    ) -> None:
+        self.params = params
+        self.locals = [_plain_local(p) for p in params]
+        self.specs = [p._spec for p in params]
+        self.arrays = [as_native_array(local, "param") for local in self.locals]
+        self.buffers = buffers
+        self.steps = steps
+        self.streams = streams
+        self.form = form  # (momentum, centered, compensation) the buffers were gathered for
+
+    @staticmethod
+    def build(
+        params: list[Any], states: list[dict[str, Any]], group: dict[str, Any], first_stream: int
+    ) -> ShardedStep | None:
+        momentum, centered = group["momentum"] > 0, group["centered"]
+        compensation = group["compensation"]
+        names = ["square_avg"]
+        names += ["momentum_buffer"] if momentum else []
+        names += ["grad_avg"] if centered else []
+        names += ["compensation"] if compensation == "kahan" else []
+        buffers: list[list[Any]] = [[] for _ in names]
+        try:
+            for p, state in zip(params, states):
+                local = local_shards(p, [p.grad, *(state.get(name) for name in names)])
+                if local is None or any(t is None for t in local):
+                    return None
+                for column, tensor, name in zip(buffers, local[2:], names):
+                    column.append(as_state_array(tensor, name))
+            steps = [state["step"].numpy() for state in states]
+        except (TypeError, ValueError, KeyError, RuntimeError):
+            return None  # state the fast path cannot hold: the general step takes every step
+        streams = [shard_stream(p, first_stream + i) for i, p in enumerate(params)]
+        return ShardedStep(params, buffers, steps, streams, (momentum, centered, compensation))
+
+    def step(
+        self,
+        params: list[Any],
+        group: dict[str, Any],
+        hyperparams: Any,
+        num_threads: int,
+        check_only: bool = False,
+    ) -> bool:
+        form = (group["momentum"] > 0, group["centered"], group["compensation"])
+        if form != self.form or len(params) != len(self.params):
+            return False
+        dtensor = dtensor_type()
+        grads = []
+        for p, mine, local, spec in zip(params, self.params, self.locals, self.specs):
+            grad = p.grad
+            if p is not mine or p._local_tensor is not local or not isinstance(grad, dtensor):
+                return False
+            grad_spec = grad._spec
+            if not (
+                (grad_spec.mesh is spec.mesh or grad_spec.mesh == spec.mesh)
+                and grad_spec.placements == spec.placements
+                and grad_spec.shape == spec.shape
+            ):
+                return False
+            grad_local = grad._local_tensor
+            if not (has_plain_data(grad_local) and grad_local.is_contiguous()):
+                return False
+            grads.append(as_native_array(grad_local, "grad"))
+        momentum, centered, kahan = self.form[0], self.form[1], self.form[2] == "kahan"
+        column = iter(self.buffers)
+        square_avgs = next(column)
+        _core.rmsprop_step_many(
+            self.arrays,
+            grads,
+            square_avgs,
+            next(column) if momentum else None,
+            next(column) if centered else None,
+            next(column) if kahan else None,
+            hyperparams=hyperparams,
+            num_threads=num_threads,
+            check_only=check_only,
+            steps=self.steps,
+            streams=self.streams,
+        )
+        return True
+
+    def updated(self, params: list[Any]) -> list[Any]:
+        """What autograd must be told changed after a step of `params` (this step's very
+        parameters): the DTensors and their local tensors."""
+        return [*self.locals, *params]

@@ -153,7 +153,7 @@ class RMSprop(Optimizer):
         # Also runs on load_state_dict: groups saved by torch.optim.RMSprop lack our options, and
         # the state tensors are new, so the prepared steps are rebuilt.
         super().__setstate__(state)
-        self._plans: list[_GroupPlan] = []
+        self._plans: list[_GroupPlan | _sharded.ShardedStep] = []
         for group in self.param_groups:
             group.setdefault("momentum", 0)
             group.setdefault("centered", False)
@@ -406,25 +406,29 @@ class RMSprop(Optimizer):
         if not plans or len(plans) != len(self.param_groups):
             return False
         threads = threads_for_torch()
-        # native.step refuses (returning False) a group whose list holds other parameters now.
+        # plan.step refuses (returning False) a group whose list holds other parameters now.
         work = [
             (
                 plan,
                 group["params"],
-                {"hyperparams": native_hyperparams(options_from(group)), "num_threads": threads},
+                {
+                    "group": group,
+                    "hyperparams": native_hyperparams(options_from(group)),
+                    "num_threads": threads,
+                },
             )
             for plan, group in zip(plans, self.param_groups)
         ]
         if len(work) > 1:
             # All groups are checked before any is written.
             for plan, params, opts in work:
-                if not plan.native.step(params, **opts, check_only=True):
+                if not plan.step(params, **opts, check_only=True):
                     return False
         for plan, params, opts in work:
-            if not plan.native.step(params, **opts):
+            if not plan.step(params, **opts):
                 return False  # only the first group can get here, before anything was written
-        for _, params, _ in work:  # native.step found the plan's very parameters in each list
-            torch.autograd.graph.increment_version(params)
+        for plan, params, _ in work:  # plan.step found its very parameters in each list
+            torch.autograd.graph.increment_version(plan.updated(params))
         return True
 
     def _prepare_next_steps(self) -> None:
@@ -436,13 +440,20 @@ class RMSprop(Optimizer):
         self._plans = []
         for group in self.param_groups:
             params = group["params"]
-            if not all(p.grad is not None and native_ok(p) for p in params):
+            if not all(p.grad is not None for p in params):
+                return
+            plain, sharded = (all(map(ok, params)) for ok in (native_ok, _sharded.native_shard_ok))
+            if not (plain or sharded):
                 return
             if not all(len(self.state[p]) > 0 for p in params):
                 return
         firsts = _group_first_streams(self.param_groups)
-        built = [
+        built: list[_GroupPlan | _sharded.ShardedStep | None] = [
             _GroupPlan.build(g["params"], self.state, g, first)
+            if all(native_ok(p) for p in g["params"])
+            else _sharded.ShardedStep.build(
+                g["params"], [self.state[p] for p in g["params"]], g, first
+            )
             for g, first in zip(self.param_groups, firsts)
         ]
         plans = [plan for plan in built if plan is not None]
@@ -699,6 +710,23 @@ class _GroupPlan:
     def __init__(self, native: _core.PreparedStep):
         self.native = native
 
+    def step(
+        self,
+        params: list[Tensor],
+        group: dict[str, Any],
+        hyperparams: _core.Hyperparams,
+        num_threads: int,
+        check_only: bool = False,
+    ) -> bool:
+        del group  # the native step checks the options it was built for in `hyperparams`
+        return self.native.step(
+            params, hyperparams=hyperparams, num_threads=num_threads, check_only=check_only
+        )
+
+    @staticmethod
+    def updated(params: list[Tensor]) -> list[Tensor]:
+        return params
+
     @staticmethod
     def build(
         params: list[Tensor], state: dict[Tensor, Any], group: dict[str, Any], first_stream: int
@@ -785,6 +813,7 @@ def rmsprop(
     )
     use_momentum = momentum > 0
     kahan = compensation == "kahan"
+    stochastic = compensation == "stochastic"
     if kahan and (compensations is None or len(compensations) != len(params)):
         raise ValueError("compensation='kahan' needs one compensation buffer per parameter")
     streams = list(range(len(params))) if streams is None else streams
@@ -831,7 +860,11 @@ def rmsprop(
             check_only=check_only,
             # counted in the same native call as the update: nothing can interrupt in between
             steps=[state_steps[i].numpy() for i in native],
-            streams=[_sharded.shard_stream(params[i], streams[i]) for i in native],
+            # (only stochastic rounding reads the streams, and a shard's needs working out)
+            streams=[
+                _sharded.shard_stream(params[i], streams[i]) if stochastic else streams[i]
+                for i in native
+            ],
         )
     if check_only:
         return
