@@ -78,3 +78,48 @@ def test_eight_bit_state_of_a_dtensor_parameter_is_refused_when_the_optimizer_is
         rmsprop_ext.RMSprop([param], state_dtype="8bit")
     native = rmsprop_ext.RMSprop([param], state_dtype=torch.bfloat16)
     assert native.native_coverage()["native"] == 1
+
+
+class Wrapped(torch.Tensor):
+    """A minimal wrapper subclass that dispatches its own ops (as DTensor does) around a plain
+    tensor: the native kernel cannot see its values as one buffer."""
+
+    inner: torch.Tensor
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor) -> Wrapped:
+        wrapper = torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype)
+        wrapper.inner = inner
+        return wrapper
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        from torch.utils._pytree import tree_map
+
+        def unwrap(t: object) -> object:
+            return t.inner if isinstance(t, Wrapped) else t
+
+        def wrap(t: object) -> object:
+            plain = isinstance(t, torch.Tensor) and not isinstance(t, Wrapped)
+            return Wrapped(t) if plain else t
+
+        out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs or {}))
+        return tree_map(wrap, out)
+
+
+def test_other_tensor_subclasses_take_the_torch_path_with_torch_results() -> None:
+    generator = torch.Generator().manual_seed(6)
+    start = torch.randn(3, 33, generator=generator)
+    ours, theirs = Wrapped(start.clone()), Wrapped(start.clone())
+    options = {"lr": 1e-2, "momentum": 0.9, "centered": True, "weight_decay": 0.1}
+    our_opt = rmsprop_ext.RMSprop([ours], **options)
+    torch_opt = torch.optim.RMSprop([theirs], foreach=False, **options)
+    for _ in range(10):
+        grad = torch.randn(3, 33, generator=generator)
+        ours.grad, theirs.grad = Wrapped(grad), Wrapped(grad.clone())
+        our_opt.step()
+        torch_opt.step()
+    assert torch.equal(ours.inner, theirs.inner)
+    assert not torch.equal(ours.inner, start)
+    coverage = our_opt.native_coverage()
+    assert coverage["fallback_params"] == [(0, 0, "tensor subclass Wrapped")]
