@@ -17,13 +17,24 @@ settings.register_profile("long", max_examples=3000, **_HYPOTHESIS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 AVAILABLE_ISAS = rmsprop_ext.build_info()["isa_available"]
+# RMSPROP_EXT_TEST_ISAS=avx512 (comma-separated) runs the tests on those instruction sets only.
+_CHOSEN = os.environ.get("RMSPROP_EXT_TEST_ISAS")
+if _CHOSEN:
+    _unknown = [name for name in _CHOSEN.split(",") if name not in AVAILABLE_ISAS]
+    if _unknown:
+        raise pytest.UsageError(
+            f"RMSPROP_EXT_TEST_ISAS names {_unknown}; this machine has {AVAILABLE_ISAS}"
+        )
+    ISAS_UNDER_TEST = _CHOSEN.split(",")
+else:
+    ISAS_UNDER_TEST = AVAILABLE_ISAS
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
 
 
 def pytest_report_header() -> str:
-    return f"rmsprop_ext ISAs under test: {', '.join(AVAILABLE_ISAS)}; torch: {HAS_TORCH}"
+    return f"rmsprop_ext ISAs under test: {', '.join(ISAS_UNDER_TEST)}; torch: {HAS_TORCH}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("CI is set but torch is not importable; the torch tests would skip")
 
 
-@pytest.fixture(autouse=True, params=AVAILABLE_ISAS)
+@pytest.fixture(autouse=True, params=ISAS_UNDER_TEST)
 def isa(request: pytest.FixtureRequest) -> Iterator[str]:
     previous = rmsprop_ext.get_isa()
     rmsprop_ext.set_isa(request.param)

@@ -84,8 +84,12 @@ bool cpu_runs(Isa isa) {
       return features.avx2_fma;
     case Isa::kAvx512:
       return features.avx512f;
+    case Isa::kNeon:
+      return false;
   }
   return false;
+#elif defined(__aarch64__)
+  return isa == Isa::kScalar || isa == Isa::kNeon;  // AdvSIMD is part of every aarch64 CPU
 #else
   return isa == Isa::kScalar;
 #endif
@@ -99,11 +103,13 @@ bool compiled(Isa isa) {
       return RMSPROP_EXT_HAVE_AVX2 != 0;
     case Isa::kAvx512:
       return RMSPROP_EXT_HAVE_AVX512 != 0;
+    case Isa::kNeon:
+      return RMSPROP_EXT_HAVE_NEON != 0;
   }
   return false;
 }
 
-constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
+constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon};
 
 Isa highest_available() {
   Isa best = Isa::kScalar;
@@ -146,6 +152,8 @@ const char* isa_name(Isa isa) {
       return "avx2";
     case Isa::kAvx512:
       return "avx512";
+    case Isa::kNeon:
+      return "neon";
   }
   return "unknown";
 }
@@ -157,7 +165,7 @@ Isa parse_isa(const std::string& name) {
     }
   }
   throw std::invalid_argument("unknown instruction set '" + name +
-                              "'; expected one of: scalar, avx2, avx512");
+                              "'; expected one of: scalar, avx2, avx512, neon");
 }
 
 std::vector<Isa> compiled_isas() { return isas_where(compiled); }

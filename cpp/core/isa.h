@@ -6,11 +6,12 @@
 
 namespace rmsprop_ext {
 
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+// x86-64 has scalar, avx2 and avx512; aarch64 scalar and neon.
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
 const char* isa_name(Isa isa);
 
-// Parses "scalar", "avx2" or "avx512"; throws std::invalid_argument for anything else.
+// Parses "scalar", "avx2", "avx512" or "neon"; throws std::invalid_argument for anything else.
 Isa parse_isa(const std::string& name);
 
 // Levels with a kernel in this build, lowest first.

@@ -1,6 +1,6 @@
 // The update loop for one instruction set. CMake builds this file once per level with that level's
-// compiler flags and RMSPROP_KERNEL_NS set to scalar, avx2 or avx512; nothing here may run before
-// the dispatcher has checked that the CPU supports the level.
+// compiler flags and RMSPROP_KERNEL_NS set to scalar, avx2, avx512 or neon; nothing here may run
+// before the dispatcher has checked that the CPU supports the level.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -24,6 +24,9 @@ using VectorOps = Avx512Ops<T>;
 #elif defined(__AVX2__) && defined(__FMA__)
 template <typename T>
 using VectorOps = Avx2Ops<T>;
+#elif defined(RMSPROP_KERNEL_NEON)
+template <typename T>
+using VectorOps = NeonOps<T>;
 #else
 template <typename T>
 using VectorOps = ScalarOps<T>;

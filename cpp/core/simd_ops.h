@@ -11,6 +11,9 @@
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
 
 namespace rmsprop_ext {
 
@@ -241,6 +244,128 @@ struct Avx2Ops<double> {
   static Vec max(Vec a, Vec b) { return _mm256_max_pd(a, b); }
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_pd(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm256_fnmadd_pd(a, b, c); }
+};
+#endif
+
+#if defined(__aarch64__) && defined(__ARM_NEON)
+// NEON (AdvSIMD), baseline on every aarch64 CPU. Its add, multiply, divide, square root and fused
+// multiply-add are IEEE operations rounded like ScalarOps' (aarch64 Linux keeps subnormals), so
+// the vector body and the scalar tail agree bit for bit.
+template <typename T>
+struct NeonOps;
+
+template <>
+struct NeonOps<float> {
+  using Scalar = float;
+  using Vec = float32x4_t;
+  static constexpr int kWidth = 4;
+  static Vec load(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, Vec v) { vst1q_f32(p, v); }
+  static Vec broadcast(float v) { return vdupq_n_f32(v); }
+  static Vec add(Vec a, Vec b) { return vaddq_f32(a, b); }
+  static Vec sub(Vec a, Vec b) { return vsubq_f32(a, b); }
+  static Vec mul(Vec a, Vec b) { return vmulq_f32(a, b); }
+  static Vec div(Vec a, Vec b) { return vdivq_f32(a, b); }
+  static Vec sqrt(Vec a) { return vsqrtq_f32(a); }
+  static Vec store_rounded(float* p, Vec v) {
+    store(p, v);
+    return v;
+  }
+  // As ScalarOps::max (a > b ? a : b), not vmaxq's NaN propagation.
+  static Vec max(Vec a, Vec b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+  static Vec mul_add(Vec a, Vec b, Vec c) { return vfmaq_f32(c, a, b); }
+  static Vec neg_mul_add(Vec a, Vec b, Vec c) { return vfmsq_f32(c, a, b); }
+
+  // 16-bit storage, bit for bit as ScalarOps: bfloat16 by integer arithmetic, float16 by the
+  // FCVT conversions (round to nearest even, NaNs quieted keeping the top of their payload).
+  static Vec load(const bfloat16* p) {
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(&p->bits), 16));
+  }
+  static Vec load(const float16* p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(&p->bits)));
+  }
+  static void store(bfloat16* p, Vec v) { vst1_u16(&p->bits, vmovn_u32(bfloat16_bits(v))); }
+  static void store(float16* p, Vec v) {
+    vst1_u16(&p->bits, vreinterpret_u16_f16(vcvt_f16_f32(v)));
+  }
+  static Vec store_rounded(bfloat16* p, Vec v) {
+    const uint32x4_t bits = bfloat16_bits(v);
+    vst1_u16(&p->bits, vmovn_u32(bits));
+    return vreinterpretq_f32_u32(vshlq_n_u32(bits, 16));
+  }
+  static Vec store_rounded(float16* p, Vec v) {
+    const float16x4_t halves = vcvt_f16_f32(v);
+    vst1_u16(&p->bits, vreinterpret_u16_f16(halves));
+    return vcvt_f32_f16(halves);
+  }
+  static Vec rounded(const bfloat16*, Vec v) {
+    return vreinterpretq_f32_u32(vshlq_n_u32(bfloat16_bits(v), 16));
+  }
+  static Vec rounded(const float16*, Vec v) { return vcvt_f32_f16(vcvt_f16_f32(v)); }
+  using Bits = uint32x4_t;
+  static Bits random_bits(RandomKey key, std::uint32_t index) {
+    static const std::uint32_t kLanes[4] = {0, 1, 2, 3};
+    const uint32x4_t lanes = vaddq_u32(vdupq_n_u32(index), vld1q_u32(kLanes));
+    const uint32x4_t first = hash(veorq_u32(lanes, vdupq_n_u32(key.first)));
+    return hash(veorq_u32(first, vdupq_n_u32(key.second)));
+  }
+  static void store_stochastic(bfloat16* p, Vec v, Bits random) {
+    const uint32x4_t sum = vaddq_u32(vreinterpretq_u32_f32(v), vshrq_n_u32(random, 16));
+    vst1_u16(&p->bits, vmovn_u32(nan_to_bfloat16(v, vshrq_n_u32(sum, 16))));
+  }
+  // float16 stochastic rounding lane by lane, through the scalar code (its case analysis per lane
+  // is what the x86 kernels vectorize; the results are the same bits).
+  static void store_stochastic(float16* p, Vec v, Bits random) {
+    float values[4];
+    std::uint32_t bits[4];
+    vst1q_f32(values, v);
+    vst1q_u32(bits, random);
+    for (int lane = 0; lane < 4; ++lane) {
+      p[lane] = to_float16_stochastic(values[lane], bits[lane]);
+    }
+  }
+
+ private:
+  static uint32x4_t hash(uint32x4_t x) {
+    x = veorq_u32(x, vshrq_n_u32(x, 16));
+    x = vmulq_u32(x, vdupq_n_u32(0x7feb352du));
+    x = veorq_u32(x, vshrq_n_u32(x, 15));
+    x = vmulq_u32(x, vdupq_n_u32(0x846ca68bu));
+    return veorq_u32(x, vshrq_n_u32(x, 16));
+  }
+  // bfloat16 patterns in the low halves of the lanes, NaN lanes replaced by torch's NaN.
+  static uint32x4_t nan_to_bfloat16(Vec v, uint32x4_t patterns) {
+    const uint32x4_t ordered = vceqq_f32(v, v);
+    return vbslq_u32(ordered, patterns, vdupq_n_u32(0x7fc0));
+  }
+  static uint32x4_t bfloat16_bits(Vec v) {
+    const uint32x4_t bits = vreinterpretq_u32_f32(v);
+    const uint32x4_t odd = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
+    const uint32x4_t bias = vaddq_u32(odd, vdupq_n_u32(0x7fff));
+    return nan_to_bfloat16(v, vshrq_n_u32(vaddq_u32(bits, bias), 16));
+  }
+};
+
+template <>
+struct NeonOps<double> {
+  using Scalar = double;
+  using Vec = float64x2_t;
+  static constexpr int kWidth = 2;
+  static Vec load(const double* p) { return vld1q_f64(p); }
+  static void store(double* p, Vec v) { vst1q_f64(p, v); }
+  static Vec broadcast(double v) { return vdupq_n_f64(v); }
+  static Vec add(Vec a, Vec b) { return vaddq_f64(a, b); }
+  static Vec sub(Vec a, Vec b) { return vsubq_f64(a, b); }
+  static Vec mul(Vec a, Vec b) { return vmulq_f64(a, b); }
+  static Vec div(Vec a, Vec b) { return vdivq_f64(a, b); }
+  static Vec sqrt(Vec a) { return vsqrtq_f64(a); }
+  static Vec store_rounded(double* p, Vec v) {
+    store(p, v);
+    return v;
+  }
+  static Vec max(Vec a, Vec b) { return vbslq_f64(vcgtq_f64(a, b), a, b); }
+  static Vec mul_add(Vec a, Vec b, Vec c) { return vfmaq_f64(c, a, b); }
+  static Vec neg_mul_add(Vec a, Vec b, Vec c) { return vfmsq_f64(c, a, b); }
 };
 #endif
 
