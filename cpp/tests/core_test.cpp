@@ -117,7 +117,10 @@ double as_double(float16 v) { return rmsprop_ext::to_float(v); }
 
 template <typename T>
 T from_double(double v) {
-  if constexpr (std::is_same_v<T, bfloat16>) {
+  if constexpr (std::is_same_v<T, rmsprop_ext::code8>) {
+    static_cast<void>(v);
+    return {0};  // only zeros are made: with block exponent -126 they are the encoded zeros
+  } else if constexpr (std::is_same_v<T, bfloat16>) {
     return rmsprop_ext::to_bfloat16(static_cast<float>(v));
   } else if constexpr (std::is_same_v<T, float16>) {
     return rmsprop_ext::to_float16(static_cast<float>(v));
@@ -154,6 +157,9 @@ template <typename P, typename S>
 struct Run {
   std::vector<std::vector<P>> params, compensation;
   std::vector<std::vector<S>> square_avg, momentum_buffer, grad_avg;
+  // 8-bit state: one exponent per block of kQuantBlock codes of each buffer.
+  std::vector<std::vector<std::int8_t>> square_avg_exponents, momentum_buffer_exponents,
+      grad_avg_exponents;
   std::vector<Reference> refs;
 
   Run(const Hyperparams& hp, const std::vector<std::int64_t>& sizes, int threads) {
@@ -164,6 +170,9 @@ struct Run {
     momentum_buffer.resize(count);
     grad_avg.resize(count);
     refs.resize(count);
+    square_avg_exponents.resize(count);
+    momentum_buffer_exponents.resize(count);
+    grad_avg_exponents.resize(count);
     std::vector<std::vector<P>> grads(count);
     std::vector<std::vector<std::vector<double>>> grad_values(count);
     Numbers numbers{static_cast<std::uint64_t>(count * 7 + 1)};
@@ -179,6 +188,11 @@ struct Run {
       square_avg[k].assign(n, from_double<S>(0.0));
       momentum_buffer[k].assign(n, from_double<S>(0.0));
       grad_avg[k].assign(n, from_double<S>(0.0));
+      const auto blocks = static_cast<std::size_t>((sizes[k] + rmsprop_ext::kQuantBlock - 1) /
+                                                   rmsprop_ext::kQuantBlock);
+      square_avg_exponents[k].assign(blocks, -126);
+      momentum_buffer_exponents[k].assign(blocks, -126);
+      grad_avg_exponents[k].assign(blocks, -126);
       refs[k].s.assign(n, 0.0);
       refs[k].b.assign(n, 0.0);
       refs[k].a.assign(n, 0.0);
@@ -211,6 +225,11 @@ struct Run {
         b.momentum_buffer = momentum_buffer[k].data();
         b.grad_avg = grad_avg[k].data();
         b.compensation = compensation[k].data();
+        if constexpr (std::is_same_v<S, rmsprop_ext::code8>) {
+          b.square_avg_exponents = square_avg_exponents[k].data();
+          b.momentum_buffer_exponents = momentum_buffer_exponents[k].data();
+          b.grad_avg_exponents = grad_avg_exponents[k].data();
+        }
         b.size = sizes[k];
         b.step = t;
         b.stream = k;
@@ -277,7 +296,8 @@ Tally check_pair(const char* pair, const std::string& isa) {
 
 // Every kernel against the scalar one, bit for bit, in every variant, also those the double
 // reference does not model: torch's rounding of each operation, Kahan summation and stochastic
-// rounding of 16-bit parameters. Returns the number of differing runs.
+// rounding of 16-bit parameters, and 8-bit state (stochastically rounded codes and their block
+// exponents). Returns the number of differing runs.
 template <typename P, typename S>
 long check_same_bits(const char* pair) {
   constexpr bool kSixteenBit = std::is_same_v<P, bfloat16> || std::is_same_v<P, float16>;
@@ -292,7 +312,7 @@ long check_same_bits(const char* pair) {
       stochastic.hp.seed = 7;
       variants.push_back(kahan);
       variants.push_back(stochastic);
-      if constexpr (std::is_same_v<P, S>) {
+      if constexpr (std::is_same_v<P, S> && !std::is_same_v<S, rmsprop_ext::code8>) {
         Case torch = c;
         torch.name = "torch's rounding";
         torch.hp.round_each_op = true;
@@ -318,7 +338,10 @@ long check_same_bits(const char* pair) {
                 same_bytes(run.square_avg, base.square_avg) &&
                 same_bytes(run.momentum_buffer, base.momentum_buffer) &&
                 same_bytes(run.grad_avg, base.grad_avg) &&
-                same_bytes(run.compensation, base.compensation))) {
+                same_bytes(run.compensation, base.compensation) &&
+                same_bytes(run.square_avg_exponents, base.square_avg_exponents) &&
+                same_bytes(run.momentum_buffer_exponents, base.momentum_buffer_exponents) &&
+                same_bytes(run.grad_avg_exponents, base.grad_avg_exponents))) {
             ++failures;
             std::printf("FAIL %s %s, %s, %zu sizes from %lld, x%d: not the scalar kernel's bits\n",
                         rmsprop_ext::isa_name(isa), pair, c.name, sizes.size(),
@@ -354,6 +377,9 @@ int main() {
   failures += check_same_bits<float16, float16>("float16");
   failures += check_same_bits<float16, float>("float16/float32");
   failures += check_same_bits<float, bfloat16>("float32/bfloat16");
+  failures += check_same_bits<float, rmsprop_ext::code8>("float32/8bit");
+  failures += check_same_bits<bfloat16, rmsprop_ext::code8>("bfloat16/8bit");
+  failures += check_same_bits<float16, rmsprop_ext::code8>("float16/8bit");
   std::printf(failures == 0 ? "all agree\n" : "%ld failures\n", failures);
   return failures == 0 ? 0 : 1;
 }
