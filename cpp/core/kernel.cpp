@@ -652,6 +652,23 @@ void traffic_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int
 RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DEFINE_PAIR)
 #undef RMSPROP_EXT_DEFINE_PAIR
 
+namespace {
+template <typename T>
+void sqrt_divide_any(std::int64_t n, const T* numerator, const T* radicand, T* out) {
+  for_each_lane_group<T>(out, 0, n, [&](auto ops, std::int64_t i) {
+    using Ops = decltype(ops);
+    Ops::store(out + i, Ops::div(Ops::load(numerator + i), Ops::sqrt(Ops::load(radicand + i))));
+  });
+}
+}  // namespace
+
+void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out) {
+  sqrt_divide_any(n, numerator, radicand, out);
+}
+void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out) {
+  sqrt_divide_any(n, numerator, radicand, out);
+}
+
 #if defined(__AVX512F__)
 namespace {
 template <typename T>

@@ -17,9 +17,12 @@ using UpdateRangeFn = void (*)(const ParamBuffers<P, S>&, std::int64_t begin, st
                     const Hyperparams& hp);                                             \
   void traffic_range(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end, \
                      const Hyperparams& hp);
-#define RMSPROP_EXT_DECLARE_KERNELS(ns)                  \
-  namespace ns {                                         \
-  RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DECLARE_PAIR) \
+// sqrt_divide is the square root and divide of the update alone (see rmsprop.h).
+#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                           \
+  namespace ns {                                                                                  \
+  RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DECLARE_PAIR)                                          \
+  void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out);    \
+  void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out); \
   }
 
 RMSPROP_EXT_DECLARE_KERNELS(scalar)

@@ -159,6 +159,13 @@ template <typename P, typename S>
 void roofline_step(const ParamBuffers<P, S>* items, std::size_t count, const Hyperparams& hp,
                    int num_threads = 0);
 
+// out[i] = numerator[i] / sqrt(radicand[i]) for i < n, on the calling thread, with the active
+// kernel's vectors: the IEEE square root and divide that every update takes once per element,
+// and nothing else. In cache, where memory does not limit the update, this is its speed limit;
+// benchmarks/core_speed.cpp measures step() against it.
+void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out);
+void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out);
+
 // Writes MKL's AVX-512 square root of in[0..n) to out, as the avx512 kernel computes it for
 // SquareRoot::kMklAvx512 (whichever kernel is active); false, writing nothing, when the CPU or
 // the build has no AVX-512. Lets callers check it against MKL itself before relying on it.

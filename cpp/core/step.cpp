@@ -247,6 +247,39 @@ RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_INSTANTIATE_PAIR)
 
 namespace {
 template <typename T>
+void sqrt_divide_any(std::int64_t n, const T* numerator, const T* radicand, T* out) {
+  switch (active_isa()) {
+#if RMSPROP_EXT_HAVE_AVX2
+    case Isa::kAvx2:
+      avx2::sqrt_divide(n, numerator, radicand, out);
+      return;
+#endif
+#if RMSPROP_EXT_HAVE_AVX512
+    case Isa::kAvx512:
+      avx512::sqrt_divide(n, numerator, radicand, out);
+      return;
+#endif
+#if RMSPROP_EXT_HAVE_NEON
+    case Isa::kNeon:
+      neon::sqrt_divide(n, numerator, radicand, out);
+      return;
+#endif
+    default:
+      scalar::sqrt_divide(n, numerator, radicand, out);
+  }
+}
+}  // namespace
+
+void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out) {
+  sqrt_divide_any(n, numerator, radicand, out);
+}
+
+void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out) {
+  sqrt_divide_any(n, numerator, radicand, out);
+}
+
+namespace {
+template <typename T>
 bool mkl_avx512_sqrt_any(std::int64_t n, const T* in, T* out) {
 #if RMSPROP_EXT_HAVE_AVX512
   const std::vector<Isa> isas = available_isas();
