@@ -4,12 +4,12 @@ rank 0 saves what it saw."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import rmsprop_ext
 import torch
 import torch.distributed as dist
+from helpers import leave_when_every_rank_is_done
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
@@ -137,14 +137,7 @@ def main(out: str) -> None:
     report = run_cases(mesh)
     if dist.get_rank() == 0:
         torch.save(report, out)
-    # Every rank is done once all have reached the barrier; then the ranks leave without tearing
-    # the gloo process group down: its destruction raced with the other rank's once in CI and
-    # ended it with "terminate called without an active exception" (std::terminate), which says
-    # nothing about the optimizer. os._exit skips those destructors.
-    dist.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_when_every_rank_is_done()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import rmsprop_ext
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from helpers import leave_when_every_rank_is_done
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
@@ -358,11 +359,7 @@ def main(suite: str, out: str, directory: str = "") -> None:
     report["world_size"] = dist.get_world_size()
     if dist.get_rank() == 0:
         torch.save(report, out)
-    # As in dtensor_child: every rank done at the barrier, then out without gloo's teardown.
-    dist.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_when_every_rank_is_done()
 
 
 if __name__ == "__main__":

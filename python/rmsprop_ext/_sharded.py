@@ -47,12 +47,7 @@ def local_shards(param: Any, others: list[Any]) -> list[Any] | None:
             continue
         if not isinstance(other, dtensor):
             return None
-        other_spec = other._spec
-        if not (
-            (other_spec.mesh is spec.mesh or other_spec.mesh == spec.mesh)
-            and other_spec.placements == spec.placements
-            and other_spec.shape == spec.shape
-        ):
+        if not _same_layout(other._spec, spec):
             return None
         locals_.append(_plain_local(other))
     if any(t is not None and t.shape != locals_[0].shape for t in locals_):
@@ -81,6 +76,16 @@ def shard_stream(param: Any, stream: int) -> int:
         if placement.is_shard():
             shard = shard * mesh.size(dim) + coordinate[dim]
     return stream + shard * _STREAMS_PER_SHARD
+
+
+def _same_layout(spec: Any, other: Any) -> bool:
+    """Two DTensor specs with the same mesh, placements and global shape: their local tensors
+    hold the same elements of the same logical tensor."""
+    return (
+        (spec.mesh is other.mesh or spec.mesh == other.mesh)
+        and spec.placements == other.placements
+        and spec.shape == other.shape
+    )
 
 
 def _plain_local(tensor: Any) -> Tensor:
@@ -158,12 +163,7 @@ class ShardedStep:
             grad = p.grad
             if p is not mine or p._local_tensor is not local or not isinstance(grad, dtensor):
                 return False
-            grad_spec = grad._spec
-            if not (
-                (grad_spec.mesh is spec.mesh or grad_spec.mesh == spec.mesh)
-                and grad_spec.placements == spec.placements
-                and grad_spec.shape == spec.shape
-            ):
+            if not _same_layout(grad._spec, spec):
                 return False
             grad_local = grad._local_tensor
             if not (has_plain_data(grad_local) and grad_local.is_contiguous()):

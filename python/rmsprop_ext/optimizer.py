@@ -438,23 +438,25 @@ class RMSprop(Optimizer):
         group has a parameter without a gradient or state, or one the native kernel cannot take.
         """
         self._plans = []
+        plain_groups: list[bool] = []  # plain tensors, else DTensors whose shards are native
         for group in self.param_groups:
             params = group["params"]
             if not all(p.grad is not None for p in params):
                 return
-            plain, sharded = (all(map(ok, params)) for ok in (native_ok, _sharded.native_shard_ok))
-            if not (plain or sharded):
+            plain = all(map(native_ok, params))
+            if not (plain or all(map(_sharded.native_shard_ok, params))):
                 return
             if not all(len(self.state[p]) > 0 for p in params):
                 return
+            plain_groups.append(plain)
         firsts = _group_first_streams(self.param_groups)
         built: list[_GroupPlan | _sharded.ShardedStep | None] = [
             _GroupPlan.build(g["params"], self.state, g, first)
-            if all(native_ok(p) for p in g["params"])
+            if plain
             else _sharded.ShardedStep.build(
                 g["params"], [self.state[p] for p in g["params"]], g, first
             )
-            for g, first in zip(self.param_groups, firsts)
+            for g, first, plain in zip(self.param_groups, firsts, plain_groups)
         ]
         plans = [plan for plan in built if plan is not None]
         if len(plans) == len(built):
