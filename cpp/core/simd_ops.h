@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "storage.h"
@@ -17,9 +18,48 @@
 
 namespace rmsprop_ext {
 
-// One lane. mul_add is std::fma, a single rounding like the vector FMA instructions: inlined to
-// one instruction where the file is compiled with FMA, a (correct, slower) libm call elsewhere,
-// which only the scalar kernel asked for torch's fused rounding ever takes.
+// a * b + c rounded once, like the vector FMA instructions. Where the file is compiled with FMA
+// (the avx2 and avx512 kernels, every aarch64 build) std::fma is that one instruction. Elsewhere
+// (the scalar kernel on x86-64) std::fma is a libm call per element, which also keeps the compiler
+// from vectorizing the loop around it; float has an exact way without it. The product of two
+// floats is exact in double; the double sum is rounded to odd (kept if exact, else the neighbour
+// of the exact sum whose last bit is 1), and a value rounded to odd with two or more bits beyond
+// float's rounds to the same float as the exact sum (Boldo and Melquiond, "Emulation of FMA and
+// correctly rounded sums: proved algorithms using rounding to odd", IEEE Trans. Computers, 2008).
+// Every operation here is exact or IEEE-rounded, so the result is std::fma's, bit for bit.
+inline float fused_multiply_add(float a, float b, float c) {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+  return std::fma(a, b, c);
+#else
+  const double product = static_cast<double>(a) * static_cast<double>(b);
+  const double addend = c;
+  const double sum = product + addend;
+  // The sum's rounding error, exactly (Knuth's two-sum); NaN when an input is infinite or NaN.
+  const double addend_part = sum - product;
+  const double error = (product - (sum - addend_part)) + (addend - addend_part);
+  // Integer operations on the bit patterns only (no comparisons), so that the compiler can
+  // vectorize the loop with SSE2. Inexact: the error is neither zero nor NaN. Then the sum is
+  // truncated (one step toward zero when it was rounded away from zero, i.e. when the error has
+  // the other sign) and its last bit set. A nonzero exact sum of these operands is at least
+  // 2^-298 in magnitude, so an inexact sum is never zero.
+  std::uint64_t sum_bits, error_bits;
+  std::memcpy(&sum_bits, &sum, sizeof sum_bits);
+  std::memcpy(&error_bits, &error, sizeof error_bits);
+  const std::uint64_t magnitude = error_bits & 0x7fffffffffffffffu;
+  const std::uint64_t nonzero = (0 - magnitude) >> 63;
+  const std::uint64_t nan = (0x7ff0000000000000u - magnitude) >> 63;
+  const std::uint64_t inexact = nonzero & ~nan;
+  const std::uint64_t rounded_away = ((error_bits ^ sum_bits) >> 63) & inexact;
+  sum_bits = (sum_bits - rounded_away) | inexact;
+  double odd;
+  std::memcpy(&odd, &sum_bits, sizeof odd);
+  return static_cast<float>(odd);
+#endif
+}
+
+inline double fused_multiply_add(double a, double b, double c) { return std::fma(a, b, c); }
+
+// One lane; mul_add is fused_multiply_add.
 template <typename T>
 struct ScalarOps {
   using Scalar = T;
@@ -36,9 +76,9 @@ struct ScalarOps {
   // Like x86 max: the second operand when either is NaN or both are zeros.
   static Vec max(Vec a, Vec b) { return a > b ? a : b; }
   // a * b + c, rounded once
-  static Vec mul_add(Vec a, Vec b, Vec c) { return std::fma(a, b, c); }
+  static Vec mul_add(Vec a, Vec b, Vec c) { return fused_multiply_add(a, b, c); }
   // c - a * b, rounded once
-  static Vec neg_mul_add(Vec a, Vec b, Vec c) { return std::fma(-a, b, c); }
+  static Vec neg_mul_add(Vec a, Vec b, Vec c) { return fused_multiply_add(-a, b, c); }
 
   // 16-bit storage (T is float): converted on load, rounded to nearest even on store.
   static Vec load(const bfloat16* p) { return to_float(*p); }
