@@ -7,14 +7,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "core/isa.h"
 #include "core/rmsprop.h"
-#include "core/simd_ops.h"
 
 namespace {
 
@@ -358,74 +356,10 @@ long check_same_bits(const char* pair) {
   return failures;
 }
 
-// float32's fused multiply-add as the scalar kernel computes it (without FMA instructions, by way
-// of double rounded to odd; see simd_ops.h) against std::fma, bit for bit (NaN against NaN: the
-// payload is not specified), over random bit patterns (infinities, NaNs and subnormals included),
-// sums that cancel, products that end exactly halfway between two floats, and ordinary exponents.
-// Returns the number of differing results.
-long check_fused_multiply_add() {
-  std::mt19937 generator(12345);
-  const auto next = [&] { return static_cast<std::uint32_t>(generator()); };
-  const auto float_of = [](std::uint32_t bits) {
-    float value;
-    std::memcpy(&value, &bits, sizeof value);
-    return value;
-  };
-  const auto bits_of = [](float value) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &value, sizeof bits);
-    return bits;
-  };
-  const auto with_exponent = [&](std::uint32_t bits, std::uint32_t exponent) {
-    return float_of((bits & 0x807fffffu) | (exponent << 23));
-  };
-  constexpr long kTriples = 4000000;
-  long failures = 0;
-  for (long i = 0; i < kTriples; ++i) {
-    const std::uint32_t x = next(), y = next(), z = next();
-    float a = float_of(x), b = float_of(y), c = float_of(z);
-    switch (i % 4) {
-      case 1:  // c within two ulps of -a * b: the sum cancels to its last bits
-        c = float_of(bits_of(-a * b) + z % 5u - 2u);
-        break;
-      case 2:  // three-bit significands: the product's low half is exactly 0 or one half-ulp
-        a = float_of((x & 0xff800000u) | (x & 0x7u) << 20);
-        b = float_of((y & 0xff800000u) | (y & 0x7u) << 20);
-        c = a * b * (z % 2 == 0 ? 0x1p-24f : 0x1p-25f);
-        break;
-      case 3:  // values like an optimizer's
-        a = with_exponent(x, 110u + (x >> 24) % 30u);
-        b = with_exponent(y, 110u + (y >> 24) % 30u);
-        c = with_exponent(z, 90u + (z >> 24) % 50u);
-        break;
-      default:
-        break;
-    }
-    const float got = rmsprop_ext::fused_multiply_add(a, b, c);
-    const float want = std::fma(a, b, c);
-    if (std::isnan(got) && std::isnan(want)) continue;
-    if (bits_of(got) != bits_of(want)) {
-      if (failures++ < 3) {
-        std::printf("FAIL fused_multiply_add(%a, %a, %a) = %a, std::fma %a\n",
-                    static_cast<double>(a), static_cast<double>(b), static_cast<double>(c),
-                    static_cast<double>(got), static_cast<double>(want));
-      }
-    }
-  }
-  std::printf("fused_multiply_add (float32, %s): %ld triples, %ld differ from std::fma\n",
-#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
-              "FMA instruction",
-#else
-              "double rounded to odd",
-#endif
-              kTriples, failures);
-  return failures;
-}
-
 }  // namespace
 
 int main() {
-  long failures = check_fused_multiply_add();
+  long failures = 0;
   for (rmsprop_ext::Isa isa : rmsprop_ext::available_isas()) {
     rmsprop_ext::set_active_isa(isa);
     const std::string name = rmsprop_ext::isa_name(isa);
