@@ -43,6 +43,33 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("CI is set but torch is not importable; the torch tests would skip")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked spread_over_isas run each case on one instruction set: the first case on the
+    best, the next on the one below, and so on round the list, so that every kernel still runs
+    under them at a third of the cost. They start other processes (two torchrun ranks, a whole
+    benchmark) to check what sits around the kernel, which is the same code on every instruction
+    set; the kernels' own results are checked on every one by the rest of the suite."""
+    turns: dict[tuple[str, str], int] = {}
+    kept, left_out = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if item.get_closest_marker("spread_over_isas") is None or callspec is None:
+            kept.append(item)
+            continue
+        case = (
+            item.nodeid.split("[")[0],
+            repr({k: v for k, v in callspec.params.items() if k != "isa"}),
+        )
+        turn = turns.setdefault(case, len(turns))
+        if callspec.params["isa"] == ISAS_UNDER_TEST[-1 - turn % len(ISAS_UNDER_TEST)]:
+            kept.append(item)
+        else:
+            left_out.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 @pytest.fixture(autouse=True, params=ISAS_UNDER_TEST)
 def isa(request: pytest.FixtureRequest) -> Iterator[str]:
     previous = rmsprop_ext.get_isa()

@@ -31,6 +31,7 @@ TINY = [
 ]
 
 
+@pytest.mark.spread_over_isas  # the whole benchmark, every section
 def test_bench_writes_tables_json_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,7 +18,10 @@ import torch
 
 # Importing torch.distributed.optim runs torch's own deprecated torch.jit.script and
 # torch.jit.interface; nothing of ours.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning"),
+    pytest.mark.spread_over_isas,  # two torchrun ranks per case
+]
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ddp_train.py"
 STEPS = 12

@@ -25,6 +25,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+pytestmark = pytest.mark.spread_over_isas  # two torchrun ranks per test
+
 CHILD = Path(__file__).resolve().parent / "fsdp_child.py"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fsdp_train.py"
 

@@ -20,6 +20,7 @@ import torch
 CHILD = Path(__file__).resolve().parent / "dtensor_child.py"
 
 
+@pytest.mark.spread_over_isas
 def test_dtensor_parameters_on_two_ranks_match_torch(tmp_path: Path, isa: str) -> None:
     out = tmp_path / "report.pt"
     run_on_two_ranks(CHILD, str(out), isa=isa, timeout=300)
