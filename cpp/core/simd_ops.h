@@ -27,10 +27,16 @@ namespace rmsprop_ext {
 // float's rounds to the same float as the exact sum (Boldo and Melquiond, "Emulation of FMA and
 // correctly rounded sums: proved algorithms using rounding to odd", IEEE Trans. Computers, 2008).
 // Every operation here is exact or IEEE-rounded, so the result is std::fma's, bit for bit.
-inline float fused_multiply_add(float a, float b, float c) {
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
-  return std::fma(a, b, c);
+inline constexpr bool kFmaInstruction = true;
 #else
+inline constexpr bool kFmaInstruction = false;
+#endif
+
+inline float fused_multiply_add(float a, float b, float c) {
+  if constexpr (kFmaInstruction) {
+    return std::fma(a, b, c);
+  }
   const double product = static_cast<double>(a) * static_cast<double>(b);
   const double addend = c;
   const double sum = product + addend;
@@ -54,7 +60,6 @@ inline float fused_multiply_add(float a, float b, float c) {
   double odd;
   std::memcpy(&odd, &sum_bits, sizeof odd);
   return static_cast<float>(odd);
-#endif
 }
 
 inline double fused_multiply_add(double a, double b, double c) { return std::fma(a, b, c); }

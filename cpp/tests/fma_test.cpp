@@ -56,11 +56,7 @@ int main() {
     }
   }
   std::printf("fused_multiply_add (float32, %s): %ld triples, %ld differ from std::fma\n",
-#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
-              "FMA instruction",
-#else
-              "double rounded to odd",
-#endif
-              kTriples, failures);
+              rmsprop_ext::kFmaInstruction ? "FMA instruction" : "double rounded to odd", kTriples,
+              failures);
   return failures == 0 ? 0 : 1;
 }
