@@ -1,6 +1,8 @@
 // In-cache speed of the update on each instruction set, against what limits it there: the IEEE
 // square root and divide it takes once per element (rmsprop_ext::sqrt_divide, the same vectors
-// doing only that) and the memory traffic (roofline_step). One thread; float32 and float64.
+// doing only that) and the memory traffic (roofline_step). One thread; float32 and float64. Then
+// what following torch's square root costs: the fused step with each of MKL's square roots that
+// the kernel computes itself, against the same step with the IEEE one.
 //
 //   cmake -S . -B build/core -DRMSPROP_CORE_ONLY=ON -DRMSPROP_CORE_TESTS=ON
 //   cmake --build build/core && build/core/rmsprop_core_speed [rounds]
@@ -19,6 +21,7 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/isa.h"
@@ -43,8 +46,55 @@ struct Buffer {
 };
 
 // The update with multiply-adds rounded once (torch's AVX2/AVX-512 kernels) or twice (torch's
-// DEFAULT kernels, what a CPU without AVX2 gets), then the two limits.
-enum class Kernel { kStepFused, kStepSeparate, kSqrtDivide, kRoofline };
+// DEFAULT kernels, what a CPU without AVX2 gets), then the two limits, then the fused update with
+// MKL's square roots.
+enum class Kernel {
+  kStepFused,
+  kStepSeparate,
+  kSqrtDivide,
+  kRoofline,
+  kMklAvx512,
+  kMklAvx2,
+  kMklSse42,
+  kMklPortable
+};
+
+constexpr std::pair<Kernel, rmsprop_ext::SquareRoot> kMklForms[] = {
+    {Kernel::kMklAvx512, rmsprop_ext::SquareRoot::kMklAvx512},
+    {Kernel::kMklAvx2, rmsprop_ext::SquareRoot::kMklAvx2},
+    {Kernel::kMklSse42, rmsprop_ext::SquareRoot::kMklSse42},
+    {Kernel::kMklPortable, rmsprop_ext::SquareRoot::kMklPortable},
+};
+
+const char* form_name(Kernel kernel) {
+  switch (kernel) {
+    case Kernel::kMklAvx512:
+      return "mkl_avx512";
+    case Kernel::kMklAvx2:
+      return "mkl_avx2";
+    case Kernel::kMklSse42:
+      return "mkl_sse42";
+    case Kernel::kMklPortable:
+      return "mkl_portable";
+    default:
+      return "ieee";
+  }
+}
+
+// The hyperparameters with `form` as T's square root.
+template <typename T>
+void set_square_root(rmsprop_ext::Hyperparams& hp, rmsprop_ext::SquareRoot form) {
+  (sizeof(T) == sizeof(float) ? hp.square_root_f32 : hp.square_root_f64) = form;
+}
+
+// Whether the active kernel computes `form` for T itself (no outside function is given here, so
+// a step with a form it lacks is refused).
+template <typename T>
+bool computes(rmsprop_ext::SquareRoot form) {
+  rmsprop_ext::Hyperparams hp;
+  set_square_root<T>(hp, form);
+  return rmsprop_ext::check_hyperparams(hp).empty();
+}
 
 template <typename T>
 struct Workspace {
@@ -68,21 +118,25 @@ struct Workspace {
     rmsprop_ext::Hyperparams hp;
     hp.lr = 1e-6;  // small steps: the values stay where they started over many repetitions
     hp.fused_multiply_add = kernel != Kernel::kStepSeparate;
+    for (const auto& [mkl_kernel, form] : kMklForms) {
+      if (kernel == mkl_kernel) {
+        set_square_root<T>(hp, form);
+      }
+    }
     rmsprop_ext::ParamBuffers<T, T> b;
     b.param = param.data;
     b.grad = grad.data;
     b.square_avg = square_avg.data;
     b.size = n;
     switch (kernel) {
-      case Kernel::kStepFused:
-      case Kernel::kStepSeparate:
-        rmsprop_ext::step(&b, 1, hp, 1);
-        break;
       case Kernel::kRoofline:
         rmsprop_ext::roofline_step(&b, 1, hp, 1);
         break;
       case Kernel::kSqrtDivide:
         rmsprop_ext::sqrt_divide(n, grad.data, square_avg.data, out.data);
+        break;
+      default:
+        rmsprop_ext::step(&b, 1, hp, 1);
         break;
     }
   }
@@ -127,6 +181,12 @@ int main(int argc, char** argv) {
       for (std::int64_t n : sizes) {
         for (Kernel k : kernels) {
           cases.emplace_back(isa, bits, n, k);
+        }
+        rmsprop_ext::set_active_isa(isa);
+        for (const auto& [kernel, form] : kMklForms) {
+          if (bits == 32 ? computes<float>(form) : computes<double>(form)) {
+            cases.emplace_back(isa, bits, n, kernel);
+          }
         }
       }
     }
@@ -177,6 +237,26 @@ int main(int argc, char** argv) {
         kernel == Kernel::kStepFused ? "fused" : "separate", cell(step, "%.3f [%.3f-%.3f]").c_str(),
         cell(limit, "%.3f [%.3f-%.3f]").c_str(), cell(traffic, "%.3f [%.3f-%.3f]").c_str(),
         cell(of_limit, "%.2f [%.2f-%.2f]").c_str(), cell(of_traffic, "%.2f [%.2f-%.2f]").c_str());
+  }
+  std::printf(
+      "\ntorch's square root in the single pass: fused step with MKL's square root / with the IEEE "
+      "one, time per round, median [min-max]\n");
+  std::printf("%-7s %-7s %8s %-13s %-22s %-20s\n", "isa", "dtype", "elements", "square root",
+              "step", "time / IEEE step");
+  for (const Key& key : cases) {
+    const auto [isa, bits, n, kernel] = key;
+    if (kernel < Kernel::kMklAvx512) continue;
+    const auto& step = times[key];
+    const auto& ieee = times[{isa, bits, n, Kernel::kStepFused}];
+    std::vector<double> ratio;
+    for (std::size_t r = 0; r < step.size(); ++r) {
+      ratio.push_back(step[r] / ieee[r]);
+    }
+    const Summary t = summarize(step), q = summarize(ratio);
+    std::printf("%-7s %-7s %8lld %-13s %.3f [%.3f-%.3f]    %.3f [%.3f-%.3f]\n",
+                rmsprop_ext::isa_name(isa), bits == 32 ? "float32" : "float64",
+                static_cast<long long>(n), form_name(kernel), t.median, t.low, t.high, q.median,
+                q.low, q.high);
   }
   return 0;
 }

@@ -4,6 +4,8 @@ torch.sqrt is MKL's vector square root, which on AVX-512 CPUs is 1 ulp below the
 some inputs. The avx512 kernel computes MKL's AVX-512 algorithm itself, in the update's single
 pass; these tests check it against MKL bit for bit on whole binades, that the probe picks it, and
 that the other kernels, which cannot compute it, fall back to MKL's function or refuse clearly.
+MKL's other code paths (AVX2, SSE4.2, portable) are checked in test_mkl_paths.py, in processes
+whose environment sends MKL down them.
 """
 
 from __future__ import annotations
@@ -64,15 +66,15 @@ def restore_square_roots() -> Iterator[None]:
 def test_the_probe_finds_a_square_root_it_can_follow() -> None:
     forms = _rounding.torch_square_roots()
     assert set(forms) == {"float32", "float64"}
-    assert set(forms.values()) <= {"ieee", "mkl_avx512", "outside"}, forms
+    assert set(forms.values()) <= {"ieee", "outside", *_rounding.MKL_SQUARE_ROOTS}, forms
     if torch_uses_mkl_avx512():
         assert forms == {"float32": "mkl_avx512", "float64": "mkl_avx512"}
 
 
 def test_mkl_avx512_sqrt_gives_mkls_bits_on_whole_binades(isa: str) -> None:
     if not CPU_HAS_AVX512:
-        with pytest.raises(RuntimeError, match="AVX-512"):
-            _core._mkl_avx512_sqrt(np.ones(3, dtype=np.float32))
+        with pytest.raises(RuntimeError, match="computes the mkl_avx512 square root"):
+            _core._mkl_sqrt("mkl_avx512", np.ones(3, dtype=np.float32))
         return
     if not torch_uses_mkl_avx512():
         pytest.skip("MKL is told to take another code path here; the probe covers that case")
@@ -90,7 +92,9 @@ def test_mkl_avx512_sqrt_gives_mkls_bits_on_whole_binades(isa: str) -> None:
     anything = rng.integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32)
     samples.append(anything.view(np.float32))
     for values in samples:
-        assert np.array_equal(bits_of(_core._mkl_avx512_sqrt(values)), bits_of(mkl_sqrt(values)))
+        assert np.array_equal(
+            bits_of(_core._mkl_sqrt("mkl_avx512", values)), bits_of(mkl_sqrt(values))
+        )
     doubles = [
         rng.integers(0, 1 << 64, 1 << 20, dtype=np.uint64).view(np.float64),
         np.abs(rng.standard_normal(1 << 20)) * 10.0 ** rng.integers(-300, 300, 1 << 20),
@@ -98,14 +102,18 @@ def test_mkl_avx512_sqrt_gives_mkls_bits_on_whole_binades(isa: str) -> None:
         np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.0, 5e-324]),
     ]
     for values in doubles:
-        assert np.array_equal(bits_of(_core._mkl_avx512_sqrt(values)), bits_of(mkl_sqrt(values)))
+        assert np.array_equal(
+            bits_of(_core._mkl_sqrt("mkl_avx512", values)), bits_of(mkl_sqrt(values))
+        )
 
 
 def test_mkl_avx512_sqrt_is_the_ieee_root_or_one_ulp_below() -> None:
     if not CPU_HAS_AVX512:
         pytest.skip("no AVX-512 on this CPU; the RuntimeError is checked above")
     values = float32_patterns(0x3F800000, 0x40800000)  # [1, 4): every float32
-    below = bits_of(np.sqrt(values)).astype(np.int64) - bits_of(_core._mkl_avx512_sqrt(values))
+    below = bits_of(np.sqrt(values)).astype(np.int64) - bits_of(
+        _core._mkl_sqrt("mkl_avx512", values)
+    )
     assert set(np.unique(below)) == {0, 1}
     assert 0.001 < np.mean(below) < 0.02  # about 0.7% of inputs round 1 ulp low
 
@@ -196,7 +204,7 @@ def test_ieee_rounding_really_differs_from_torch_here(isa: str) -> None:
 @pytest.mark.usefixtures("restore_square_roots")
 def test_bad_square_root_installs_change_nothing() -> None:
     before = torch_rounding()
-    with pytest.raises(ValueError, match="float32 must be 'ieee', 'mkl_avx512' or 'outside'"):
+    with pytest.raises(ValueError, match="float32 must be one of 'ieee', 'mkl_avx512', 'mkl_avx2'"):
         _core._install_torch_sqrt(
             float32="exact", float64="ieee", vms_sqrt=0, vmd_sqrt=0, set_num_threads_local=0
         )
@@ -210,4 +218,10 @@ def test_bad_square_root_installs_change_nothing() -> None:
         before.square_root_f64,
     )
     with pytest.raises(TypeError, match="float32 or float64 array, got int64"):
-        _core._mkl_avx512_sqrt(np.arange(3, dtype=np.int64))
+        _core._mkl_sqrt("mkl_avx512", np.arange(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="form must name one of MKL's square roots, got 'ieee'"):
+        _core._mkl_sqrt("ieee", np.ones(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="form must be one of"):
+        _core._mkl_sqrt("mkl", np.ones(3, dtype=np.float32))
+    with pytest.raises(RuntimeError, match="computes the mkl_avx2 square root of float64"):
+        _core._mkl_sqrt("mkl_avx2", np.ones(3, dtype=np.float64))

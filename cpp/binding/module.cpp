@@ -67,15 +67,22 @@ Built with keyword arguments only; ValueError naming the bad one. Read-only afte
         py::arg("float32"), py::arg("float64"), py::arg("vms_sqrt"), py::arg("vmd_sqrt"),
         py::arg("set_num_threads_local"),
         R"doc(Installs torch's square root for updates built with torch_sqrt=True, per dtype:
-'ieee', 'mkl_avx512' (computed by the avx512 kernel in its single pass) or 'outside' (MKL's
-vmsSqrt / vmdSqrt, function addresses found in torch's own library, called on blocks on one
-thread each through mkl_set_num_threads_local; also what other kernels use for 'mkl_avx512').
-'ieee' for both with zero addresses uninstalls.)doc");
+'ieee'; one of MKL's code paths, computed by the kernels that have its instructions in their
+single pass: 'mkl_avx512' (avx512; float32 and float64), 'mkl_avx2', 'mkl_sse42' or
+'mkl_portable' (avx2 and avx512; float32); or 'outside' (MKL's vmsSqrt / vmdSqrt, function
+addresses found in torch's own library, called on blocks on one thread each through
+mkl_set_num_threads_local; also what the other kernels use for an 'mkl_*' form). 'ieee' for both
+with zero addresses uninstalls.)doc");
+  m.def("_kernel_computes_square_root", &rmsprop_ext::binding::kernel_computes_square_root,
+        py::arg("isa"), py::arg("form"), py::arg("dtype"),
+        R"doc(Whether the kernel of `isa` computes the square root `form` ('ieee', 'mkl_avx512',
+...) of `dtype` ('float32' or 'float64') in its own pass, rather than calling MKL's function.)doc");
   m.def("_torch_sqrt_installed", &rmsprop_ext::binding::torch_sqrt_installed,
         R"doc(True when _install_torch_sqrt has installed torch's square root.)doc");
-  m.def("_mkl_avx512_sqrt", &rmsprop_ext::binding::mkl_avx512_sqrt_of, py::arg("values"),
-        R"doc(MKL's AVX-512 square root of a float32 or float64 array, as the avx512 kernel
-computes it (whichever kernel is active), in a new array. RuntimeError without AVX-512.)doc");
+  m.def("_mkl_sqrt", &rmsprop_ext::binding::mkl_sqrt_of, py::arg("form"), py::arg("values"),
+        R"doc(One of MKL's square roots ('mkl_avx512', 'mkl_avx2', 'mkl_sse42', 'mkl_portable') of a
+float32 or float64 array, as the kernels compute it (the best kernel here that has the form,
+whichever is active), in a new array. RuntimeError where no kernel computes it.)doc");
 
   m.def("rmsprop_step", &step_one, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
         py::arg("momentum_buffer") = py::none(), py::arg("grad_avg") = py::none(),

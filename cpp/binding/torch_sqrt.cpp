@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/kernels.h"
+
 namespace rmsprop_ext::binding {
 namespace {
 
@@ -52,28 +54,35 @@ void sqrt_f64(std::int64_t n, const double* in, double* out) {
 
 }  // namespace
 
+namespace {
+// Every form by its Python name, in the order the probe tries MKL's.
+constexpr std::pair<SquareRoot, const char*> kSquareRootNames[] = {
+    {SquareRoot::kIeee, "ieee"},
+    {SquareRoot::kMklAvx512, "mkl_avx512"},
+    {SquareRoot::kMklAvx2, "mkl_avx2"},
+    {SquareRoot::kMklSse42, "mkl_sse42"},
+    {SquareRoot::kMklPortable, "mkl_portable"},
+    {SquareRoot::kOutside, "outside"},
+};
+}  // namespace
+
 SquareRoot parse_square_root(const std::string& name, const char* argument) {
-  if (name == "ieee") {
-    return SquareRoot::kIeee;
+  std::string choices;
+  for (const auto& [root, root_name] : kSquareRootNames) {
+    if (name == root_name) {
+      return root;
+    }
+    choices += std::string(choices.empty() ? "'" : ", '") + root_name + "'";
   }
-  if (name == "mkl_avx512") {
-    return SquareRoot::kMklAvx512;
-  }
-  if (name == "outside") {
-    return SquareRoot::kOutside;
-  }
-  throw py::value_error(std::string(argument) +
-                        " must be 'ieee', 'mkl_avx512' or 'outside', got '" + name + "'");
+  throw py::value_error(std::string(argument) + " must be one of " + choices + ", got '" + name +
+                        "'");
 }
 
 const char* square_root_name(SquareRoot root) {
-  switch (root) {
-    case SquareRoot::kIeee:
-      return "ieee";
-    case SquareRoot::kMklAvx512:
-      return "mkl_avx512";
-    case SquareRoot::kOutside:
-      return "outside";
+  for (const auto& [form, name] : kSquareRootNames) {
+    if (form == root) {
+      return name;
+    }
   }
   return "?";
 }
@@ -101,6 +110,22 @@ void install_torch_sqrt(const std::string& float32, const std::string& float64, 
                   std::memory_order_release);
 }
 
+bool kernel_computes_square_root(const std::string& isa, const std::string& form,
+                                 const std::string& dtype) {
+  const SquareRoot root = parse_square_root(form, "form");
+  if (dtype != "float32" && dtype != "float64") {
+    throw py::value_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+  }
+  Isa level;
+  try {
+    level = parse_isa(isa);
+  } catch (const std::invalid_argument& error) {
+    throw py::value_error(error.what());
+  }
+  return dtype == "float32" ? computes_square_root<float>(level, root)
+                            : computes_square_root<double>(level, root);
+}
+
 bool torch_sqrt_installed() { return installed.load(std::memory_order_acquire); }
 
 bool use_torch_sqrt(Hyperparams& hp) {
@@ -109,7 +134,7 @@ bool use_torch_sqrt(Hyperparams& hp) {
   }
   hp.square_root_f32 = root_f32.load(std::memory_order_acquire);
   hp.square_root_f64 = root_f64.load(std::memory_order_acquire);
-  // Also the fallback of kMklAvx512 in kernels other than avx512.
+  // Also the fallback of a kMkl* form in the kernels that cannot compute it.
   if (vms_sqrt.load(std::memory_order_acquire) != nullptr) {
     hp.sqrt_f32 = hp.square_root_f32 == SquareRoot::kIeee ? nullptr : &sqrt_f32;
     hp.sqrt_f64 = hp.square_root_f64 == SquareRoot::kIeee ? nullptr : &sqrt_f64;
@@ -119,28 +144,34 @@ bool use_torch_sqrt(Hyperparams& hp) {
 
 namespace {
 template <typename T>
-py::array mkl_avx512_sqrt_as(const py::array& values) {
+py::array mkl_sqrt_as(SquareRoot form, const py::array& values) {
   const auto in = py::array_t<T, py::array::c_style>::ensure(values);
   py::array_t<T, py::array::c_style> out(
       std::vector<py::ssize_t>(in.shape(), in.shape() + in.ndim()));
   bool computed = false;
   {
     py::gil_scoped_release release;
-    computed = mkl_avx512_sqrt(static_cast<std::int64_t>(in.size()), in.data(), out.mutable_data());
+    computed = mkl_sqrt(form, static_cast<std::int64_t>(in.size()), in.data(), out.mutable_data());
   }
   if (!computed) {
-    throw std::runtime_error("MKL's AVX-512 square root needs a CPU and build with AVX-512");
+    throw std::runtime_error(std::string("no kernel of this CPU and build computes the ") +
+                             square_root_name(form) + " square root of " +
+                             (sizeof(T) == 4 ? "float32" : "float64"));
   }
   return std::move(out);
 }
 }  // namespace
 
-py::array mkl_avx512_sqrt_of(const py::array& values) {
+py::array mkl_sqrt_of(const std::string& form_name, const py::array& values) {
+  const SquareRoot form = parse_square_root(form_name, "form");
+  if (form == SquareRoot::kIeee || form == SquareRoot::kOutside) {
+    throw py::value_error("form must name one of MKL's square roots, got '" + form_name + "'");
+  }
   if (values.dtype().is(py::dtype::of<float>())) {
-    return mkl_avx512_sqrt_as<float>(values);
+    return mkl_sqrt_as<float>(form, values);
   }
   if (values.dtype().is(py::dtype::of<double>())) {
-    return mkl_avx512_sqrt_as<double>(values);
+    return mkl_sqrt_as<double>(form, values);
   }
   throw py::type_error("values must be a float32 or float64 array, got " +
                        std::string(py::str(values.dtype())));

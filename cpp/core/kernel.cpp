@@ -33,10 +33,11 @@ using VectorOps = ScalarOps<T>;
 #endif
 
 // Lanes of the tail round exactly like lanes of the body: the variant, not the instruction set,
-// says whether a multiply-add rounds once, and the AVX-512 tail has MKL's square root too.
-#if defined(__AVX512F__)
+// says whether a multiply-add rounds once, and the x86 vector kernels' tails have MKL's square
+// roots too.
+#if defined(__AVX2__) && defined(__FMA__)
 template <typename T>
-using TailOps = Avx512LaneOps<T>;
+using TailOps = MklLaneOps<T>;
 #else
 template <typename T>
 using TailOps = ScalarOps<T>;
@@ -50,11 +51,15 @@ using Compute =
 template <typename P>
 constexpr bool kSixteenBit = !std::is_same_v<Compute<P>, P>;
 
-// Whether this kernel computes MKL's AVX-512 square root itself.
+// This kernel's instruction set, which decides the square roots it computes itself.
 #if defined(__AVX512F__)
-constexpr bool kHasMklSqrt = true;
+constexpr Isa kIsa = Isa::kAvx512;
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr Isa kIsa = Isa::kAvx2;
+#elif defined(RMSPROP_KERNEL_NEON)
+constexpr Isa kIsa = Isa::kNeon;
 #else
-constexpr bool kHasMklSqrt = false;
+constexpr Isa kIsa = Isa::kScalar;
 #endif
 
 // Lanes to run one at a time before `p + begin` sits on a vector-width boundary. numpy allocates
@@ -223,8 +228,7 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
   // Storage pairs other than float32/float64 alone take the CPU's square root.
   const SquareRoot root =
       std::is_same_v<P, S> ? square_root_for(hp, static_cast<P*>(nullptr)) : SquareRoot::kIeee;
-  const bool in_registers =
-      root == SquareRoot::kIeee || (root == SquareRoot::kMklAvx512 && kHasMklSqrt);
+  const bool in_registers = root == V::root;
   if (in_registers) {
     // Elements [from, to) with this variant: vector body, peel and tail, memory asked for ahead.
     const auto update = [&](std::int64_t from, std::int64_t to) {
@@ -482,14 +486,27 @@ void with_decay(const Hyperparams& hp, bool complex_pairs, F&& f) {
   }
 }
 
-// Calls f with std::true_type when this kernel computes the square root as MKL's AVX-512 code
-// does; only the avx512 kernel instantiates that.
+// Calls f with the square root of T's updates as a compile-time constant when this kernel
+// computes it (each kernel instantiates only the forms it has), else with kIeee: the update then
+// calls the outside function between its halves.
 template <typename T, typename F>
-void with_mkl_sqrt(const Hyperparams& hp, F&& f) {
-  if constexpr (kHasMklSqrt) {
-    with_flag(square_root_for(hp, static_cast<T*>(nullptr)) == SquareRoot::kMklAvx512, f);
-  } else {
-    f(std::false_type{});
+void with_square_root(const Hyperparams& hp, F&& f) {
+  const SquareRoot root = square_root_for(hp, static_cast<T*>(nullptr));
+  const auto take = [&](auto form) {
+    if constexpr (computes_square_root<T>(kIsa, decltype(form)::value)) {
+      if (root == decltype(form)::value) {
+        f(form);
+        return true;
+      }
+    }
+    return false;
+  };
+  using R = SquareRoot;
+  if (!(take(std::integral_constant<R, R::kMklAvx512>{}) ||
+        take(std::integral_constant<R, R::kMklAvx2>{}) ||
+        take(std::integral_constant<R, R::kMklSse42>{}) ||
+        take(std::integral_constant<R, R::kMklPortable>{}))) {
+    f(std::integral_constant<R, R::kIeee>{});
   }
 }
 
@@ -502,11 +519,10 @@ void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
       with_flag(hp.eps_in_sqrt, [&](auto eps_in_sqrt) {
         with_decay(hp, complex_pairs, [&](auto decay) {
           with_flag(hp.fused_multiply_add, [&](auto fused) {
-            with_mkl_sqrt<T>(hp, [&](auto mkl_sqrt) {
+            with_square_root<T>(hp, [&](auto root) {
               f(Variant<decltype(centered)::value, decltype(momentum)::value,
                         decltype(eps_in_sqrt)::value ? Eps::kInside : Eps::kOutside,
-                        decltype(decay)::value, decltype(fused)::value,
-                        decltype(mkl_sqrt)::value>{});
+                        decltype(decay)::value, decltype(fused)::value, decltype(root)::value>{});
             });
           });
         });
@@ -543,7 +559,7 @@ void dispatch_storage_variant(const Hyperparams& hp, F&& f) {
     with_momentum(hp, [&](auto momentum) {
       with_compensation<P>(hp, [&](auto compensation) {
         f(Variant<decltype(centered)::value, decltype(momentum)::value, Eps::kEither, Decay::kFused,
-                  true, false, decltype(compensation)::value>{});
+                  true, SquareRoot::kIeee, decltype(compensation)::value>{});
       });
     });
   });
@@ -570,7 +586,7 @@ void dispatch_torch_rounding_variant(const Hyperparams& hp, F&& f) {
               decltype(centered)::value,
               decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, Eps::kOutside,
               decltype(decay)::value ? (kFused ? Decay::kFused : Decay::kSeparate) : Decay::kNone,
-              kFused, false, Compensation::kNone, Rounding::kTorchVector>{});
+              kFused, SquareRoot::kIeee, Compensation::kNone, Rounding::kTorchVector>{});
         });
       });
     });
@@ -585,7 +601,7 @@ void dispatch_traffic(const Hyperparams& hp, F&& f) {
       with_flag(kSixteenBit<P> && hp.compensation == Compensation::kKahan, [&](auto kahan) {
         f(Variant<decltype(centered)::value,
                   decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, Eps::kOutside,
-                  Decay::kNone, true, false,
+                  Decay::kNone, true, SquareRoot::kIeee,
                   decltype(kahan)::value ? Compensation::kKahan : Compensation::kNone>{});
       });
     });
@@ -669,20 +685,36 @@ void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand
   sqrt_divide_any(n, numerator, radicand, out);
 }
 
-#if defined(__AVX512F__)
 namespace {
-template <typename T>
-void mkl_sqrt_any(std::int64_t n, const T* in, T* out) {
+// MKL's square root `kForm` over [0, n), with the body's vectors and the tail's lanes.
+template <SquareRoot kForm, typename T>
+void mkl_sqrt_form(std::int64_t n, const T* in, T* out) {
   for_each_lane_group<T>(in, 0, n, [&](auto ops, std::int64_t i) {
     using Ops = decltype(ops);
-    Ops::store(out + i, Ops::mkl_sqrt(Ops::load(in + i)));
+    Ops::store(out + i, Ops::template mkl_sqrt<kForm>(Ops::load(in + i)));
+  });
+}
+
+template <typename T>
+void mkl_sqrt_any(SquareRoot form, std::int64_t n, const T* in, T* out) {
+  Hyperparams hp;
+  hp.square_root_f32 = form;
+  hp.square_root_f64 = form;
+  with_square_root<T>(hp, [&](auto root) {
+    if constexpr (decltype(root)::value != SquareRoot::kIeee) {
+      mkl_sqrt_form<decltype(root)::value>(n, in, out);
+    }
   });
 }
 }  // namespace
 
-void mkl_sqrt(std::int64_t n, const float* in, float* out) { mkl_sqrt_any(n, in, out); }
+// The caller (step.cpp) asks only for forms this kernel computes.
+void mkl_sqrt(SquareRoot form, std::int64_t n, const float* in, float* out) {
+  mkl_sqrt_any(form, n, in, out);
+}
 
-void mkl_sqrt(std::int64_t n, const double* in, double* out) { mkl_sqrt_any(n, in, out); }
-#endif
+void mkl_sqrt(SquareRoot form, std::int64_t n, const double* in, double* out) {
+  mkl_sqrt_any(form, n, in, out);
+}
 
 }  // namespace rmsprop_ext::RMSPROP_KERNEL_NS

@@ -3,9 +3,30 @@
 
 #include <cstdint>
 
+#include "isa.h"
 #include "rmsprop.h"
 
 namespace rmsprop_ext {
+
+// Whether the kernel of `isa` computes the square root `root` of T in its own registers (the others
+// take a kMkl* form from the outside function). constexpr, so that each kernel instantiates its
+// update only for the forms it has.
+template <typename T>
+constexpr bool computes_square_root(Isa isa, SquareRoot root) {
+  switch (root) {
+    case SquareRoot::kIeee:
+      return true;
+    case SquareRoot::kMklAvx512:
+      return isa == Isa::kAvx512;
+    case SquareRoot::kMklAvx2:
+    case SquareRoot::kMklSse42:
+    case SquareRoot::kMklPortable:
+      return (isa == Isa::kAvx2 || isa == Isa::kAvx512) && sizeof(T) == sizeof(float);
+    case SquareRoot::kOutside:
+      return false;
+  }
+  return false;
+}
 
 template <typename P, typename S>
 using UpdateRangeFn = void (*)(const ParamBuffers<P, S>&, std::int64_t begin, std::int64_t end,
@@ -17,12 +38,15 @@ using UpdateRangeFn = void (*)(const ParamBuffers<P, S>&, std::int64_t begin, st
                     const Hyperparams& hp);                                             \
   void traffic_range(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end, \
                      const Hyperparams& hp);
-// sqrt_divide is the square root and divide of the update alone (see rmsprop.h).
+// sqrt_divide is the square root and divide of the update alone; mkl_sqrt a kMkl* square root as
+// this kernel computes it, for a form it computes (computes_square_root) (see rmsprop.h).
 #define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                           \
   namespace ns {                                                                                  \
   RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DECLARE_PAIR)                                          \
   void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out);    \
   void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out); \
+  void mkl_sqrt(SquareRoot form, std::int64_t n, const float* in, float* out);                    \
+  void mkl_sqrt(SquareRoot form, std::int64_t n, const double* in, double* out);                  \
   }
 
 RMSPROP_EXT_DECLARE_KERNELS(scalar)
@@ -34,11 +58,6 @@ RMSPROP_EXT_DECLARE_KERNELS(neon)
 #endif
 #if RMSPROP_EXT_HAVE_AVX512
 RMSPROP_EXT_DECLARE_KERNELS(avx512)
-namespace avx512 {
-// MKL's AVX-512 square root as the avx512 kernel computes it (see simd_ops.h), over n values.
-void mkl_sqrt(std::int64_t n, const float* in, float* out);
-void mkl_sqrt(std::int64_t n, const double* in, double* out);
-}  // namespace avx512
 #endif
 
 #undef RMSPROP_EXT_DECLARE_KERNELS

@@ -17,13 +17,26 @@ namespace rmsprop_ext {
 template <typename T>
 using SqrtBlockFn = void (*)(std::int64_t n, const T* in, T* out);
 
-// Which square root an update takes.
+// Which square root an update takes. torch.sqrt is MKL's vector square root (vsSqrt/vdSqrt, high
+// accuracy), and MKL runs a different algorithm on each CPU class; the kMkl* forms are those
+// algorithms, operation for operation (read from MKL's code in libtorch_cpu and checked against it
+// on every float32 bit pattern), computed in registers by the kernels that have their
+// instructions. Where a kernel cannot, it calls the outside function instead.
 enum class SquareRoot {
   // The CPU's, correctly rounded.
   kIeee,
-  // MKL's AVX-512 high-accuracy one (what torch.sqrt gives on AVX-512 CPUs), computed in registers
-  // by the avx512 kernel; the other kernels cannot, and call the outside function instead.
+  // MKL's AVX-512 code path (float32 and float64): the avx512 kernel.
   kMklAvx512,
+  // MKL's AVX2 code path, float32: the 12-bit reciprocal square-root estimate (vrsqrtps), one
+  // Newton step and a correction, with fused multiply-adds. The avx2 and avx512 kernels.
+  kMklAvx2,
+  // MKL's SSE4.2 code path, float32 (also what MKL takes on CPUs it gives no better path): the
+  // same steps with every product and sum rounded separately. The avx2 and avx512 kernels.
+  kMklSse42,
+  // MKL's code path that takes its estimate from IEEE operations, float32: 1 / sqrt(x) cut to 12
+  // bits, then kMklSse42's steps, so its bits are the same on every CPU. The avx2 and avx512
+  // kernels.
+  kMklPortable,
   // The outside function (Hyperparams::sqrt_f32 / sqrt_f64), on blocks of elements.
   kOutside,
 };
@@ -65,7 +78,7 @@ struct Hyperparams {
   // FMA instructions, and GCC contracts their scalar tails) or twice (torch's DEFAULT kernels).
   bool fused_multiply_add = true;
   // The square root of float32 and of float64 updates; kOutside needs the function, and so does
-  // kMklAvx512 unless the avx512 kernel runs.
+  // a kMkl* form in a kernel that cannot compute it (see computes_square_root in kernels.h).
   SquareRoot square_root_f32 = SquareRoot::kIeee;
   SquareRoot square_root_f64 = SquareRoot::kIeee;
   SqrtBlockFn<float> sqrt_f32 = nullptr;
@@ -166,11 +179,12 @@ void roofline_step(const ParamBuffers<P, S>* items, std::size_t count, const Hyp
 void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out);
 void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out);
 
-// Writes MKL's AVX-512 square root of in[0..n) to out, as the avx512 kernel computes it for
-// SquareRoot::kMklAvx512 (whichever kernel is active); false, writing nothing, when the CPU or
-// the build has no AVX-512. Lets callers check it against MKL itself before relying on it.
-bool mkl_avx512_sqrt(std::int64_t n, const float* in, float* out);
-bool mkl_avx512_sqrt(std::int64_t n, const double* in, double* out);
+// Writes MKL's square root `form` (a kMkl* one) of in[0..n) to out, as the kernels compute it in
+// their single pass (the best kernel that computes it, whichever is active); false, writing
+// nothing, when no kernel of this CPU and build does. Lets callers check it against MKL itself
+// before relying on it.
+bool mkl_sqrt(SquareRoot form, std::int64_t n, const float* in, float* out);
+bool mkl_sqrt(SquareRoot form, std::int64_t n, const double* in, double* out);
 
 // Threads used by step(): the value given to set_num_threads, else OpenMP's default (which honours
 // OMP_NUM_THREADS). set_num_threads(0) returns to OpenMP's default.

@@ -129,13 +129,28 @@ void run_span(const ParamBuffers<P, S>* items, std::size_t count, Position from,
   }
 }
 
+// MKL's code path of a kMkl* square root, in words.
+const char* mkl_path_name(SquareRoot root) {
+  switch (root) {
+    case SquareRoot::kMklAvx512:
+      return "MKL's AVX-512 one";
+    case SquareRoot::kMklAvx2:
+      return "MKL's AVX2 one";
+    case SquareRoot::kMklSse42:
+      return "MKL's SSE4.2 one";
+    case SquareRoot::kMklPortable:
+      return "MKL's portable one";
+    default:
+      return "an outside one";
+  }
+}
+
 // Empty when the kernel of `isa` can take the square root asked for T.
 template <typename T>
 std::string square_root_problem(const Hyperparams& hp, Isa isa, const char* dtype) {
   const SquareRoot root = square_root_for(hp, static_cast<T*>(nullptr));
-  const bool in_registers =
-      root == SquareRoot::kIeee || (root == SquareRoot::kMklAvx512 && isa == Isa::kAvx512);
-  if (in_registers || sqrt_block_for(hp, static_cast<T*>(nullptr)) != nullptr) {
+  if (computes_square_root<T>(isa, root) ||
+      sqrt_block_for(hp, static_cast<T*>(nullptr)) != nullptr) {
     return {};
   }
   std::ostringstream message;
@@ -143,7 +158,7 @@ std::string square_root_problem(const Hyperparams& hp, Isa isa, const char* dtyp
   if (root == SquareRoot::kOutside) {
     message << "is an outside function, but none is given";
   } else {
-    message << "is MKL's AVX-512 one, which the " << isa_name(isa)
+    message << "is " << mkl_path_name(root) << ", which the " << isa_name(isa)
             << " kernel cannot compute, and no outside function is given";
   }
   return message.str();
@@ -280,27 +295,40 @@ void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand
 
 namespace {
 template <typename T>
-bool mkl_avx512_sqrt_any(std::int64_t n, const T* in, T* out) {
+bool mkl_sqrt_any(SquareRoot form, std::int64_t n, const T* in, T* out) {
+  // The active kernel when it computes the form, else the best one here that does (every kernel
+  // that does gives the same bits; tests check each through the active one).
+  std::vector<Isa> isas = available_isas();
+  isas.push_back(active_isa());
+  for (auto isa = isas.rbegin(); isa != isas.rend(); ++isa) {
+    if (form == SquareRoot::kIeee || !computes_square_root<T>(*isa, form)) {
+      continue;
+    }
+    switch (*isa) {
 #if RMSPROP_EXT_HAVE_AVX512
-  const std::vector<Isa> isas = available_isas();
-  if (std::find(isas.begin(), isas.end(), Isa::kAvx512) != isas.end()) {
-    avx512::mkl_sqrt(n, in, out);
-    return true;
-  }
+      case Isa::kAvx512:
+        avx512::mkl_sqrt(form, n, in, out);
+        return true;
 #endif
-  static_cast<void>(n);
-  static_cast<void>(in);
-  static_cast<void>(out);
+#if RMSPROP_EXT_HAVE_AVX2
+      case Isa::kAvx2:
+        avx2::mkl_sqrt(form, n, in, out);
+        return true;
+#endif
+      default:
+        break;
+    }
+  }
   return false;
 }
 }  // namespace
 
-bool mkl_avx512_sqrt(std::int64_t n, const float* in, float* out) {
-  return mkl_avx512_sqrt_any(n, in, out);
+bool mkl_sqrt(SquareRoot form, std::int64_t n, const float* in, float* out) {
+  return mkl_sqrt_any(form, n, in, out);
 }
 
-bool mkl_avx512_sqrt(std::int64_t n, const double* in, double* out) {
-  return mkl_avx512_sqrt_any(n, in, out);
+bool mkl_sqrt(SquareRoot form, std::int64_t n, const double* in, double* out) {
+  return mkl_sqrt_any(form, n, in, out);
 }
 
 void set_num_threads(int num_threads) {

@@ -28,10 +28,10 @@ enum class Eps { kOutside, kInside, kEither };
 // loops or in those after them, where its add(other, alpha=) rounds the product first.
 enum class Rounding { kPerStore, kTorchVector, kTorchScalar };
 
-// kMklSqrt: the square root is MKL's AVX-512 one (Ops::mkl_sqrt), not the CPU's. kCompensation:
-// how a 16-bit parameter is stored.
-template <bool kCentered, Momentum kMomentum, Eps kEps, Decay kDecay, bool kFused, bool kMklSqrt,
-          Compensation kCompensation = Compensation::kNone,
+// kRoot: the square root, the CPU's (kIeee) or one of MKL's (Ops::mkl_sqrt). kCompensation: how a
+// 16-bit parameter is stored.
+template <bool kCentered, Momentum kMomentum, Eps kEps, Decay kDecay, bool kFused,
+          SquareRoot kRoot = SquareRoot::kIeee, Compensation kCompensation = Compensation::kNone,
           Rounding kRounding = Rounding::kPerStore>
 struct Variant {
   static constexpr bool centered = kCentered;
@@ -41,12 +41,12 @@ struct Variant {
   static constexpr bool coupled_decay = kDecay != Decay::kNone;
   static constexpr bool fused_decay = kDecay == Decay::kFused;
   static constexpr bool fused = kFused;
-  static constexpr bool mkl_sqrt = kMklSqrt;
+  static constexpr SquareRoot root = kRoot;
   static constexpr Compensation compensation = kCompensation;
   static constexpr bool round_each_op = kRounding != Rounding::kPerStore;
   static constexpr bool torch_scalar_add = kRounding == Rounding::kTorchScalar;
   // The same variant in the elements after torch's vector loops.
-  using TorchScalar = Variant<kCentered, kMomentum, kEps, kDecay, kFused, kMklSqrt, kCompensation,
+  using TorchScalar = Variant<kCentered, kMomentum, kEps, kDecay, kFused, kRoot, kCompensation,
                               Rounding::kTorchScalar>;
 };
 
@@ -87,10 +87,10 @@ inline typename Ops::Vec torch_add(const B& b, typename Ops::Vec x, typename Ops
 
 template <class Ops, class V>
 inline typename Ops::Vec square_root(typename Ops::Vec x) {
-  if constexpr (V::mkl_sqrt) {
-    return Ops::mkl_sqrt(x);
-  } else {
+  if constexpr (V::root == SquareRoot::kIeee) {
     return Ops::sqrt(x);
+  } else {
+    return Ops::template mkl_sqrt<V::root>(x);
   }
 }
 

@@ -16,10 +16,29 @@ CHARLM_STEPS = CharLMConfig.steps
 
 
 def _info(_: argparse.Namespace) -> int:
-    for key, value in build_info().items():
+    info = build_info()
+    for key, value in info.items():
         shown = ", ".join(value) if isinstance(value, list) else value
         print(f"{key:14} {shown}")
+    print(f"{'cpu':14} {machine_info()['cpu'] or 'unknown'}")
+    if torch_available():
+        import torch
+
+        print(f"{'torch':14} {torch.__version__}")
+        # Which square root torch.sqrt takes here (MKL's code path differs by CPU), and whether
+        # the active kernel computes it in its pass or calls MKL's function on blocks.
+        print(f"{'torch_sqrt':14} {_torch_sqrt_line(info['isa_active'])}")
     return 0
+
+
+def _torch_sqrt_line(isa: str) -> str:
+    """Which of MKL's square roots torch.sqrt is here, per dtype, and how the kernel takes it."""
+    from ._rounding import square_root_computed_by, torch_square_roots
+
+    return "; ".join(
+        f"{dtype} {form or 'none it can follow'} ({square_root_computed_by(form, dtype, isa)})"
+        for dtype, form in torch_square_roots().items()
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -47,6 +66,8 @@ def _bench(args: argparse.Namespace) -> int:
         f"{machine['transparent_huge_pages'] or 'unknown'}"
     )
     print(headline)
+    if use_torch:
+        print(f"torch's square root: {_torch_sqrt_line(info['isa_active'])}")
     if not use_torch:
         print("torch is not installed: the torch peers were skipped")
     rows = run_benchmark(config)
@@ -60,6 +81,7 @@ def _bench(args: argparse.Namespace) -> int:
                 {
                     "build_info": info,
                     "machine": machine,
+                    "torch_sqrt": _torch_sqrt_line(info["isa_active"]) if use_torch else None,
                     "rows": [r.as_dict() for r in rows],
                     "summary": summary_lines(rows),
                 },

@@ -21,9 +21,11 @@ import numpy as np
 from . import _core
 
 __all__ = [
+    "MKL_SQUARE_ROOTS",
     "ROUNDINGS",
     "check_rounding",
     "resolve_rounding",
+    "square_root_computed_by",
     "torch_fuses_multiply_add",
     "torch_sqrt_installed",
     "torch_square_roots",
@@ -141,15 +143,21 @@ def _torch_sqrt(values: np.ndarray) -> np.ndarray:
     return torch.cat([piece.sqrt() for piece in tensor.split(_TORCH_SERIAL_PIECE)]).numpy()
 
 
+# MKL's code paths that the kernels compute themselves, in the order the probe tries them.
+MKL_SQUARE_ROOTS = ("mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable")
+
+
 def _square_root_form(values: np.ndarray, torch_roots: np.ndarray, functions: Any) -> str | None:
-    """Which square root gives torch's bits: 'ieee', 'mkl_avx512', 'outside' or None."""
+    """Which square root gives torch's bits: 'ieee', one of MKL_SQUARE_ROOTS, 'outside' or
+    None."""
     if _same_bits(np.sqrt(values), torch_roots):
         return "ieee"
-    try:
-        if _same_bits(_core._mkl_avx512_sqrt(values), torch_roots):
-            return "mkl_avx512"
-    except RuntimeError:  # no AVX-512 here
-        pass
+    for form in MKL_SQUARE_ROOTS:
+        try:
+            if _same_bits(_core._mkl_sqrt(form, values), torch_roots):
+                return form
+        except RuntimeError:  # no kernel here computes this form for this dtype
+            pass
     address = functions[0] if values.dtype == np.float32 else functions[1]
     if address and _same_bits(_vml_sqrt(address, values), torch_roots):
         return "outside"
@@ -160,11 +168,15 @@ def _square_root_form(values: np.ndarray, torch_roots: np.ndarray, functions: An
 def torch_square_roots() -> dict[str, str | None]:
     """Which square root torch.sqrt computes in this process, per dtype ("float32", "float64").
 
-    "ieee": the correctly rounded one. "mkl_avx512": MKL's AVX-512 high-accuracy vsSqrt/vdSqrt
-    (torch with MKL on an AVX-512 CPU), which the avx512 kernel reproduces in its single pass.
-    "outside": another of MKL's code paths (e.g. MKL_ENABLE_INSTRUCTIONS=AVX2), reproduced by
-    calling MKL's function, found in the loaded libtorch_cpu, on blocks of each update. None:
-    none of these; the native step then cannot follow torch's square root bit for bit.
+    "ieee": the correctly rounded one. "mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable": one
+    of the code paths of MKL's high-accuracy vsSqrt/vdSqrt (torch with MKL: AVX-512 CPUs take the
+    first, AVX2 ones the second, CPUs MKL gives no better path the third or fourth), which the
+    kernels that have its instructions compute in their single pass (float32; float64 only
+    "mkl_avx512"). "outside": another square root of MKL's, reproduced by calling MKL's function,
+    found in the loaded libtorch_cpu, on blocks of each update. None: none of these; the native
+    step then cannot follow torch's square root bit for bit. The estimate instructions of MKL's
+    paths give different bits on different CPUs, so this is decided on each machine from
+    torch.sqrt's results.
     Measured bit for bit (NaNs included) on radicands from every binade. Negative ones, which
     an update never makes, are left out: MKL's NaN for them (+qNaN) is not the CPU's (-qNaN),
     which would tell an MKL path that rounds like IEEE from the CPU's square root for nothing.
@@ -182,6 +194,20 @@ def torch_square_roots() -> dict[str, str | None]:
         values = _sqrt_probe(dtype)
         forms[np.dtype(dtype).name] = _square_root_form(values, _torch_sqrt(values), functions)
     return forms
+
+
+def square_root_computed_by(form: str | None, dtype: str, isa: str) -> str:
+    """How the kernel `isa` takes the square root `form` of `dtype` ("float32"/"float64"), in
+    words: in its own pass, or by calling MKL's function on blocks."""
+    if form is None:
+        return "the IEEE square root instead: not bitwise torch"
+    if form == "ieee":
+        return "the CPU's instruction"
+    if form == "outside":
+        return "MKL's function, called on blocks"
+    if _core._kernel_computes_square_root(isa, form, dtype):
+        return f"computed in the {isa} kernel's pass"
+    return f"MKL's function, called on blocks: the {isa} kernel cannot compute it"
 
 
 @functools.cache

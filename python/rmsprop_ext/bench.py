@@ -478,6 +478,35 @@ def torch_rmsprop(count: int, n: int, variant: str, foreach: bool) -> StepFn:
     return opt.step
 
 
+def inductor_available() -> bool:
+    """Whether torch.compile's inductor backend can build here: it compiles C++ with the
+    system's compiler."""
+    import shutil
+
+    return torch_available() and any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
+
+
+def torch_compiled_rmsprop(count: int, n: int, variant: str) -> StepFn:
+    """torch.compile(opt.step) of torch.optim.RMSprop, as the PyTorch docs suggest for a faster
+    optimizer: inductor generates one C++ loop for the whole step. Compiled here, before the
+    timing; the step it returns carries the compile time as its `note`."""
+    import torch
+
+    params, state = _params_on_shared_memory(count, n, variant)
+    opt = torch.optim.RMSprop(params, lr=LR, alpha=ALPHA, **VARIANTS[variant][0])
+    _share_state(opt, state, n)
+    compiled = torch.compile(opt.step)
+    start = time.perf_counter()
+    compiled()
+    seconds = time.perf_counter() - start
+
+    def step() -> None:
+        compiled()
+
+    step.note = f"torch.compile(opt.step); compiled in {seconds:.1f} s"  # type: ignore[attr-defined]
+    return step
+
+
 def torch_fused_adagrad(count: int, n: int, variant: str) -> StepFn:
     import torch
 
@@ -507,6 +536,9 @@ def torch_scratch(n: int, variant: str, threads: int) -> StepFn:
 # The functional step with rounding="fused": what following torch's square root costs.
 IEEE_NATIVE = "native, IEEE sqrt"
 
+# torch.compile's step: needs torch and a C++ compiler for inductor.
+COMPILED_TORCH = "torch RMSprop compiled"
+
 # (label, factory(n, variant, threads), variants it runs, needs torch, note)
 SingleTensorCase = tuple[str, Callable[[int, str, int], StepFn], tuple[str, ...], bool, str]
 
@@ -524,6 +556,13 @@ SINGLE_TENSOR_CASES: list[SingleTensorCase] = [
     ("native RMSprop.step", lambda n, v, t: ours_optimizer(1, n, v), ALL, True, ""),
     ("torch RMSprop for-loop", lambda n, v, t: torch_rmsprop(1, n, v, False), ALL, True, ""),
     ("torch RMSprop foreach", lambda n, v, t: torch_rmsprop(1, n, v, True), ALL, True, ""),
+    (
+        COMPILED_TORCH,
+        lambda n, v, t: torch_compiled_rmsprop(1, n, v),
+        ALL,
+        True,
+        "torch.compile(opt.step)",
+    ),
     (
         "torch fused Adagrad",
         lambda n, v, t: torch_fused_adagrad(1, n, v),
@@ -571,6 +610,9 @@ class Runner:
         self.progress.show(f"{section}: {len(cases)} implementations @ {elements:,}, {threads} thr")
         with torch_threads(threads, self.config.use_torch):
             steps = [case.make() for case in cases]
+            # A step may say more about itself than its case could before it was made (the
+            # compiled peer: its compile time).
+            notes = [getattr(step, "note", case.note) for case, step in zip(cases, steps)]
             pace = [not case.extrapolate_from for case in cases]
             times = time_interleaved(
                 steps, self.config.repeat, self.config.budget_s, inner, pace, self.config.min_rounds
@@ -578,7 +620,7 @@ class Runner:
         del steps
         release_shared_buffers()
         gc.collect()
-        for case, t in zip(cases, times):
+        for case, t, note in zip(cases, times, notes):
             scale = elements / case.extrapolate_from if case.extrapolate_from else 1.0
             self.results.append(
                 Measurement(
@@ -593,7 +635,7 @@ class Runner:
                     min(t) * scale,
                     max(t) * scale,
                     len(t),
-                    case.note,
+                    note,
                     [s * scale for s in t],
                 )
             )
@@ -603,6 +645,8 @@ class Runner:
         cases = []
         for label, make, variants, needs_torch, note in SINGLE_TENSOR_CASES:
             if variant not in variants or (needs_torch and not self.config.use_torch):
+                continue
+            if label == COMPILED_TORCH and not inductor_available():
                 continue
             extrapolate = PYTHON_LOOP_SAMPLE if make is python_loop else 0
             cases.append(

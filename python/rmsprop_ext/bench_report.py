@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 
-from .bench import IEEE_NATIVE, SMALL_MODEL_STEPS_PER_ROUND, Measurement
+from .bench import COMPILED_TORCH, IEEE_NATIVE, SMALL_MODEL_STEPS_PER_ROUND, Measurement
 from .bench_precision import BASELINE as PRECISION_BASELINE
 from .bench_precision import TORCH_BF16
 
@@ -181,6 +181,10 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
         if optimizer and adagrad:
             ratio = _ratio(adagrad, optimizer)
             lines.append(f"{n:,} elements: RMSprop.step vs torch fused Adagrad = {ratio}")
+        compiled = _find(sizes, implementation=COMPILED_TORCH, elements=n)
+        if optimizer and compiled:
+            ratio = _ratio(compiled, optimizer)
+            lines.append(f"{n:,} elements: RMSprop.step vs {COMPILED_TORCH} = {ratio}")
         torch_rows = [
             r for r in sizes if r.elements == n and r.implementation.startswith("torch RMSprop")
         ]
@@ -201,6 +205,14 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
             roof = _find(rows, section="variants", variant=r.variant, implementation=ROOFLINE)
             if roof:
                 lines.append(f"variant {r.variant}: native / its roofline = {_fraction(r, roof)}")
+        if r.section == "variants" and r.implementation == "native RMSprop.step":
+            compiled = _find(
+                rows, section="variants", variant=r.variant, implementation=COMPILED_TORCH
+            )
+            if compiled:
+                lines.append(
+                    f"variant {r.variant}: RMSprop.step vs {COMPILED_TORCH} = {_ratio(compiled, r)}"
+                )
     many = [
         r for r in rows if r.section == "many tensors" and r.implementation == "native RMSprop.step"
     ]

@@ -1,0 +1,203 @@
+// MKL's vector square roots (vsSqrt/vdSqrt in high-accuracy mode, which torch.sqrt calls), one per
+// code path that MKL picks by CPU, computed operation for operation as MKL computes them, so that
+// the update's single pass gives torch.sqrt's bits (rmsprop.h's SquareRoot::kMkl* forms). Each was
+// read from MKL's kernel in libtorch_cpu (mkl_vml_kernel_sSqrt_<path>HAynn; the paths are reached
+// on one CPU with MKL_ENABLE_INSTRUCTIONS, or MKL_VML_DEBUG_CPU_TYPE for the portable one) and
+// checked against it on every float32 bit pattern.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+
+#include "rmsprop.h"
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace rmsprop_ext {
+
+#if defined(__AVX2__) && defined(__FMA__)
+// float32, 8 lanes: MKL's AVX2 (L9), SSE4.2 (H8 and EX, which compute alike) and portable (E2)
+// code paths, which share their steps:
+//   r, an estimate of 1 / sqrt(x): the CPU's 12-bit vrsqrtps (so these are MKL's bits on the CPU
+//      that runs both), or for kMklPortable 1 / sqrt(x) in IEEE arithmetic with its last 11
+//      significand bits cleared (the same bits on every CPU);
+//   s = x * r and h = r / 2;
+//   e = 1/2 - s * h;  s' = s + s * e  and  h' = h + h * e  (one Newton step);
+//   result = s' + h' * (x - s' * s').
+// kMklAvx2 fuses each multiply-add; the others round every product and sum. MKL takes apart the
+// lanes whose radicand is not a positive normal float, or (the unfused paths, where s' * s' could
+// overflow) lies above 0x7F7FF000: it computes them in double and rounds, which gives the IEEE
+// square root's bits (checked on each of them), +0 and -0 stay, and a negative radicand gives
+// +qNaN where the CPU's square root gives -qNaN.
+template <SquareRoot kForm>
+inline __m256 mkl_sqrt_avx2(__m256 x) {
+  static_assert(kForm == SquareRoot::kMklAvx2 || kForm == SquareRoot::kMklSse42 ||
+                kForm == SquareRoot::kMklPortable);
+  constexpr bool kFused = kForm == SquareRoot::kMklAvx2;
+  const __m256 half = _mm256_set1_ps(0.5f);
+  __m256 estimate;
+  if constexpr (kForm == SquareRoot::kMklPortable) {
+    const __m256 reciprocal = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(x));
+    estimate = _mm256_and_ps(reciprocal, _mm256_castsi256_ps(_mm256_set1_epi32(-2048)));
+  } else {
+    estimate = _mm256_rsqrt_ps(x);
+  }
+  const __m256 s = _mm256_mul_ps(x, estimate);
+  const __m256 h = _mm256_mul_ps(estimate, half);
+  __m256 result;
+  if constexpr (kFused) {
+    const __m256 e = _mm256_fnmadd_ps(s, h, half);
+    const __m256 s1 = _mm256_fmadd_ps(s, e, s);
+    const __m256 h1 = _mm256_fmadd_ps(e, h, h);
+    result = _mm256_fmadd_ps(h1, _mm256_fnmadd_ps(s1, s1, x), s1);
+  } else {
+    const __m256 e = _mm256_sub_ps(half, _mm256_mul_ps(s, h));
+    const __m256 s1 = _mm256_add_ps(_mm256_mul_ps(s, e), s);
+    const __m256 h1 = _mm256_add_ps(_mm256_mul_ps(e, h), h);
+    result = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, _mm256_mul_ps(s1, s1)), h1), s1);
+  }
+  // MKL's own test: bits + 0x7F800000 above its limit, signed, for the lanes it takes apart.
+  const int limit = kFused ? static_cast<int>(0xFEFFFFFFu) : static_cast<int>(0xFEFFF000u);
+  const __m256i shifted = _mm256_add_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(0x7F800000));
+  const __m256i rare = _mm256_cmpgt_epi32(shifted, _mm256_set1_epi32(limit));
+  if (__builtin_expect(_mm256_testz_si256(rare, rare), 1)) {
+    return result;
+  }
+  const __m256 negative = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+  const __m256 apart = _mm256_blendv_ps(
+      _mm256_sqrt_ps(x), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)), negative);
+  return _mm256_blendv_ps(result, apart, _mm256_castsi256_ps(rare));
+}
+#endif
+
+#if defined(__AVX512F__)
+// kMklAvx512: MKL's AVX-512 code path (mkl_vml_kernel_[sd]Sqrt_Z0HAynn), step for step: the
+// CPU's 14-bit reciprocal square-root estimate r, s = x * r and h = r / 2 (float64 refines both
+// once, Newton-style), then s + (x - s * s) * h, each operation rounded as MKL rounds it. The
+// result is 1 ulp below the IEEE square root on about 0.7% of float32 inputs; the estimate is the
+// CPU's own instruction, so this gives MKL's bits on whatever CPU runs it. Radicands whose estimate
+// is above 2^39 (float32) or 2^458 (float64), i.e. x below about 2^-78 or 2^-916, are scaled by a
+// power of two first, as MKL does; 0, -0 and +inf come back unchanged and negative inputs give
+// MKL's NaN (+qNaN, where the CPU's square root gives -qNaN). Checked against MKL on all 2^32
+// float32 bit patterns, NaNs included, and 84 million float64 values; tests/test_torch_sqrt.py
+// checks samples of both.
+template <typename Vec>
+struct MklSqrtParts {
+  Vec root, half_estimate;
+};
+
+inline MklSqrtParts<__m512> mkl_sqrt_parts(__m512 x, __m512 estimate) {
+  return {_mm512_mul_ps(x, estimate), _mm512_mul_ps(estimate, _mm512_set1_ps(0.5f))};
+}
+
+inline MklSqrtParts<__m512d> mkl_sqrt_parts(__m512d x, __m512d estimate) {
+  const __m512d half = _mm512_set1_pd(0.5);
+  const __m512d root = _mm512_mul_pd(x, estimate);
+  const __m512d half_estimate = _mm512_mul_pd(estimate, half);
+  const __m512d error = _mm512_fnmadd_pd(root, half_estimate, half);
+  return {_mm512_fmadd_pd(root, error, root), _mm512_fmadd_pd(half_estimate, error, half_estimate)};
+}
+
+// The scaling and the special values: MKL's code for all lanes of a vector holding any radicand
+// outside [2^-77 (float32) or 2^-915 (float64), +inf), NaN included; on the others it gives
+// exactly what the short path gives, so which vectors take it never changes a result.
+inline __m512 mkl_sqrt_rare(__m512 x) {
+  const __m512 estimate = _mm512_rsqrt14_ps(x);
+  const auto [root, half_estimate] = mkl_sqrt_parts(x, estimate);
+  const __mmask16 tiny = _mm512_cmp_ps_mask(_mm512_set1_ps(0x1p39f), estimate, _CMP_LT_OS);
+  const __m512 scaled_x = _mm512_mask_mul_ps(x, tiny, x, _mm512_set1_ps(0x1p78f));
+  const __m512 scaled_root = _mm512_mask_mul_ps(root, tiny, root, _mm512_set1_ps(0x1p39f));
+  const __m512 scaled_half =
+      _mm512_mask_mul_ps(half_estimate, tiny, half_estimate, _mm512_set1_ps(0x1p-78f));
+  const __m512 residual = _mm512_fnmadd_ps(scaled_root, scaled_root, scaled_x);
+  const __m512 result = _mm512_fmadd_ps(residual, scaled_half, root);
+  const __m512 zero = _mm512_setzero_ps();
+  const __mmask16 unchanged = _mm512_cmp_ps_mask(x, zero, _CMP_EQ_OQ) |
+                              _mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ);
+  const __mmask16 negative = _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ);
+  return _mm512_mask_mov_ps(_mm512_mask_mov_ps(result, unchanged, x), negative,
+                            _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
+}
+
+inline __m512d mkl_sqrt_rare(__m512d x) {
+  const __m512d estimate = _mm512_rsqrt14_pd(x);
+  const auto [root, half_estimate] = mkl_sqrt_parts(x, estimate);
+  const __mmask8 tiny = _mm512_cmp_pd_mask(_mm512_set1_pd(0x1p458), estimate, _CMP_LT_OS);
+  const __m512d scaled_x = _mm512_mask_mul_pd(x, tiny, x, _mm512_set1_pd(0x1p916));
+  const __m512d scaled_root = _mm512_mask_mul_pd(root, tiny, root, _mm512_set1_pd(0x1p458));
+  const __m512d scaled_half =
+      _mm512_mask_mul_pd(half_estimate, tiny, half_estimate, _mm512_set1_pd(0x1p-916));
+  const __m512d residual = _mm512_fnmadd_pd(scaled_root, scaled_root, scaled_x);
+  const __m512d result = _mm512_fmadd_pd(residual, scaled_half, root);
+  const __m512d zero = _mm512_setzero_pd();
+  const __mmask8 unchanged = _mm512_cmp_pd_mask(x, zero, _CMP_EQ_OQ) |
+                             _mm512_cmp_pd_mask(x, _mm512_set1_pd(INFINITY), _CMP_EQ_OQ);
+  const __mmask8 negative = _mm512_cmp_pd_mask(x, zero, _CMP_LT_OQ);
+  return _mm512_mask_mov_pd(_mm512_mask_mov_pd(result, unchanged, x), negative,
+                            _mm512_castsi512_pd(_mm512_set1_epi64(0x7ff8000000000000)));
+}
+
+inline __m512 mkl_avx512_sqrt(__m512 x) {
+  const __mmask16 ordinary =
+      _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1p-77f), _CMP_GE_OQ), x,
+                              _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+  if (__builtin_expect(ordinary != 0xFFFF, 0)) {
+    return mkl_sqrt_rare(x);
+  }
+  const auto [root, half_estimate] = mkl_sqrt_parts(x, _mm512_rsqrt14_ps(x));
+  return _mm512_fmadd_ps(_mm512_fnmadd_ps(root, root, x), half_estimate, root);
+}
+
+inline __m512d mkl_avx512_sqrt(__m512d x) {
+  const __mmask8 ordinary =
+      _mm512_mask_cmp_pd_mask(_mm512_cmp_pd_mask(x, _mm512_set1_pd(0x1p-915), _CMP_GE_OQ), x,
+                              _mm512_set1_pd(INFINITY), _CMP_LT_OQ);
+  if (__builtin_expect(ordinary != 0xFF, 0)) {
+    return mkl_sqrt_rare(x);
+  }
+  const auto [root, half_estimate] = mkl_sqrt_parts(x, _mm512_rsqrt14_pd(x));
+  return _mm512_fmadd_pd(_mm512_fnmadd_pd(root, root, x), half_estimate, root);
+}
+
+// float32, 16 lanes: the AVX2-class paths on the two halves, so that each lane rounds as in
+// mkl_sqrt_avx2.
+template <SquareRoot kForm>
+inline __m512 mkl_sqrt_avx512(__m512 x) {
+  if constexpr (kForm == SquareRoot::kMklAvx512) {
+    return mkl_avx512_sqrt(x);
+  } else {
+    // Extracts and inserts rather than casts, whose undefined upper lanes GCC 12 warns about.
+    const __m256 low = mkl_sqrt_avx2<kForm>(_mm512_extractf32x8_ps(x, 0));
+    const __m256 high = mkl_sqrt_avx2<kForm>(_mm512_extractf32x8_ps(x, 1));
+    return _mm512_insertf32x8(_mm512_insertf32x8(_mm512_setzero_ps(), low, 0), high, 1);
+  }
+}
+
+template <SquareRoot kForm>
+inline __m512d mkl_sqrt_avx512(__m512d x) {
+  static_assert(kForm == SquareRoot::kMklAvx512, "MKL's other float64 paths are not computed here");
+  return mkl_avx512_sqrt(x);
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+// One lane of MKL's square root, computed in a whole vector so that it rounds exactly as in the
+// vector body: what the peel and tail of the avx2 and avx512 kernels take.
+template <SquareRoot kForm, typename T>
+inline T mkl_sqrt_lane(T x) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, double>) {
+    return _mm512_cvtsd_f64(mkl_sqrt_avx512<kForm>(_mm512_set1_pd(x)));
+  } else {
+    return _mm512_cvtss_f32(mkl_sqrt_avx512<kForm>(_mm512_set1_ps(x)));
+  }
+#else
+  static_assert(std::is_same_v<T, float>, "the avx2 kernel computes float32 forms only");
+  return _mm256_cvtss_f32(mkl_sqrt_avx2<kForm>(_mm256_set1_ps(x)));
+#endif
+}
+#endif
+
+}  // namespace rmsprop_ext
