@@ -46,53 +46,42 @@ struct Buffer {
 };
 
 // The update with multiply-adds rounded once (torch's AVX2/AVX-512 kernels) or twice (torch's
-// DEFAULT kernels, what a CPU without AVX2 gets), then the two limits, then the fused update with
-// MKL's square roots.
-enum class Kernel {
-  kStepFused,
-  kStepSeparate,
-  kSqrtDivide,
-  kRoofline,
-  kMklAvx512,
-  kMklAvx2,
-  kMklSse42,
-  kMklPortable
+// DEFAULT kernels, what a CPU without AVX2 gets), then its two limits.
+enum class Kernel { kStepFused, kStepSeparate, kSqrtDivide, kRoofline };
+
+using rmsprop_ext::SquareRoot;
+
+// The square roots timed: the IEEE one, and MKL's that the kernels compute (torch's on each of
+// MKL's code paths), each with its own limit (sqrt_divide with that square root).
+constexpr std::pair<SquareRoot, const char*> kRoots[] = {
+    {SquareRoot::kIeee, "ieee"},
+    {SquareRoot::kMklAvx512, "mkl_avx512"},
+    {SquareRoot::kMklAvx2, "mkl_avx2"},
+    {SquareRoot::kMklSse42, "mkl_sse42"},
+    {SquareRoot::kMklPortable, "mkl_portable"},
 };
 
-constexpr std::pair<Kernel, rmsprop_ext::SquareRoot> kMklForms[] = {
-    {Kernel::kMklAvx512, rmsprop_ext::SquareRoot::kMklAvx512},
-    {Kernel::kMklAvx2, rmsprop_ext::SquareRoot::kMklAvx2},
-    {Kernel::kMklSse42, rmsprop_ext::SquareRoot::kMklSse42},
-    {Kernel::kMklPortable, rmsprop_ext::SquareRoot::kMklPortable},
-};
-
-const char* form_name(Kernel kernel) {
-  switch (kernel) {
-    case Kernel::kMklAvx512:
-      return "mkl_avx512";
-    case Kernel::kMklAvx2:
-      return "mkl_avx2";
-    case Kernel::kMklSse42:
-      return "mkl_sse42";
-    case Kernel::kMklPortable:
-      return "mkl_portable";
-    default:
-      return "ieee";
+const char* root_name(SquareRoot root) {
+  for (const auto& [form, name] : kRoots) {
+    if (form == root) {
+      return name;
+    }
   }
+  return "?";
 }
 
-// The hyperparameters with `form` as T's square root.
+// The hyperparameters with `root` as T's square root.
 template <typename T>
-void set_square_root(rmsprop_ext::Hyperparams& hp, rmsprop_ext::SquareRoot form) {
-  (sizeof(T) == sizeof(float) ? hp.square_root_f32 : hp.square_root_f64) = form;
+void set_square_root(rmsprop_ext::Hyperparams& hp, SquareRoot root) {
+  (sizeof(T) == sizeof(float) ? hp.square_root_f32 : hp.square_root_f64) = root;
 }
 
-// Whether the active kernel computes `form` for T itself (no outside function is given here, so
+// Whether the active kernel computes `root` for T itself (no outside function is given here, so
 // a step with a form it lacks is refused).
 template <typename T>
-bool computes(rmsprop_ext::SquareRoot form) {
+bool computes(SquareRoot root) {
   rmsprop_ext::Hyperparams hp;
-  set_square_root<T>(hp, form);
+  set_square_root<T>(hp, root);
   return rmsprop_ext::check_hyperparams(hp).empty();
 }
 
@@ -114,41 +103,38 @@ struct Workspace {
     }
   }
 
-  void run(Kernel kernel) {
+  void run(Kernel kernel, SquareRoot root) {
     rmsprop_ext::Hyperparams hp;
     hp.lr = 1e-6;  // small steps: the values stay where they started over many repetitions
     hp.fused_multiply_add = kernel != Kernel::kStepSeparate;
-    for (const auto& [mkl_kernel, form] : kMklForms) {
-      if (kernel == mkl_kernel) {
-        set_square_root<T>(hp, form);
-      }
-    }
+    set_square_root<T>(hp, root);
     rmsprop_ext::ParamBuffers<T, T> b;
     b.param = param.data;
     b.grad = grad.data;
     b.square_avg = square_avg.data;
     b.size = n;
     switch (kernel) {
+      case Kernel::kStepFused:
+      case Kernel::kStepSeparate:
+        rmsprop_ext::step(&b, 1, hp, 1);
+        break;
       case Kernel::kRoofline:
         rmsprop_ext::roofline_step(&b, 1, hp, 1);
         break;
       case Kernel::kSqrtDivide:
-        rmsprop_ext::sqrt_divide(n, grad.data, square_avg.data, out.data);
-        break;
-      default:
-        rmsprop_ext::step(&b, 1, hp, 1);
+        rmsprop_ext::sqrt_divide(n, grad.data, square_avg.data, out.data, root);
         break;
     }
   }
 
   // Nanoseconds per element of one run, from repetitions filling about 2 ms.
-  double time(Kernel kernel) {
-    run(kernel);  // warm: the buffers in cache, the code paged in
+  double time(Kernel kernel, SquareRoot root) {
+    run(kernel, root);  // warm: the buffers in cache, the code paged in
     int repetitions = 0;
     const auto start = Clock::now();
     auto now = start;
     do {
-      run(kernel);
+      run(kernel, root);
       ++repetitions;
       now = Clock::now();
     } while (now - start < std::chrono::milliseconds(2));
@@ -166,26 +152,44 @@ Summary summarize(std::vector<double> v) {
   return {v[v.size() / 2], v.front(), v.back()};
 }
 
-using Key = std::tuple<rmsprop_ext::Isa, int, std::int64_t, Kernel>;  // dtype 32 or 64
+// (instruction set, dtype bits 32 or 64, elements, kernel, square root)
+using Key = std::tuple<rmsprop_ext::Isa, int, std::int64_t, Kernel, SquareRoot>;
+
+std::string cell(const std::vector<double>& v, const char* format) {
+  const Summary s = summarize(v);
+  char text[64];
+  std::snprintf(text, sizeof text, format, s.median, s.low, s.high);
+  return std::string(text);
+}
+
+// a[r] / b[r] for each round r.
+std::vector<double> per_round(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> ratio;
+  for (std::size_t r = 0; r < a.size(); ++r) {
+    ratio.push_back(a[r] / b[r]);
+  }
+  return ratio;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 11;
   const std::vector<std::int64_t> sizes = {4096, 16384, 65536, 262144};
-  const std::vector<Kernel> kernels = {Kernel::kStepFused, Kernel::kStepSeparate,
-                                       Kernel::kSqrtDivide, Kernel::kRoofline};
   std::vector<Key> cases;
   for (rmsprop_ext::Isa isa : rmsprop_ext::available_isas()) {
+    rmsprop_ext::set_active_isa(isa);
     for (int bits : {32, 64}) {
       for (std::int64_t n : sizes) {
-        for (Kernel k : kernels) {
-          cases.emplace_back(isa, bits, n, k);
+        for (Kernel k :
+             {Kernel::kStepFused, Kernel::kStepSeparate, Kernel::kSqrtDivide, Kernel::kRoofline}) {
+          cases.emplace_back(isa, bits, n, k, SquareRoot::kIeee);
         }
-        rmsprop_ext::set_active_isa(isa);
-        for (const auto& [kernel, form] : kMklForms) {
-          if (bits == 32 ? computes<float>(form) : computes<double>(form)) {
-            cases.emplace_back(isa, bits, n, kernel);
+        for (const auto& [root, name] : kRoots) {
+          if (root != SquareRoot::kIeee &&
+              (bits == 32 ? computes<float>(root) : computes<double>(root))) {
+            cases.emplace_back(isa, bits, n, Kernel::kStepFused, root);
+            cases.emplace_back(isa, bits, n, Kernel::kSqrtDivide, root);
           }
         }
       }
@@ -202,9 +206,10 @@ int main(int argc, char** argv) {
   for (int round = 0; round < rounds; ++round) {
     std::shuffle(cases.begin(), cases.end(), shuffler);
     for (const Key& key : cases) {
-      const auto [isa, bits, n, kernel] = key;
+      const auto [isa, bits, n, kernel, root] = key;
       rmsprop_ext::set_active_isa(isa);
-      times[key].push_back(bits == 32 ? floats[n]->time(kernel) : doubles[n]->time(kernel));
+      times[key].push_back(bits == 32 ? floats[n]->time(kernel, root)
+                                      : doubles[n]->time(kernel, root));
     }
   }
   std::printf(
@@ -215,48 +220,41 @@ int main(int argc, char** argv) {
               "madd", "step", "sqrt+div", "roofline", "of sqrt+div limit", "of roofline");
   std::sort(cases.begin(), cases.end());
   for (const Key& key : cases) {
-    const auto [isa, bits, n, kernel] = key;
-    if (kernel != Kernel::kStepFused && kernel != Kernel::kStepSeparate) continue;
-    const auto& step = times[key];
-    const auto& limit = times[{isa, bits, n, Kernel::kSqrtDivide}];
-    const auto& traffic = times[{isa, bits, n, Kernel::kRoofline}];
-    std::vector<double> of_limit, of_traffic;
-    for (std::size_t r = 0; r < step.size(); ++r) {
-      of_limit.push_back(limit[r] / step[r]);
-      of_traffic.push_back(traffic[r] / step[r]);
+    const auto [isa, bits, n, kernel, root] = key;
+    if ((kernel != Kernel::kStepFused && kernel != Kernel::kStepSeparate) ||
+        root != SquareRoot::kIeee) {
+      continue;
     }
-    auto cell = [](const std::vector<double>& v, const char* format) {
-      const Summary s = summarize(v);
-      char text[64];
-      std::snprintf(text, sizeof text, format, s.median, s.low, s.high);
-      return std::string(text);
-    };
-    std::printf(
-        "%-7s %-7s %8lld %-9s %-22s %-22s %-22s %-20s %-20s\n", rmsprop_ext::isa_name(isa),
-        bits == 32 ? "float32" : "float64", static_cast<long long>(n),
-        kernel == Kernel::kStepFused ? "fused" : "separate", cell(step, "%.3f [%.3f-%.3f]").c_str(),
-        cell(limit, "%.3f [%.3f-%.3f]").c_str(), cell(traffic, "%.3f [%.3f-%.3f]").c_str(),
-        cell(of_limit, "%.2f [%.2f-%.2f]").c_str(), cell(of_traffic, "%.2f [%.2f-%.2f]").c_str());
+    const auto& step = times[key];
+    const auto& limit = times[{isa, bits, n, Kernel::kSqrtDivide, root}];
+    const auto& traffic = times[{isa, bits, n, Kernel::kRoofline, root}];
+    std::printf("%-7s %-7s %8lld %-9s %-22s %-22s %-22s %-20s %-20s\n", rmsprop_ext::isa_name(isa),
+                bits == 32 ? "float32" : "float64", static_cast<long long>(n),
+                kernel == Kernel::kStepFused ? "fused" : "separate",
+                cell(step, "%.3f [%.3f-%.3f]").c_str(), cell(limit, "%.3f [%.3f-%.3f]").c_str(),
+                cell(traffic, "%.3f [%.3f-%.3f]").c_str(),
+                cell(per_round(limit, step), "%.2f [%.2f-%.2f]").c_str(),
+                cell(per_round(traffic, step), "%.2f [%.2f-%.2f]").c_str());
   }
   std::printf(
-      "\ntorch's square root in the single pass: fused step with MKL's square root / with the IEEE "
-      "one, time per round, median [min-max]\n");
-  std::printf("%-7s %-7s %8s %-13s %-22s %-20s\n", "isa", "dtype", "elements", "square root",
-              "step", "time / IEEE step");
+      "\ntorch's square root in the single pass: the fused step with each of MKL's square roots "
+      "the kernel computes; its time / the same step's with the IEEE root, and its limit (MKL's "
+      "root + divide) / its time, per round\n");
+  std::printf("%-7s %-7s %8s %-13s %-22s %-22s %-20s %-20s\n", "isa", "dtype", "elements",
+              "square root", "step", "root+div", "step / IEEE step", "of root+div limit");
   for (const Key& key : cases) {
-    const auto [isa, bits, n, kernel] = key;
-    if (kernel < Kernel::kMklAvx512) continue;
-    const auto& step = times[key];
-    const auto& ieee = times[{isa, bits, n, Kernel::kStepFused}];
-    std::vector<double> ratio;
-    for (std::size_t r = 0; r < step.size(); ++r) {
-      ratio.push_back(step[r] / ieee[r]);
+    const auto [isa, bits, n, kernel, root] = key;
+    if (kernel != Kernel::kStepFused || root == SquareRoot::kIeee) {
+      continue;
     }
-    const Summary t = summarize(step), q = summarize(ratio);
-    std::printf("%-7s %-7s %8lld %-13s %.3f [%.3f-%.3f]    %.3f [%.3f-%.3f]\n",
-                rmsprop_ext::isa_name(isa), bits == 32 ? "float32" : "float64",
-                static_cast<long long>(n), form_name(kernel), t.median, t.low, t.high, q.median,
-                q.low, q.high);
+    const auto& step = times[key];
+    const auto& limit = times[{isa, bits, n, Kernel::kSqrtDivide, root}];
+    const auto& ieee = times[{isa, bits, n, Kernel::kStepFused, SquareRoot::kIeee}];
+    std::printf("%-7s %-7s %8lld %-13s %-22s %-22s %-20s %-20s\n", rmsprop_ext::isa_name(isa),
+                bits == 32 ? "float32" : "float64", static_cast<long long>(n), root_name(root),
+                cell(step, "%.3f [%.3f-%.3f]").c_str(), cell(limit, "%.3f [%.3f-%.3f]").c_str(),
+                cell(per_round(step, ieee), "%.3f [%.3f-%.3f]").c_str(),
+                cell(per_round(limit, step), "%.2f [%.2f-%.2f]").c_str());
   }
   return 0;
 }

@@ -670,19 +670,30 @@ RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DEFINE_PAIR)
 
 namespace {
 template <typename T>
-void sqrt_divide_any(std::int64_t n, const T* numerator, const T* radicand, T* out) {
-  for_each_lane_group<T>(out, 0, n, [&](auto ops, std::int64_t i) {
-    using Ops = decltype(ops);
-    Ops::store(out + i, Ops::div(Ops::load(numerator + i), Ops::sqrt(Ops::load(radicand + i))));
+void sqrt_divide_any(SquareRoot root, std::int64_t n, const T* numerator, const T* radicand,
+                     T* out) {
+  Hyperparams hp;
+  hp.square_root_f32 = root;
+  hp.square_root_f64 = root;
+  with_square_root<T>(hp, [&](auto form) {
+    for_each_lane_group<T>(out, 0, n, [&](auto ops, std::int64_t i) {
+      using Ops = decltype(ops);
+      using V =
+          Variant<false, Momentum::kNone, Eps::kOutside, Decay::kNone, true, decltype(form)::value>;
+      Ops::store(out + i,
+                 Ops::div(Ops::load(numerator + i), square_root<Ops, V>(Ops::load(radicand + i))));
+    });
   });
 }
 }  // namespace
 
-void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out) {
-  sqrt_divide_any(n, numerator, radicand, out);
+void sqrt_divide(SquareRoot root, std::int64_t n, const float* numerator, const float* radicand,
+                 float* out) {
+  sqrt_divide_any(root, n, numerator, radicand, out);
 }
-void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out) {
-  sqrt_divide_any(n, numerator, radicand, out);
+void sqrt_divide(SquareRoot root, std::int64_t n, const double* numerator, const double* radicand,
+                 double* out) {
+  sqrt_divide_any(root, n, numerator, radicand, out);
 }
 
 namespace {

@@ -39,14 +39,17 @@ using UpdateRangeFn = void (*)(const ParamBuffers<P, S>&, std::int64_t begin, st
   void traffic_range(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end, \
                      const Hyperparams& hp);
 // sqrt_divide is the square root and divide of the update alone; mkl_sqrt a kMkl* square root as
-// this kernel computes it, for a form it computes (computes_square_root) (see rmsprop.h).
-#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                           \
-  namespace ns {                                                                                  \
-  RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DECLARE_PAIR)                                          \
-  void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out);    \
-  void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out); \
-  void mkl_sqrt(SquareRoot form, std::int64_t n, const float* in, float* out);                    \
-  void mkl_sqrt(SquareRoot form, std::int64_t n, const double* in, double* out);                  \
+// this kernel computes it. Both take only forms the kernel computes (computes_square_root); see
+// rmsprop.h.
+#define RMSPROP_EXT_DECLARE_KERNELS(ns)                                                            \
+  namespace ns {                                                                                   \
+  RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DECLARE_PAIR)                                           \
+  void sqrt_divide(SquareRoot root, std::int64_t n, const float* numerator, const float* radicand, \
+                   float* out);                                                                    \
+  void sqrt_divide(SquareRoot root, std::int64_t n, const double* numerator,                       \
+                   const double* radicand, double* out);                                           \
+  void mkl_sqrt(SquareRoot form, std::int64_t n, const float* in, float* out);                     \
+  void mkl_sqrt(SquareRoot form, std::int64_t n, const double* in, double* out);                   \
   }
 
 RMSPROP_EXT_DECLARE_KERNELS(scalar)

@@ -173,11 +173,14 @@ void roofline_step(const ParamBuffers<P, S>* items, std::size_t count, const Hyp
                    int num_threads = 0);
 
 // out[i] = numerator[i] / sqrt(radicand[i]) for i < n, on the calling thread, with the active
-// kernel's vectors: the IEEE square root and divide that every update takes once per element,
-// and nothing else. In cache, where memory does not limit the update, this is its speed limit;
-// benchmarks/core_speed.cpp measures step() against it.
-void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out);
-void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out);
+// kernel's vectors: the square root and divide that every update takes once per element, and
+// nothing else. In cache, where memory does not limit the update, this is its speed limit;
+// benchmarks/core_speed.cpp measures step() against it. `root` is the IEEE square root or one of
+// MKL's that the active kernel computes (false, writing nothing, for one it does not).
+bool sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out,
+                 SquareRoot root = SquareRoot::kIeee);
+bool sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out,
+                 SquareRoot root = SquareRoot::kIeee);
 
 // Writes MKL's square root `form` (a kMkl* one) of in[0..n) to out, as the kernels compute it in
 // their single pass (the best kernel that computes it, whichever is active); false, writing

@@ -262,35 +262,43 @@ RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_INSTANTIATE_PAIR)
 
 namespace {
 template <typename T>
-void sqrt_divide_any(std::int64_t n, const T* numerator, const T* radicand, T* out) {
-  switch (active_isa()) {
+bool sqrt_divide_any(std::int64_t n, const T* numerator, const T* radicand, T* out,
+                     SquareRoot root) {
+  const Isa isa = active_isa();
+  if (!computes_square_root<T>(isa, root)) {
+    return false;
+  }
+  switch (isa) {
 #if RMSPROP_EXT_HAVE_AVX2
     case Isa::kAvx2:
-      avx2::sqrt_divide(n, numerator, radicand, out);
-      return;
+      avx2::sqrt_divide(root, n, numerator, radicand, out);
+      break;
 #endif
 #if RMSPROP_EXT_HAVE_AVX512
     case Isa::kAvx512:
-      avx512::sqrt_divide(n, numerator, radicand, out);
-      return;
+      avx512::sqrt_divide(root, n, numerator, radicand, out);
+      break;
 #endif
 #if RMSPROP_EXT_HAVE_NEON
     case Isa::kNeon:
-      neon::sqrt_divide(n, numerator, radicand, out);
-      return;
+      neon::sqrt_divide(root, n, numerator, radicand, out);
+      break;
 #endif
     default:
-      scalar::sqrt_divide(n, numerator, radicand, out);
+      scalar::sqrt_divide(root, n, numerator, radicand, out);
   }
+  return true;
 }
 }  // namespace
 
-void sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out) {
-  sqrt_divide_any(n, numerator, radicand, out);
+bool sqrt_divide(std::int64_t n, const float* numerator, const float* radicand, float* out,
+                 SquareRoot root) {
+  return sqrt_divide_any(n, numerator, radicand, out, root);
 }
 
-void sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out) {
-  sqrt_divide_any(n, numerator, radicand, out);
+bool sqrt_divide(std::int64_t n, const double* numerator, const double* radicand, double* out,
+                 SquareRoot root) {
+  return sqrt_divide_any(n, numerator, radicand, out, root);
 }
 
 namespace {
