@@ -33,11 +33,19 @@ using VectorOps = ScalarOps<T>;
 #endif
 
 // Lanes of the tail round exactly like lanes of the body: the variant, not the instruction set,
-// says whether a multiply-add rounds once, and the x86 vector kernels' tails have MKL's square
-// roots too.
+// says whether a multiply-add rounds once, and the x86 vector kernels' tails take MKL's square
+// roots in a whole vector of the body's (defined here, in this kernel's own namespace, so that
+// each kernel keeps its own).
 #if defined(__AVX2__) && defined(__FMA__)
 template <typename T>
-using TailOps = MklLaneOps<T>;
+struct TailOps : ScalarOps<T> {
+  template <SquareRoot kForm>
+  static T mkl_sqrt(T x) {
+    alignas(64) T lanes[VectorOps<T>::kWidth];
+    VectorOps<T>::store(lanes, VectorOps<T>::template mkl_sqrt<kForm>(VectorOps<T>::broadcast(x)));
+    return lanes[0];
+  }
+};
 #else
 template <typename T>
 using TailOps = ScalarOps<T>;

@@ -15,6 +15,12 @@
 #include <immintrin.h>
 #endif
 
+// Each kernel compiles these with its own instruction set, so they must not be shared between
+// kernels by the linker (static: one copy per kernel, never merged), and the ones on the update's
+// path are inlined into its loop: a call per vector would spill every vector register (all are
+// caller-saved), and an exported one is also called through the PLT.
+#define RMSPROP_EXT_INLINE_ALWAYS static inline __attribute__((always_inline))
+
 namespace rmsprop_ext {
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -32,7 +38,7 @@ namespace rmsprop_ext {
 // square root's bits (checked on each of them), +0 and -0 stay, and a negative radicand gives
 // +qNaN where the CPU's square root gives -qNaN.
 template <SquareRoot kForm>
-inline __m256 mkl_sqrt_avx2(__m256 x) {
+RMSPROP_EXT_INLINE_ALWAYS __m256 mkl_sqrt_avx2(__m256 x) {
   static_assert(kForm == SquareRoot::kMklAvx2 || kForm == SquareRoot::kMklSse42 ||
                 kForm == SquareRoot::kMklPortable);
   constexpr bool kFused = kForm == SquareRoot::kMklAvx2;
@@ -88,11 +94,11 @@ struct MklSqrtParts {
   Vec root, half_estimate;
 };
 
-inline MklSqrtParts<__m512> mkl_sqrt_parts(__m512 x, __m512 estimate) {
+RMSPROP_EXT_INLINE_ALWAYS MklSqrtParts<__m512> mkl_sqrt_parts(__m512 x, __m512 estimate) {
   return {_mm512_mul_ps(x, estimate), _mm512_mul_ps(estimate, _mm512_set1_ps(0.5f))};
 }
 
-inline MklSqrtParts<__m512d> mkl_sqrt_parts(__m512d x, __m512d estimate) {
+RMSPROP_EXT_INLINE_ALWAYS MklSqrtParts<__m512d> mkl_sqrt_parts(__m512d x, __m512d estimate) {
   const __m512d half = _mm512_set1_pd(0.5);
   const __m512d root = _mm512_mul_pd(x, estimate);
   const __m512d half_estimate = _mm512_mul_pd(estimate, half);
@@ -100,11 +106,14 @@ inline MklSqrtParts<__m512d> mkl_sqrt_parts(__m512d x, __m512d estimate) {
   return {_mm512_fmadd_pd(root, error, root), _mm512_fmadd_pd(half_estimate, error, half_estimate)};
 }
 
-// The scaling and the special values: MKL's code for all lanes of a vector holding any radicand
+// The estimates are written zero-masked with every lane set (the same instruction and bits):
+// GCC 12 warns about the plain intrinsics' undefined pass-through operand.
+// The scaling and the special values (compiled by the avx512 kernel alone, and left out of line:
+// rare): MKL's code for all lanes of a vector holding any radicand
 // outside [2^-77 (float32) or 2^-915 (float64), +inf), NaN included; on the others it gives
 // exactly what the short path gives, so which vectors take it never changes a result.
 inline __m512 mkl_sqrt_rare(__m512 x) {
-  const __m512 estimate = _mm512_rsqrt14_ps(x);
+  const __m512 estimate = _mm512_maskz_rsqrt14_ps(0xFFFF, x);
   const auto [root, half_estimate] = mkl_sqrt_parts(x, estimate);
   const __mmask16 tiny = _mm512_cmp_ps_mask(_mm512_set1_ps(0x1p39f), estimate, _CMP_LT_OS);
   const __m512 scaled_x = _mm512_mask_mul_ps(x, tiny, x, _mm512_set1_ps(0x1p78f));
@@ -122,7 +131,7 @@ inline __m512 mkl_sqrt_rare(__m512 x) {
 }
 
 inline __m512d mkl_sqrt_rare(__m512d x) {
-  const __m512d estimate = _mm512_rsqrt14_pd(x);
+  const __m512d estimate = _mm512_maskz_rsqrt14_pd(0xFF, x);
   const auto [root, half_estimate] = mkl_sqrt_parts(x, estimate);
   const __mmask8 tiny = _mm512_cmp_pd_mask(_mm512_set1_pd(0x1p458), estimate, _CMP_LT_OS);
   const __m512d scaled_x = _mm512_mask_mul_pd(x, tiny, x, _mm512_set1_pd(0x1p916));
@@ -139,32 +148,32 @@ inline __m512d mkl_sqrt_rare(__m512d x) {
                             _mm512_castsi512_pd(_mm512_set1_epi64(0x7ff8000000000000)));
 }
 
-inline __m512 mkl_avx512_sqrt(__m512 x) {
+RMSPROP_EXT_INLINE_ALWAYS __m512 mkl_avx512_sqrt(__m512 x) {
   const __mmask16 ordinary =
       _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1p-77f), _CMP_GE_OQ), x,
                               _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
   if (__builtin_expect(ordinary != 0xFFFF, 0)) {
     return mkl_sqrt_rare(x);
   }
-  const auto [root, half_estimate] = mkl_sqrt_parts(x, _mm512_rsqrt14_ps(x));
+  const auto [root, half_estimate] = mkl_sqrt_parts(x, _mm512_maskz_rsqrt14_ps(0xFFFF, x));
   return _mm512_fmadd_ps(_mm512_fnmadd_ps(root, root, x), half_estimate, root);
 }
 
-inline __m512d mkl_avx512_sqrt(__m512d x) {
+RMSPROP_EXT_INLINE_ALWAYS __m512d mkl_avx512_sqrt(__m512d x) {
   const __mmask8 ordinary =
       _mm512_mask_cmp_pd_mask(_mm512_cmp_pd_mask(x, _mm512_set1_pd(0x1p-915), _CMP_GE_OQ), x,
                               _mm512_set1_pd(INFINITY), _CMP_LT_OQ);
   if (__builtin_expect(ordinary != 0xFF, 0)) {
     return mkl_sqrt_rare(x);
   }
-  const auto [root, half_estimate] = mkl_sqrt_parts(x, _mm512_rsqrt14_pd(x));
+  const auto [root, half_estimate] = mkl_sqrt_parts(x, _mm512_maskz_rsqrt14_pd(0xFF, x));
   return _mm512_fmadd_pd(_mm512_fnmadd_pd(root, root, x), half_estimate, root);
 }
 
 // float32, 16 lanes: the AVX2-class paths on the two halves, so that each lane rounds as in
 // mkl_sqrt_avx2.
 template <SquareRoot kForm>
-inline __m512 mkl_sqrt_avx512(__m512 x) {
+RMSPROP_EXT_INLINE_ALWAYS __m512 mkl_sqrt_avx512(__m512 x) {
   if constexpr (kForm == SquareRoot::kMklAvx512) {
     return mkl_avx512_sqrt(x);
   } else {
@@ -176,28 +185,12 @@ inline __m512 mkl_sqrt_avx512(__m512 x) {
 }
 
 template <SquareRoot kForm>
-inline __m512d mkl_sqrt_avx512(__m512d x) {
+RMSPROP_EXT_INLINE_ALWAYS __m512d mkl_sqrt_avx512(__m512d x) {
   static_assert(kForm == SquareRoot::kMklAvx512, "MKL's other float64 paths are not computed here");
   return mkl_avx512_sqrt(x);
 }
 #endif
 
-#if defined(__AVX2__) && defined(__FMA__)
-// One lane of MKL's square root, computed in a whole vector so that it rounds exactly as in the
-// vector body: what the peel and tail of the avx2 and avx512 kernels take.
-template <SquareRoot kForm, typename T>
-inline T mkl_sqrt_lane(T x) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, double>) {
-    return _mm512_cvtsd_f64(mkl_sqrt_avx512<kForm>(_mm512_set1_pd(x)));
-  } else {
-    return _mm512_cvtss_f32(mkl_sqrt_avx512<kForm>(_mm512_set1_ps(x)));
-  }
-#else
-  static_assert(std::is_same_v<T, float>, "the avx2 kernel computes float32 forms only");
-  return _mm256_cvtss_f32(mkl_sqrt_avx2<kForm>(_mm256_set1_ps(x)));
-#endif
-}
-#endif
-
 }  // namespace rmsprop_ext
+
+#undef RMSPROP_EXT_INLINE_ALWAYS

@@ -139,7 +139,7 @@ struct Avx2Ops<float> {
   static Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_ps(a); }
   template <SquareRoot kForm>
-  static Vec mkl_sqrt(Vec a) {
+  __attribute__((always_inline)) static Vec mkl_sqrt(Vec a) {
     return mkl_sqrt_avx2<kForm>(a);
   }
   static Vec store_rounded(float* p, Vec v) {
@@ -295,16 +295,6 @@ struct Avx2Ops<double> {
   static Vec mul_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_pd(a, b, c); }
   static Vec neg_mul_add(Vec a, Vec b, Vec c) { return _mm256_fnmadd_pd(a, b, c); }
 };
-
-// One lane of the avx2 and avx512 kernels' peel and tail: ScalarOps, plus MKL's square roots
-// computed in a whole vector (mkl_sqrt_lane), so that a lane rounds exactly as in the body.
-template <typename T>
-struct MklLaneOps : ScalarOps<T> {
-  template <SquareRoot kForm>
-  static T mkl_sqrt(T x) {
-    return mkl_sqrt_lane<kForm>(x);
-  }
-};
 #endif
 
 #if defined(__aarch64__) && defined(__ARM_NEON)
@@ -451,7 +441,7 @@ struct Avx512Ops<float> {
     return v;
   }
   template <SquareRoot kForm>
-  static Vec mkl_sqrt(Vec a) {
+  __attribute__((always_inline)) static Vec mkl_sqrt(Vec a) {
     return mkl_sqrt_avx512<kForm>(a);
   }
   static Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
@@ -594,7 +584,7 @@ struct Avx512Ops<double> {
     return v;
   }
   template <SquareRoot kForm>
-  static Vec mkl_sqrt(Vec a) {
+  __attribute__((always_inline)) static Vec mkl_sqrt(Vec a) {
     return mkl_sqrt_avx512<kForm>(a);
   }
   static Vec max(Vec a, Vec b) { return _mm512_max_pd(a, b); }
