@@ -494,12 +494,11 @@ void with_decay(const Hyperparams& hp, bool complex_pairs, F&& f) {
   }
 }
 
-// Calls f with the square root of T's updates as a compile-time constant when this kernel
-// computes it (each kernel instantiates only the forms it has), else with kIeee: the update then
-// calls the outside function between its halves.
+// Calls f with `root` as a compile-time constant when this kernel computes it for T (each kernel
+// instantiates only the forms it has), else with kIeee: the update then calls the outside
+// function between its halves.
 template <typename T, typename F>
-void with_square_root(const Hyperparams& hp, F&& f) {
-  const SquareRoot root = square_root_for(hp, static_cast<T*>(nullptr));
+void with_square_root(SquareRoot root, F&& f) {
   const auto take = [&](auto form) {
     if constexpr (computes_square_root<T>(kIsa, decltype(form)::value)) {
       if (root == decltype(form)::value) {
@@ -527,7 +526,7 @@ void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
       with_flag(hp.eps_in_sqrt, [&](auto eps_in_sqrt) {
         with_decay(hp, complex_pairs, [&](auto decay) {
           with_flag(hp.fused_multiply_add, [&](auto fused) {
-            with_square_root<T>(hp, [&](auto root) {
+            with_square_root<T>(square_root_for(hp, static_cast<T*>(nullptr)), [&](auto root) {
               f(Variant<decltype(centered)::value, decltype(momentum)::value,
                         decltype(eps_in_sqrt)::value ? Eps::kInside : Eps::kOutside,
                         decltype(decay)::value, decltype(fused)::value, decltype(root)::value>{});
@@ -680,10 +679,7 @@ namespace {
 template <typename T>
 void sqrt_divide_any(SquareRoot root, std::int64_t n, const T* numerator, const T* radicand,
                      T* out) {
-  Hyperparams hp;
-  hp.square_root_f32 = root;
-  hp.square_root_f64 = root;
-  with_square_root<T>(hp, [&](auto form) {
+  with_square_root<T>(root, [&](auto form) {
     for_each_lane_group<T>(out, 0, n, [&](auto ops, std::int64_t i) {
       using Ops = decltype(ops);
       using V =
@@ -716,10 +712,7 @@ void mkl_sqrt_form(std::int64_t n, const T* in, T* out) {
 
 template <typename T>
 void mkl_sqrt_any(SquareRoot form, std::int64_t n, const T* in, T* out) {
-  Hyperparams hp;
-  hp.square_root_f32 = form;
-  hp.square_root_f64 = form;
-  with_square_root<T>(hp, [&](auto root) {
+  with_square_root<T>(form, [&](auto root) {
     if constexpr (decltype(root)::value != SquareRoot::kIeee) {
       mkl_sqrt_form<decltype(root)::value>(n, in, out);
     }

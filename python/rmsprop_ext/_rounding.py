@@ -170,7 +170,7 @@ def torch_square_roots() -> dict[str, str | None]:
 
     "ieee": the correctly rounded one. "mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable": one
     of the code paths of MKL's high-accuracy vsSqrt/vdSqrt (torch with MKL: AVX-512 CPUs take the
-    first, AVX2 ones the second, CPUs MKL gives no better path the third or fourth), which the
+    first, AVX2 ones the second; MKL maps its other CPU types onto the third and fourth), which the
     kernels that have its instructions compute in their single pass (float32; float64 only
     "mkl_avx512"). "outside": another square root of MKL's, reproduced by calling MKL's function,
     found in the loaded libtorch_cpu, on blocks of each update. None: none of these; the native
