@@ -225,3 +225,22 @@ def test_bad_square_root_installs_change_nothing() -> None:
         _core._mkl_sqrt("mkl", np.ones(3, dtype=np.float32))
     with pytest.raises(RuntimeError, match="computes the mkl_avx2 square root of float64"):
         _core._mkl_sqrt("mkl_avx2", np.ones(3, dtype=np.float64))
+
+
+def test_kernel_computes_square_root_names_the_kernels_forms() -> None:
+    computes = _core._kernel_computes_square_root
+    assert computes("scalar", "ieee", "float64")
+    assert not computes("scalar", "mkl_sse42", "float32")
+    assert computes("avx2", "mkl_sse42", "float32") and not computes(
+        "avx2", "mkl_avx512", "float32"
+    )
+    assert not computes("avx2", "mkl_avx2", "float64")
+    assert computes("avx512", "mkl_avx512", "float64") and computes(
+        "avx512", "mkl_portable", "float32"
+    )
+    with pytest.raises(ValueError, match="form must be one of"):
+        computes("avx2", "mkl", "float32")
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64', got 'int8'"):
+        computes("avx2", "ieee", "int8")
+    with pytest.raises(ValueError, match="avx3"):
+        computes("avx3", "ieee", "float32")
