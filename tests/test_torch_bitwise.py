@@ -27,10 +27,18 @@ STEPS = 200
 SHAPES = [(1031,), (17, 33), (5,), (1,), (3 * 1024 + 7,)]
 
 
+# Rows beyond torch's table: maximize where the kernel leaves the gradient unsigned and carries
+# the sign in the division's constant (momentum without centering or weight decay).
+EXTRA_ROWS = [
+    ("maximize, w/ momentum", {"maximize": True, "momentum": 0.9}),
+    ("maximize, centered", {"maximize": True, "centered": True}),
+]
+
+
 def torch_table() -> list[tuple[str, dict[str, Any]]]:
     from torch.testing._internal.common_optimizers import optim_inputs_func_rmsprop
 
-    return [(case.desc, case.kwargs) for case in optim_inputs_func_rmsprop("cpu")]
+    return [(case.desc, case.kwargs) for case in optim_inputs_func_rmsprop("cpu")] + EXTRA_ROWS
 
 
 def warm_up_torch_sqrt() -> None:

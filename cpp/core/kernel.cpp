@@ -291,7 +291,7 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
       for_each_lane_group<C, Vector>(b.param, block, block_end, [&](auto ops, std::int64_t i) {
         using Ops = decltype(ops);
         const auto& c = coefficients(ops);
-        param_lanes<Ops, V>(c, b, i, decayed_param(c, b, i), Ops::load(grads + (i - block)),
+        param_lanes<Ops, V>(c, b, i, decayed_param<Ops, V>(c, b, i), Ops::load(grads + (i - block)),
                             Ops::load(roots + (i - block)));
       });
     }
@@ -523,17 +523,19 @@ template <typename T, typename F>
 void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
   with_flag(hp.centered, [&](auto centered) {
     with_momentum(hp, [&](auto momentum) {
-      with_flag(hp.eps_in_sqrt, [&](auto eps_in_sqrt) {
-        with_decay(hp, complex_pairs, [&](auto decay) {
-          with_flag(hp.fused_multiply_add, [&](auto fused) {
-            with_square_root<T>(square_root_for(hp, static_cast<T*>(nullptr)), [&](auto root) {
-              f(Variant<decltype(centered)::value, decltype(momentum)::value,
-                        decltype(eps_in_sqrt)::value ? Eps::kInside : Eps::kOutside,
-                        decltype(decay)::value, decltype(fused)::value, decltype(root)::value>{});
+      with_flag(
+          hp.eps_in_sqrt || hp.bias_correction || hp.decoupled_weight_decay, [&](auto extended) {
+            with_decay(hp, complex_pairs, [&](auto decay) {
+              with_flag(hp.fused_multiply_add, [&](auto fused) {
+                with_square_root<T>(square_root_for(hp, static_cast<T*>(nullptr)), [&](auto root) {
+                  f(Variant<decltype(centered)::value, decltype(momentum)::value,
+                            decltype(extended)::value ? Options::kExtended : Options::kTorch,
+                            decltype(decay)::value, decltype(fused)::value,
+                            decltype(root)::value>{});
+                });
+              });
             });
           });
-        });
-      });
     });
   });
 }
@@ -557,16 +559,16 @@ void with_compensation(const Hyperparams& hp, F&& f) {
 }
 
 // The variants of the 16-bit storage pairs, which round to their storage anyway: only what
-// changes the memory traffic or the store is compile-time; eps's place and the coupled weight
-// decay are coefficients (zero where unused: wd * param + grad is grad exactly, except that a
-// gradient of -0 becomes +0), and multiply-adds always round once.
+// changes the memory traffic or the store is compile-time; the options beyond torch's and the
+// coupled weight decay are coefficients (zero where unused: wd * param + grad is grad exactly,
+// except that a gradient of -0 becomes +0), and multiply-adds always round once.
 template <typename P, typename F>
 void dispatch_storage_variant(const Hyperparams& hp, F&& f) {
   with_flag(hp.centered, [&](auto centered) {
     with_momentum(hp, [&](auto momentum) {
       with_compensation<P>(hp, [&](auto compensation) {
-        f(Variant<decltype(centered)::value, decltype(momentum)::value, Eps::kEither, Decay::kFused,
-                  true, SquareRoot::kIeee, decltype(compensation)::value>{});
+        f(Variant<decltype(centered)::value, decltype(momentum)::value, Options::kExtended,
+                  Decay::kFused, true, SquareRoot::kIeee, decltype(compensation)::value>{});
       });
     });
   });
@@ -591,7 +593,7 @@ void dispatch_torch_rounding_variant(const Hyperparams& hp, F&& f) {
           constexpr bool kFused = decltype(fused)::value;
           f(Variant<
               decltype(centered)::value,
-              decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, Eps::kOutside,
+              decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, Options::kTorch,
               decltype(decay)::value ? (kFused ? Decay::kFused : Decay::kSeparate) : Decay::kNone,
               kFused, SquareRoot::kIeee, Compensation::kNone, Rounding::kTorchVector>{});
         });
@@ -607,8 +609,8 @@ void dispatch_traffic(const Hyperparams& hp, F&& f) {
     with_flag(hp.momentum > 0.0, [&](auto momentum) {
       with_flag(kSixteenBit<P> && hp.compensation == Compensation::kKahan, [&](auto kahan) {
         f(Variant<decltype(centered)::value,
-                  decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone, Eps::kOutside,
-                  Decay::kNone, true, SquareRoot::kIeee,
+                  decltype(momentum)::value ? Momentum::kHeavyBall : Momentum::kNone,
+                  Options::kTorch, Decay::kNone, true, SquareRoot::kIeee,
                   decltype(kahan)::value ? Compensation::kKahan : Compensation::kNone>{});
       });
     });
@@ -682,8 +684,8 @@ void sqrt_divide_any(SquareRoot root, std::int64_t n, const T* numerator, const 
   with_square_root<T>(root, [&](auto form) {
     for_each_lane_group<T>(out, 0, n, [&](auto ops, std::int64_t i) {
       using Ops = decltype(ops);
-      using V =
-          Variant<false, Momentum::kNone, Eps::kOutside, Decay::kNone, true, decltype(form)::value>;
+      using V = Variant<false, Momentum::kNone, Options::kTorch, Decay::kNone, true,
+                        decltype(form)::value>;
       Ops::store(out + i,
                  Ops::div(Ops::load(numerator + i), square_root<Ops, V>(Ops::load(radicand + i))));
     });

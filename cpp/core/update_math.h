@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "rmsprop.h"
 
@@ -12,16 +13,20 @@ namespace rmsprop_ext {
 enum class Momentum { kNone, kHeavyBall, kNesterov };
 
 // The options that change which buffers are touched, which operations run or how they round are
-// compile-time, so the inner loop has no branches. Maximize, decoupled decay, the learning rate's
-// place and the bias correction are multiplications by constants that are exactly 1 when unused,
-// so they stay run-time.
+// compile-time, so the inner loop has no branches. Maximize and the learning rate's place are
+// multiplications by constants that are exactly 1 when unused, so they stay run-time; so are the
+// options beyond torch's (see Options).
 // Coupled weight decay: none, or grad + wd * param rounded once or twice (see complex_pairs).
 enum class Decay { kNone, kFused, kSeparate };
 
-// Where eps goes: outside the square root (torch), inside it, or either, added at both places as
-// a coefficient that is zero at one of them (the 16-bit storage kernels, which need not follow
-// torch's bits, use this to halve their number of variants).
-enum class Eps { kOutside, kInside, kEither };
+// Which options a variant computes. kTorch: torch.optim.RMSprop's and no other, so that the loop
+// holds only torch's operations (eps outside the square root; maximize's sign folded into the
+// constants wherever the gradient's sign cancels). kExtended: also eps inside the square root, the
+// bias correction and the decoupled weight decay, as constants that leave a value unchanged where
+// unused (eps added at both places, zero at one; factors of exactly 1), so one variant serves every
+// combination. A step bound by its arithmetic (MKL's square roots, in cache) spent about a tenth of
+// its time on those multiplications by 1, hence the two kinds.
+enum class Options { kTorch, kExtended };
 
 // How a 16-bit parameter with state of its dtype rounds: each stored value once, or the result of
 // every operation as torch does (Hyperparams::round_each_op), in the elements of torch's vector
@@ -30,15 +35,20 @@ enum class Rounding { kPerStore, kTorchVector, kTorchScalar };
 
 // kRoot: the square root, the CPU's (kIeee) or one of MKL's (Ops::mkl_sqrt). kCompensation: how a
 // 16-bit parameter is stored.
-template <bool kCentered, Momentum kMomentum, Eps kEps, Decay kDecay, bool kFused,
+template <bool kCentered, Momentum kMomentum, Options kOptions, Decay kDecay, bool kFused,
           SquareRoot kRoot = SquareRoot::kIeee, Compensation kCompensation = Compensation::kNone,
           Rounding kRounding = Rounding::kPerStore>
 struct Variant {
   static constexpr bool centered = kCentered;
   static constexpr bool momentum = kMomentum != Momentum::kNone;
   static constexpr bool nesterov = kMomentum == Momentum::kNesterov;
-  static constexpr Eps eps = kEps;
+  static constexpr bool extended = kOptions == Options::kExtended;
   static constexpr bool coupled_decay = kDecay != Decay::kNone;
+  // Whether the gradient takes maximize's sign before anything else: where the sign matters
+  // before the division (the mean gradient, the weight decay) or the variant takes any option.
+  // Elsewhere the square cancels it and the division's constant carries it.
+  static constexpr bool signs_grad =
+      kOptions == Options::kExtended || kCentered || kDecay != Decay::kNone;
   static constexpr bool fused_decay = kDecay == Decay::kFused;
   static constexpr bool fused = kFused;
   static constexpr SquareRoot root = kRoot;
@@ -46,7 +56,7 @@ struct Variant {
   static constexpr bool round_each_op = kRounding != Rounding::kPerStore;
   static constexpr bool torch_scalar_add = kRounding == Rounding::kTorchScalar;
   // The same variant in the elements after torch's vector loops.
-  using TorchScalar = Variant<kCentered, kMomentum, kEps, kDecay, kFused, kRoot, kCompensation,
+  using TorchScalar = Variant<kCentered, kMomentum, kOptions, kDecay, kFused, kRoot, kCompensation,
                               Rounding::kTorchScalar>;
 };
 
@@ -101,7 +111,10 @@ struct Coefficients {
   using T = typename Ops::Scalar;
   using Vec = typename Ops::Vec;
   Vec grad_sign, weight_decay, param_decay, alpha, one_minus_alpha, lerp_coefficient, bias_scale,
-      eps, eps_inside, eps_outside, momentum, step_scale, momentum_update_scale, neg_lr, zero, one;
+      eps, eps_inside, eps_outside, momentum, step_scale, momentum_update_scale, neg_lr, zero;
+  // step_scale and neg_lr times maximize's sign, for the variants that leave the gradient unsigned
+  // (Variant::signs_grad false): the products are the same bits.
+  Vec signed_step_scale, signed_neg_lr;
   // torch's lerp(a, g, w) is a + w * (g - a) for |w| < 0.5 and g + (w - 1) * (g - a) otherwise.
   bool lerp_from_start;
   // The stochastic rounding's key for the elements this call updates (see random_key).
@@ -125,24 +138,47 @@ struct Coefficients {
         momentum_update_scale(Ops::broadcast(hp.lr_in_momentum ? T(-1) : static_cast<T>(-hp.lr))),
         neg_lr(Ops::broadcast(static_cast<T>(-hp.lr))),
         zero(Ops::broadcast(T(0))),
-        one(Ops::broadcast(T(1))) {
+        signed_step_scale(Ops::broadcast(T(hp.maximize ? -1 : 1) *
+                                         (hp.lr_in_momentum ? static_cast<T>(hp.lr) : T(1)))),
+        signed_neg_lr(
+            Ops::broadcast(hp.maximize ? static_cast<T>(hp.lr) : static_cast<T>(-hp.lr))) {
     const T weight = static_cast<T>(1.0 - hp.alpha);
     lerp_from_start = std::abs(weight) < T(0.5);
     lerp_coefficient = Ops::broadcast(lerp_from_start ? weight : static_cast<T>(weight - T(1)));
   }
 };
 
-// What the first half of an update hands to the second: the gradient as used (sign and coupled
-// decay applied), the parameter after decoupled decay, and the value whose square root makes the
+// What the first half of an update hands to the second: the gradient as used (coupled decay
+// applied; maximize's sign too, unless the variant leaves it to the division's constant), the
+// parameter after decoupled decay, and the value whose square root makes the
 // denominator (eps included when it goes inside the root).
 template <class Ops>
 struct StateLanes {
   typename Ops::Vec param, grad, radicand;
 };
 
-template <class Ops, class B>
+template <class Ops, class V>
+inline typename Ops::Vec decayed(const Coefficients<Ops>& c, typename Ops::Vec param) {
+  if constexpr (V::extended) {
+    return Ops::mul(param, c.param_decay);
+  } else {
+    return param;
+  }
+}
+
+template <class Ops, class V, class B>
 inline typename Ops::Vec decayed_param(const Coefficients<Ops>& c, const B& b, std::int64_t i) {
-  return Ops::mul(Ops::load(b.param + i), c.param_decay);
+  return decayed<Ops, V>(c, Ops::load(b.param + i));
+}
+
+// x times the bias correction's factor, in the variants that have it.
+template <class Ops, class V>
+inline typename Ops::Vec bias_corrected(const Coefficients<Ops>& c, typename Ops::Vec x) {
+  if constexpr (V::extended) {
+    return Ops::mul(x, c.bias_scale);
+  } else {
+    return x;
+  }
 }
 
 // The first half of update_lanes, up to the square root: updates square_avg and grad_avg. The
@@ -153,7 +189,10 @@ template <class Ops, class V, class B>
 inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i) {
   using Vec = typename Ops::Vec;
   const Vec param = Ops::load(b.param + i);
-  Vec grad = Ops::mul(Ops::load(b.grad + i), c.grad_sign);
+  Vec grad = Ops::load(b.grad + i);
+  if constexpr (V::signs_grad) {
+    grad = Ops::mul(grad, c.grad_sign);
+  }
   if constexpr (V::coupled_decay) {
     // grad.add(param, alpha=wd)
     if constexpr (V::round_each_op) {
@@ -171,14 +210,14 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::
       multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
                            op_result<Ops, V>(b, Ops::mul(Ops::load(b.square_avg + i), c.alpha))));
 
-  Vec variance = Ops::mul(square_avg, c.bias_scale);
+  Vec variance = bias_corrected<Ops, V>(c, square_avg);
   if constexpr (V::centered) {
     // grad_avg.lerp_(grad, 1 - alpha)
     const Vec old_grad_avg = Ops::load(b.grad_avg + i);
     const Vec grad_avg = Ops::store_rounded(
         b.grad_avg + i, multiply_add<Ops, V>(c.lerp_coefficient, Ops::sub(grad, old_grad_avg),
                                              c.lerp_from_start ? old_grad_avg : grad));
-    const Vec mean = Ops::mul(grad_avg, c.bias_scale);
+    const Vec mean = bias_corrected<Ops, V>(c, grad_avg);
     // square_avg.addcmul(grad_avg, grad_avg, value=-1). s - a^2 is a variance, but once a has
     // converged on a steady gradient rounding can leave it a hair below zero, where torch's
     // square root turns the whole update into NaN. Clamp it. The operand order matters: x86 max
@@ -189,32 +228,45 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::
                                       : Ops::sub(variance, Ops::mul(mean, mean)));
     variance = Ops::max(c.zero, centered_variance);
   }
-  if constexpr (V::eps == Eps::kInside) {
-    variance = Ops::add(variance, c.eps);
-  } else if constexpr (V::eps == Eps::kEither) {
+  if constexpr (V::extended) {
     variance = Ops::add(variance, c.eps_inside);
   }
-  return {Ops::mul(param, c.param_decay), grad, variance};
+  return {decayed<Ops, V>(c, param), grad, variance};
+}
+
+// A scale known to be exactly 1: direction * scale + x is then the plain sum, one addition instead
+// of a multiply-add (or a product and a sum), the same bits.
+struct UnitScale {};
+
+// direction * scale + x, rounded once when kFused, else after the product and after the sum.
+template <class Ops, bool kFused, class Scale>
+inline typename Ops::Vec scaled_sum(typename Ops::Vec direction, Scale scale, typename Ops::Vec x) {
+  if constexpr (std::is_same_v<Scale, UnitScale>) {
+    return Ops::add(direction, x);
+  } else if constexpr (kFused) {
+    return Ops::mul_add(direction, scale, x);
+  } else {
+    return Ops::add(Ops::mul(direction, scale), x);
+  }
 }
 
 // Stores param + direction * scale as the new parameter. A float32 or float64 parameter (and a
 // 16-bit one without compensation) takes it rounded as the variant says; with Kahan summation the
 // sum also adds the compensation buffer, which keeps what the rounding to 16 bits lost; with
 // stochastic rounding it is rounded up or down at random in proportion to its distance.
-template <class Ops, class V, class B>
+template <class Ops, class V, class B, class Scale>
 inline void store_param(const Coefficients<Ops>& c, const B& b, std::int64_t i,
-                        typename Ops::Vec param, typename Ops::Vec direction,
-                        typename Ops::Vec scale) {
+                        typename Ops::Vec param, typename Ops::Vec direction, Scale scale) {
   using Vec = typename Ops::Vec;
   if constexpr (V::compensation == Compensation::kKahan) {
-    const Vec change = Ops::mul_add(direction, scale, Ops::load(b.compensation + i));
+    const Vec change = scaled_sum<Ops, true>(direction, scale, Ops::load(b.compensation + i));
     const Vec stored = Ops::store_rounded(b.param + i, Ops::add(param, change));
     Ops::store(b.compensation + i, Ops::sub(change, Ops::sub(stored, param)));
   } else if constexpr (V::compensation == Compensation::kStochastic) {
-    Ops::store_stochastic(b.param + i, Ops::mul_add(direction, scale, param),
+    Ops::store_stochastic(b.param + i, scaled_sum<Ops, true>(direction, scale, param),
                           Ops::random_bits(c.key, static_cast<std::uint32_t>(b.first_index + i)));
   } else {
-    Ops::store(b.param + i, multiply_add<Ops, V>(direction, scale, param));
+    Ops::store(b.param + i, scaled_sum<Ops, V::fused>(direction, scale, param));
   }
 }
 
@@ -225,15 +277,12 @@ inline void param_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i,
                         typename Ops::Vec param, typename Ops::Vec grad, typename Ops::Vec root) {
   using Vec = typename Ops::Vec;
   root = op_result<Ops, V>(b, root);
-  Vec denom = root;  // avg.add_(eps)
-  if constexpr (V::eps == Eps::kOutside) {
-    denom = op_result<Ops, V>(b, Ops::add(root, c.eps));
-  } else if constexpr (V::eps == Eps::kEither) {
-    denom = Ops::add(root, c.eps_outside);
-  }
+  // avg.add_(eps)
+  const Vec denom = op_result<Ops, V>(b, Ops::add(root, V::extended ? c.eps_outside : c.eps));
   if constexpr (V::momentum) {
     // buf.mul_(momentum).addcdiv_(grad, avg[, value=lr]): the quotient first, then the sum.
-    const Vec scaled_step = Ops::div(Ops::mul(c.step_scale, grad), denom);
+    const Vec scaled_step =
+        Ops::div(Ops::mul(V::signs_grad ? c.step_scale : c.signed_step_scale, grad), denom);
     const Vec buffer = Ops::store_rounded(
         b.momentum_buffer + i,
         Ops::add(op_result<Ops, V>(b, Ops::mul(Ops::load(b.momentum_buffer + i), c.momentum)),
@@ -249,9 +298,10 @@ inline void param_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i,
       store_param<Ops, V>(c, b, i, param, direction, c.momentum_update_scale);
     }
   } else {
-    // param.addcdiv_(grad, avg, value=-lr): (-lr * grad) / avg, then the sum (times one is exact,
-    // so this rounds as param + quotient)
-    store_param<Ops, V>(c, b, i, param, Ops::div(Ops::mul(c.neg_lr, grad), denom), c.one);
+    // param.addcdiv_(grad, avg, value=-lr): (-lr * grad) / avg, then the sum
+    store_param<Ops, V>(c, b, i, param,
+                        Ops::div(Ops::mul(V::signs_grad ? c.neg_lr : c.signed_neg_lr, grad), denom),
+                        UnitScale{});
   }
 }
 
