@@ -235,3 +235,47 @@ def test_torch_table_on_each_mkl_code_path(mkl_path: str, isa: str) -> None:
     assert "None" not in output  # a square root the probe could not place
     # the probe really saw MKL's other rounding (which path is MKL's choice on each CPU)
     assert "'float32': 'mkl_" in output and "'float32': 'mkl_avx512'" not in output
+
+
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"momentum": 0.9, "centered": True}, {"weight_decay": 0.1, "maximize": True}]
+)
+def test_non_finite_sixteen_bit_values_follow_torch_in_vector_lanes(
+    dtype_name: str, kwargs: dict[str, Any]
+) -> None:
+    """NaN, infinities, the largest values and subnormals in the vector body (not only in the
+    scalar tail): torch rounds each intermediate result, and a NaN must stay a NaN through every
+    rounding. Which NaN is not compared: torch's own loops store some as 0xFFFF where rmsprop_ext
+    stores 0x7FC0 (the NaN of torch's scalar conversion)."""
+    import torch
+
+    def same(a: Any, b: Any) -> bool:
+        nan = torch.isnan(a)
+        return torch.equal(nan, torch.isnan(b)) and torch.equal(
+            a[~nan].view(torch.int16), b[~nan].view(torch.int16)
+        )
+
+    dtype = getattr(torch, dtype_name)
+    info = torch.finfo(dtype)
+    specials = [float("nan"), -float("nan"), float("inf"), -float("inf"), info.max, -info.max]
+    specials += [info.tiny / 4, -info.tiny / 4, 0.0, -0.0, 1.0, -3.0]
+    generator = torch.Generator().manual_seed(3)
+    grads = []
+    for _ in range(4):
+        grad = torch.randn(256, generator=generator)
+        positions = torch.randperm(256, generator=generator)[: 3 * len(specials)]
+        grad[positions] = torch.tensor(specials * 3)
+        grads.append(grad.to(dtype))
+    start = torch.randn(256, generator=generator).to(dtype)
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opt_ours = rmsprop_ext.RMSprop([ours], lr=0.01, **kwargs)
+    opt_theirs = torch.optim.RMSprop([theirs], lr=0.01, foreach=False, **kwargs)
+    for grad in grads:
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        opt_ours.step()
+        opt_theirs.step()
+        assert same(ours.detach(), theirs.detach())
+        for name, value in opt_theirs.state[theirs].items():
+            if name != "step":
+                assert same(opt_ours.state[ours][name], value), name
