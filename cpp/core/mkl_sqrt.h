@@ -79,11 +79,10 @@ RMSPROP_EXT_INLINE_ALWAYS __m256 mkl_sqrt_avx2(__m256 x) {
   if (__builtin_expect(_mm256_movemask_ps(_mm256_castsi256_ps(ordinary)) == 0xFF, 1)) {
     return result;
   }
-  const __m256i rare = _mm256_cmpgt_epi32(shifted, _mm256_set1_epi32(limit));
   const __m256 negative = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
   const __m256 apart = _mm256_blendv_ps(
       _mm256_sqrt_ps(x), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)), negative);
-  return _mm256_blendv_ps(result, apart, _mm256_castsi256_ps(rare));
+  return _mm256_blendv_ps(apart, result, _mm256_castsi256_ps(ordinary));
 }
 #endif
 

@@ -177,11 +177,8 @@ struct Avx2Ops<float> {
   // and a NaN kept a NaN by setting every bit (one OR, where a blend costs three operations on
   // Intel): which NaN does not matter here, since every store writes torch's.
   static Vec rounded(const bfloat16*, Vec v) {
-    const __m256i bits = _mm256_castps_si256(v);
-    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-    const __m256i sum = _mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff)));
-    const __m256 kept = _mm256_castsi256_ps(
-        _mm256_and_si256(sum, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+    const __m256 kept = _mm256_castsi256_ps(_mm256_and_si256(
+        bfloat16_rounding_sum(v), _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
     return _mm256_or_ps(kept, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   }
   static Vec rounded(const float16*, Vec v) {
@@ -265,11 +262,15 @@ struct Avx2Ops<float> {
     const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     return _mm256_blendv_epi8(patterns, _mm256_set1_epi32(0x7fc0), nan);
   }
-  static __m256i bfloat16_bits(Vec v) {
+  // v's bits plus the bias that rounds them to nearest-even bfloat16 in the high half (for a
+  // non-NaN v).
+  static __m256i bfloat16_rounding_sum(Vec v) {
     const __m256i bits = _mm256_castps_si256(v);
     const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-    const __m256i bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
-    return nan_to_bfloat16(v, _mm256_srli_epi32(_mm256_add_epi32(bits, bias), 16));
+    return _mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff)));
+  }
+  static __m256i bfloat16_bits(Vec v) {
+    return nan_to_bfloat16(v, _mm256_srli_epi32(bfloat16_rounding_sum(v), 16));
   }
   // All ones in the lanes whose value (below 2^31) is at least `bound`.
   static __m256i at_least(__m256i value, int bound) {

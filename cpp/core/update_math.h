@@ -71,15 +71,27 @@ inline typename Ops::Vec op_result(const B& b, typename Ops::Vec v) {
   }
 }
 
-// a * b + c rounded as the variant says: once (FMA) or after the product and after the sum.
-template <class Ops, class V>
-inline typename Ops::Vec multiply_add(typename Ops::Vec a, typename Ops::Vec b,
-                                      typename Ops::Vec c) {
-  if constexpr (V::fused) {
+// A factor known to be exactly 1: a * b + c is then the plain sum, one addition instead of a
+// multiply-add (or a product and a sum), the same bits.
+struct UnitScale {};
+
+// a * b + c rounded once (kFused: FMA) or after the product and after the sum; b may be UnitScale.
+template <class Ops, bool kFused, class Factor>
+inline typename Ops::Vec rounded_multiply_add(typename Ops::Vec a, Factor b, typename Ops::Vec c) {
+  if constexpr (std::is_same_v<Factor, UnitScale>) {
+    return Ops::add(a, c);
+  } else if constexpr (kFused) {
     return Ops::mul_add(a, b, c);
   } else {
     return Ops::add(Ops::mul(a, b), c);
   }
+}
+
+// a * b + c rounded as the variant says.
+template <class Ops, class V>
+inline typename Ops::Vec multiply_add(typename Ops::Vec a, typename Ops::Vec b,
+                                      typename Ops::Vec c) {
+  return rounded_multiply_add<Ops, V::fused>(a, b, c);
 }
 
 // torch's x.add(y, alpha=a) as the variant rounds it: a * y + x rounded as the variant's
@@ -138,10 +150,8 @@ struct Coefficients {
         momentum_update_scale(Ops::broadcast(hp.lr_in_momentum ? T(-1) : static_cast<T>(-hp.lr))),
         neg_lr(Ops::broadcast(static_cast<T>(-hp.lr))),
         zero(Ops::broadcast(T(0))),
-        signed_step_scale(Ops::broadcast(T(hp.maximize ? -1 : 1) *
-                                         (hp.lr_in_momentum ? static_cast<T>(hp.lr) : T(1)))),
-        signed_neg_lr(
-            Ops::broadcast(hp.maximize ? static_cast<T>(hp.lr) : static_cast<T>(-hp.lr))) {
+        signed_step_scale(Ops::mul(step_scale, grad_sign)),
+        signed_neg_lr(Ops::mul(neg_lr, grad_sign)) {
     const T weight = static_cast<T>(1.0 - hp.alpha);
     lerp_from_start = std::abs(weight) < T(0.5);
     lerp_coefficient = Ops::broadcast(lerp_from_start ? weight : static_cast<T>(weight - T(1)));
@@ -157,28 +167,20 @@ struct StateLanes {
   typename Ops::Vec param, grad, radicand;
 };
 
+// x times one of the extended options' factors (the decoupled decay's, the bias correction's),
+// in the variants that have them; x itself in the others, where the factor would be 1.
 template <class Ops, class V>
-inline typename Ops::Vec decayed(const Coefficients<Ops>& c, typename Ops::Vec param) {
+inline typename Ops::Vec times_option_factor(typename Ops::Vec x, typename Ops::Vec factor) {
   if constexpr (V::extended) {
-    return Ops::mul(param, c.param_decay);
+    return Ops::mul(x, factor);
   } else {
-    return param;
+    return x;
   }
 }
 
 template <class Ops, class V, class B>
 inline typename Ops::Vec decayed_param(const Coefficients<Ops>& c, const B& b, std::int64_t i) {
-  return decayed<Ops, V>(c, Ops::load(b.param + i));
-}
-
-// x times the bias correction's factor, in the variants that have it.
-template <class Ops, class V>
-inline typename Ops::Vec bias_corrected(const Coefficients<Ops>& c, typename Ops::Vec x) {
-  if constexpr (V::extended) {
-    return Ops::mul(x, c.bias_scale);
-  } else {
-    return x;
-  }
+  return times_option_factor<Ops, V>(Ops::load(b.param + i), c.param_decay);
 }
 
 // The first half of update_lanes, up to the square root: updates square_avg and grad_avg. The
@@ -210,14 +212,14 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::
       multiply_add<Ops, V>(Ops::mul(c.one_minus_alpha, grad), grad,
                            op_result<Ops, V>(b, Ops::mul(Ops::load(b.square_avg + i), c.alpha))));
 
-  Vec variance = bias_corrected<Ops, V>(c, square_avg);
+  Vec variance = times_option_factor<Ops, V>(square_avg, c.bias_scale);
   if constexpr (V::centered) {
     // grad_avg.lerp_(grad, 1 - alpha)
     const Vec old_grad_avg = Ops::load(b.grad_avg + i);
     const Vec grad_avg = Ops::store_rounded(
         b.grad_avg + i, multiply_add<Ops, V>(c.lerp_coefficient, Ops::sub(grad, old_grad_avg),
                                              c.lerp_from_start ? old_grad_avg : grad));
-    const Vec mean = bias_corrected<Ops, V>(c, grad_avg);
+    const Vec mean = times_option_factor<Ops, V>(grad_avg, c.bias_scale);
     // square_avg.addcmul(grad_avg, grad_avg, value=-1). s - a^2 is a variance, but once a has
     // converged on a steady gradient rounding can leave it a hair below zero, where torch's
     // square root turns the whole update into NaN. Clamp it. The operand order matters: x86 max
@@ -231,23 +233,7 @@ inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::
   if constexpr (V::extended) {
     variance = Ops::add(variance, c.eps_inside);
   }
-  return {decayed<Ops, V>(c, param), grad, variance};
-}
-
-// A scale known to be exactly 1: direction * scale + x is then the plain sum, one addition instead
-// of a multiply-add (or a product and a sum), the same bits.
-struct UnitScale {};
-
-// direction * scale + x, rounded once when kFused, else after the product and after the sum.
-template <class Ops, bool kFused, class Scale>
-inline typename Ops::Vec scaled_sum(typename Ops::Vec direction, Scale scale, typename Ops::Vec x) {
-  if constexpr (std::is_same_v<Scale, UnitScale>) {
-    return Ops::add(direction, x);
-  } else if constexpr (kFused) {
-    return Ops::mul_add(direction, scale, x);
-  } else {
-    return Ops::add(Ops::mul(direction, scale), x);
-  }
+  return {times_option_factor<Ops, V>(param, c.param_decay), grad, variance};
 }
 
 // Stores param + direction * scale as the new parameter. A float32 or float64 parameter (and a
@@ -259,14 +245,15 @@ inline void store_param(const Coefficients<Ops>& c, const B& b, std::int64_t i,
                         typename Ops::Vec param, typename Ops::Vec direction, Scale scale) {
   using Vec = typename Ops::Vec;
   if constexpr (V::compensation == Compensation::kKahan) {
-    const Vec change = scaled_sum<Ops, true>(direction, scale, Ops::load(b.compensation + i));
+    const Vec change =
+        rounded_multiply_add<Ops, true>(direction, scale, Ops::load(b.compensation + i));
     const Vec stored = Ops::store_rounded(b.param + i, Ops::add(param, change));
     Ops::store(b.compensation + i, Ops::sub(change, Ops::sub(stored, param)));
   } else if constexpr (V::compensation == Compensation::kStochastic) {
-    Ops::store_stochastic(b.param + i, scaled_sum<Ops, true>(direction, scale, param),
+    Ops::store_stochastic(b.param + i, rounded_multiply_add<Ops, true>(direction, scale, param),
                           Ops::random_bits(c.key, static_cast<std::uint32_t>(b.first_index + i)));
   } else {
-    Ops::store(b.param + i, scaled_sum<Ops, V::fused>(direction, scale, param));
+    Ops::store(b.param + i, rounded_multiply_add<Ops, V::fused>(direction, scale, param));
   }
 }
 
