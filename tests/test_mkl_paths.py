@@ -1,6 +1,7 @@
 """torch's square root on each of MKL's code paths, in a process whose environment sends MKL down
 it (MKL reads the variables when it loads): the probe picks the form the kernels compute in their
-single pass, that form gives MKL's bits on whole binades, and the native step is then bitwise
+single pass (float32 and float64), that form gives MKL's bits (float32 on whole binades, float64
+on samples of every binade), and the native step is then bitwise
 torch.optim.RMSprop's on every instruction set (the avx2 and avx512 kernels computing the root,
 the scalar one calling MKL's function), while the IEEE square root is not."""
 
@@ -66,13 +67,15 @@ def test_each_mkl_path_is_followed_bit_for_bit(setting: str, isa: str) -> None:
         pytest.skip("this torch has no MKL: torch.sqrt is the IEEE one")
     report = run_child(setting, isa)
     assert report["isa"] == isa
-    float32 = report["forms"]["float32"]
     # Which path MKL takes is its own decision (on other vendors' CPUs it may ignore the
-    # variable), but whichever it is, it must be one the kernels compute in their pass.
-    assert float32 in ("mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable"), report
-    if cpu_vendor() == "GenuineIntel":
-        assert float32 == PATHS[setting], report
-    assert report["differing_roots"] == 0, report
-    assert report["torch_rounding"] == [0, 0, 0], report
-    # The comparison can fail: IEEE square roots give other bits on these inputs.
-    assert sum(report["ieee_rounding"]) > 0, report
+    # variable), but whichever it is, it must be one the kernels compute in their pass, for both
+    # dtypes.
+    for dtype in ("float32", "float64"):
+        form = report["forms"][dtype]
+        assert form in ("mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable"), report
+        if cpu_vendor() == "GenuineIntel":
+            assert form == PATHS[setting], report
+        assert report["differing_roots"][dtype] == 0, report
+        assert report["torch_rounding"][dtype] == [0, 0, 0], report
+        # The comparison can fail: IEEE square roots give other bits on these inputs.
+        assert sum(report["ieee_rounding"][dtype]) > 0, report

@@ -223,8 +223,12 @@ def test_bad_square_root_installs_change_nothing() -> None:
         _core._mkl_sqrt("ieee", np.ones(3, dtype=np.float32))
     with pytest.raises(ValueError, match="form must be one of"):
         _core._mkl_sqrt("mkl", np.ones(3, dtype=np.float32))
-    with pytest.raises(RuntimeError, match="computes the mkl_avx2 square root of float64"):
-        _core._mkl_sqrt("mkl_avx2", np.ones(3, dtype=np.float64))
+    # A form that no kernel of this CPU and build computes (on x86 with AVX-512, none).
+    available = rmsprop_ext.build_info()["isa_available"]
+    for form in ("mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable"):
+        if not any(_core._kernel_computes_square_root(k, form, "float64") for k in available):
+            with pytest.raises(RuntimeError, match=f"computes the {form} square root of float64"):
+                _core._mkl_sqrt(form, np.ones(3, dtype=np.float64))
 
 
 def test_kernel_computes_square_root_names_the_kernels_forms() -> None:
@@ -234,9 +238,12 @@ def test_kernel_computes_square_root_names_the_kernels_forms() -> None:
     assert computes("avx2", "mkl_sse42", "float32") and not computes(
         "avx2", "mkl_avx512", "float32"
     )
-    assert not computes("avx2", "mkl_avx2", "float64")
+    assert computes("avx2", "mkl_avx2", "float64") and not computes("scalar", "mkl_avx2", "float64")
     assert computes("avx512", "mkl_avx512", "float64") and computes(
         "avx512", "mkl_portable", "float32"
+    )
+    assert computes("avx512", "mkl_sse42", "float64") and not computes(
+        "neon", "mkl_sse42", "float64"
     )
     with pytest.raises(ValueError, match="form must be one of"):
         computes("avx2", "mkl", "float32")

@@ -21,7 +21,7 @@ constexpr bool computes_square_root(Isa isa, SquareRoot root) {
     case SquareRoot::kMklAvx2:
     case SquareRoot::kMklSse42:
     case SquareRoot::kMklPortable:
-      return (isa == Isa::kAvx2 || isa == Isa::kAvx512) && sizeof(T) == sizeof(float);
+      return isa == Isa::kAvx2 || isa == Isa::kAvx512;
     case SquareRoot::kOutside:
       return false;
   }

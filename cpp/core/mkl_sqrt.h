@@ -1,9 +1,10 @@
 // MKL's vector square roots (vsSqrt/vdSqrt in high-accuracy mode, which torch.sqrt calls), one per
 // code path that MKL picks by CPU, computed operation for operation as MKL computes them, so that
 // the update's single pass gives torch.sqrt's bits (rmsprop.h's SquareRoot::kMkl* forms). Each was
-// read from MKL's kernel in libtorch_cpu (mkl_vml_kernel_sSqrt_<path>HAynn; the paths are reached
-// on one CPU with MKL_ENABLE_INSTRUCTIONS, or MKL_VML_DEBUG_CPU_TYPE for the portable one) and
-// checked against it on every float32 bit pattern.
+// read from MKL's kernel in libtorch_cpu (mkl_vml_kernel_[sd]Sqrt_<path>HAynn; the paths are
+// reached on one CPU with MKL_ENABLE_INSTRUCTIONS, or MKL_VML_DEBUG_CPU_TYPE for the portable one)
+// and checked against it on every float32 bit pattern and on every float64 estimate input
+// (cpp/tests/mkl_sqrt_exhaustive.cpp).
 #pragma once
 
 #include <cmath>
@@ -83,6 +84,89 @@ RMSPROP_EXT_INLINE_ALWAYS __m256 mkl_sqrt_avx2(__m256 x) {
   const __m256 apart = _mm256_blendv_ps(
       _mm256_sqrt_ps(x), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)), negative);
   return _mm256_blendv_ps(apart, result, _mm256_castsi256_ps(ordinary));
+}
+
+// float64, 4 lanes: the same three code paths (mkl_vml_kernel_dSqrt_<path>HAynn), which share
+// their steps:
+//   x = m * 4^k with m in [1, 4), from the bits: the exponent's parity picks [1, 2) or [2, 4);
+//   r, an estimate of 1 / sqrt(m) from m's top 23 significand bits as a float32: the CPU's
+//      vrsqrtps, or for kMklPortable 1 / sqrt(m) in float32 IEEE arithmetic with its last 11 bits
+//      cleared, as for float32;
+//   y = r * 2^-k (exact), an estimate of 1 / sqrt(x), and e = 1 - x * y^2, its relative error;
+//   q = e * (c0 + e * (c1 + e * (c2 + e * c3))), the series of 1 / sqrt(1 - e) - 1 cut after e^4
+//      (MKL's coefficients, within 2^-40 of 1/2, 3/8, 5/16, 35/128);
+//   result = x * y + x * (y * q).
+// kMklAvx2 fuses e, the series and the final sum. The unfused paths split x into xh (its top 26
+// significand bits) and xl = x - xh, so that e = (1 - (y * y) * xh) - (y * y) * xl and result =
+// xh * y + (xl * y + (q * y) * x), each operation rounded. MKL takes apart the lanes outside
+// [2^-1022, 2^1022) (subnormals, zeros, the top binade, infinities, NaNs and negative inputs):
+// they get the IEEE square root there (checked on each class), with +qNaN for a negative radicand.
+template <SquareRoot kForm>
+RMSPROP_EXT_INLINE_ALWAYS __m256d mkl_sqrt_avx2(__m256d x) {
+  static_assert(kForm == SquareRoot::kMklAvx2 || kForm == SquareRoot::kMklSse42 ||
+                kForm == SquareRoot::kMklPortable);
+  const __m256i bits = _mm256_castpd_si256(x);
+  const __m256i exponent_bits = _mm256_and_si256(bits, _mm256_set1_epi64x(0x7FF0000000000000));
+  // Set where the biased exponent is even, i.e. where m is in [2, 4).
+  const __m256i even = _mm256_andnot_si256(bits, _mm256_set1_epi64x(0x0010000000000000));
+  const __m256i m_bits =
+      _mm256_or_si256(_mm256_add_epi64(even, _mm256_set1_epi64x(0x07F0000000000000)),
+                      _mm256_and_si256(bits, _mm256_set1_epi64x(0x001FFFFFE0000000)));
+  const __m128 m = _mm_castsi128_ps(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+      _mm256_srli_epi64(m_bits, 29), _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6))));
+  __m128 estimate;
+  if constexpr (kForm == SquareRoot::kMklPortable) {
+    const __m128 reciprocal = _mm_div_ps(_mm_set1_ps(1.0f), _mm_sqrt_ps(m));
+    estimate = _mm_and_ps(reciprocal, _mm_castsi128_ps(_mm_set1_epi32(-2048)));
+  } else {
+    estimate = _mm_rsqrt_ps(m);
+  }
+  // 2^-k, from the exponent with a wrapping integer sum and a halving shift.
+  const __m256i scale = _mm256_srli_epi64(
+      _mm256_add_epi64(_mm256_sub_epi64(even, exponent_bits),
+                       _mm256_set1_epi64x(static_cast<long long>(0xBFD0000000000000u))),
+      1);
+  const __m256d y = _mm256_mul_pd(_mm256_cvtps_pd(estimate), _mm256_castsi256_pd(scale));
+  const __m256d y_squared = _mm256_mul_pd(y, y);
+  const __m256d one = _mm256_set1_pd(1.0);
+  const __m256d c3 = _mm256_castsi256_pd(_mm256_set1_epi64x(0x3FD1800032338CBB));
+  const __m256d c2 = _mm256_castsi256_pd(_mm256_set1_epi64x(0x3FD40000B13001D9));
+  const __m256d c1 = _mm256_castsi256_pd(_mm256_set1_epi64x(0x3FD80000000000F6));
+  const __m256d c0 = _mm256_castsi256_pd(_mm256_set1_epi64x(0x3FDFFFFFFFFFFE71));
+  __m256d result;
+  if constexpr (kForm == SquareRoot::kMklAvx2) {
+    const __m256d e = _mm256_fnmadd_pd(x, y_squared, one);
+    __m256d series = _mm256_fmadd_pd(e, c3, c2);
+    series = _mm256_fmadd_pd(e, series, c1);
+    series = _mm256_fmadd_pd(e, series, c0);
+    const __m256d q = _mm256_mul_pd(e, series);
+    result = _mm256_fmadd_pd(x, y, _mm256_mul_pd(x, _mm256_mul_pd(y, q)));
+  } else {
+    const __m256d x_high = _mm256_and_pd(
+        x, _mm256_castsi256_pd(_mm256_set1_epi64x(static_cast<long long>(0xFFFFFFFFF8000000u))));
+    const __m256d x_low = _mm256_sub_pd(x, x_high);
+    const __m256d e = _mm256_sub_pd(_mm256_sub_pd(one, _mm256_mul_pd(y_squared, x_high)),
+                                    _mm256_mul_pd(y_squared, x_low));
+    __m256d series = _mm256_add_pd(_mm256_mul_pd(e, c3), c2);
+    series = _mm256_add_pd(_mm256_mul_pd(series, e), c1);
+    series = _mm256_add_pd(_mm256_mul_pd(series, e), c0);
+    const __m256d q = _mm256_mul_pd(series, e);
+    const __m256d low_part =
+        _mm256_add_pd(_mm256_mul_pd(x_low, y), _mm256_mul_pd(_mm256_mul_pd(q, y), x));
+    result = _mm256_add_pd(_mm256_mul_pd(x_high, y), low_part);
+  }
+  // MKL's test on the high words, on whole lanes: bits + 0x7FF0...0 is below 0xFFC0...0 (signed)
+  // exactly for the bits of [2^-1022, 2^1022).
+  const __m256i shifted = _mm256_add_epi64(bits, _mm256_set1_epi64x(0x7FF0000000000000));
+  const __m256i ordinary =
+      _mm256_cmpgt_epi64(_mm256_set1_epi64x(static_cast<long long>(0xFFC0000000000000u)), shifted);
+  if (__builtin_expect(_mm256_movemask_pd(_mm256_castsi256_pd(ordinary)) == 0xF, 1)) {
+    return result;
+  }
+  const __m256d negative = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_LT_OQ);
+  const __m256d apart = _mm256_blendv_pd(
+      _mm256_sqrt_pd(x), _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FF8000000000000)), negative);
+  return _mm256_blendv_pd(apart, result, _mm256_castsi256_pd(ordinary));
 }
 #endif
 
@@ -178,8 +262,8 @@ RMSPROP_EXT_INLINE_ALWAYS __m512d mkl_avx512_sqrt(__m512d x) {
   return _mm512_fmadd_pd(_mm512_fnmadd_pd(root, root, x), half_estimate, root);
 }
 
-// float32, 16 lanes: the AVX2-class paths on the two halves, so that each lane rounds as in
-// mkl_sqrt_avx2.
+// 16 float32 or 8 float64 lanes: the AVX2-class paths on the two halves, so that each lane rounds
+// as in mkl_sqrt_avx2.
 template <SquareRoot kForm>
 RMSPROP_EXT_INLINE_ALWAYS __m512 mkl_sqrt_avx512(__m512 x) {
   if constexpr (kForm == SquareRoot::kMklAvx512) {
@@ -194,8 +278,13 @@ RMSPROP_EXT_INLINE_ALWAYS __m512 mkl_sqrt_avx512(__m512 x) {
 
 template <SquareRoot kForm>
 RMSPROP_EXT_INLINE_ALWAYS __m512d mkl_sqrt_avx512(__m512d x) {
-  static_assert(kForm == SquareRoot::kMklAvx512, "MKL's other float64 paths are not computed here");
-  return mkl_avx512_sqrt(x);
+  if constexpr (kForm == SquareRoot::kMklAvx512) {
+    return mkl_avx512_sqrt(x);
+  } else {
+    const __m256d low = mkl_sqrt_avx2<kForm>(_mm512_extractf64x4_pd(x, 0));
+    const __m256d high = mkl_sqrt_avx2<kForm>(_mm512_extractf64x4_pd(x, 1));
+    return _mm512_insertf64x4(_mm512_insertf64x4(_mm512_setzero_pd(), low, 0), high, 1);
+  }
 }
 #endif
 

@@ -27,13 +27,14 @@ enum class SquareRoot {
   kIeee,
   // MKL's AVX-512 code path (float32 and float64): the avx512 kernel.
   kMklAvx512,
-  // MKL's AVX2 code path, float32: the 12-bit reciprocal square-root estimate (vrsqrtps), one
-  // Newton step and a correction, with fused multiply-adds. The avx2 and avx512 kernels.
+  // MKL's AVX2 code path: for float32 the 12-bit reciprocal square-root estimate (vrsqrtps), one
+  // Newton step and a correction; for float64 the same estimate of the reduced argument refined by
+  // a series; with fused multiply-adds. The avx2 and avx512 kernels.
   kMklAvx2,
-  // MKL's SSE4.2 code path, float32 (also what MKL takes on CPUs it gives no better path): the
-  // same steps with every product and sum rounded separately. The avx2 and avx512 kernels.
+  // MKL's SSE4.2 code path (also what MKL takes on CPUs it gives no better path): the same steps
+  // with every product and sum rounded separately. The avx2 and avx512 kernels.
   kMklSse42,
-  // MKL's code path that takes its estimate from IEEE operations, float32: 1 / sqrt(x) cut to 12
+  // MKL's code path that takes its estimate from IEEE operations: 1 / sqrt(x) in float32 cut to 12
   // bits, then kMklSse42's steps, so its bits are the same on every CPU. The avx2 and avx512
   // kernels.
   kMklPortable,

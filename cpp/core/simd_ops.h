@@ -297,6 +297,10 @@ struct Avx2Ops<double> {
   static Vec mul(Vec a, Vec b) { return _mm256_mul_pd(a, b); }
   static Vec div(Vec a, Vec b) { return _mm256_div_pd(a, b); }
   static Vec sqrt(Vec a) { return _mm256_sqrt_pd(a); }
+  template <SquareRoot kForm>
+  __attribute__((always_inline)) static Vec mkl_sqrt(Vec a) {
+    return mkl_sqrt_avx2<kForm>(a);
+  }
   static Vec store_rounded(double* p, Vec v) {
     store(p, v);
     return v;

@@ -147,17 +147,22 @@ def _torch_sqrt(values: np.ndarray) -> np.ndarray:
 MKL_SQUARE_ROOTS = ("mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable")
 
 
-def _square_root_form(values: np.ndarray, torch_roots: np.ndarray, functions: Any) -> str | None:
+def _square_root_form(
+    values: np.ndarray, torch_roots: np.ndarray, functions: Any, preferred: str | None = None
+) -> str | None:
     """Which square root gives torch's bits: 'ieee', one of MKL_SQUARE_ROOTS, 'outside' or
-    None."""
+    None. Where several of MKL's forms give them, `preferred` if it is one of them."""
     if _same_bits(np.sqrt(values), torch_roots):
         return "ieee"
+    matching = []
     for form in MKL_SQUARE_ROOTS:
         try:
             if _same_bits(_core._mkl_sqrt(form, values), torch_roots):
-                return form
+                matching.append(form)
         except RuntimeError:  # no kernel here computes this form for this dtype
             pass
+    if matching:
+        return preferred if preferred in matching else matching[0]
     address = functions[0] if values.dtype == np.float32 else functions[1]
     if address and _same_bits(_vml_sqrt(address, values), torch_roots):
         return "outside"
@@ -171,12 +176,11 @@ def torch_square_roots() -> dict[str, str | None]:
     "ieee": the correctly rounded one. "mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable": one
     of the code paths of MKL's high-accuracy vsSqrt/vdSqrt (torch with MKL: AVX-512 CPUs take the
     first, AVX2 ones the second; MKL maps its other CPU types onto the third and fourth), which the
-    kernels that have its instructions compute in their single pass (float32; float64 only
-    "mkl_avx512"). "outside": another square root of MKL's, reproduced by calling MKL's function,
-    found in the loaded libtorch_cpu, on blocks of each update. None: none of these; the native
-    step then cannot follow torch's square root bit for bit. The estimate instructions of MKL's
-    paths give different bits on different CPUs, so this is decided on each machine from
-    torch.sqrt's results.
+    kernels that have its instructions compute in their single pass. "outside": another square
+    root of MKL's, reproduced by calling MKL's function, found in the loaded libtorch_cpu, on
+    blocks of each update. None: none of these; the native step then cannot follow torch's square
+    root bit for bit. The estimate instructions of MKL's paths give different bits on different
+    CPUs, so this is decided on each machine from torch.sqrt's results.
     Measured bit for bit (NaNs included) on radicands from every binade. Negative ones, which
     an update never makes, are left out: MKL's NaN for them (+qNaN) is not the CPU's (-qNaN),
     which would tell an MKL path that rounds like IEEE from the CPU's square root for nothing.
@@ -189,10 +193,16 @@ def torch_square_roots() -> dict[str, str | None]:
     for _ in range(2):
         torch.ones(1 << 16).sqrt()
     functions = _mkl_sqrt_functions() or (0, 0, 0)
-    forms = {}
+    forms: dict[str, str | None] = {}
     for dtype in (np.float32, np.float64):
         values = _sqrt_probe(dtype)
-        forms[np.dtype(dtype).name] = _square_root_form(values, _torch_sqrt(values), functions)
+        # MKL picks one code path for all its functions, and its float64 paths round apart only
+        # on about 1 radicand in a million (the AVX2 and SSE4.2 ones), too rarely for a probe to
+        # tell; the float32 ones differ on a fifth. So where several float64 forms match, the
+        # float32 path's is the one.
+        forms[np.dtype(dtype).name] = _square_root_form(
+            values, _torch_sqrt(values), functions, preferred=forms.get("float32")
+        )
     return forms
 
 
