@@ -559,16 +559,26 @@ void with_compensation(const Hyperparams& hp, F&& f) {
 }
 
 // The variants of the 16-bit storage pairs, which round to their storage anyway: only what
-// changes the memory traffic or the store is compile-time; the options beyond torch's and the
-// coupled weight decay are coefficients (zero where unused: wd * param + grad is grad exactly,
-// except that a gradient of -0 becomes +0), and multiply-adds always round once.
+// changes the memory traffic or the store is compile-time, and whether any option beyond plain
+// torch's is on. With none (the usual case), the loop holds no multiplication by 1 and no decay;
+// otherwise the options beyond torch's and the coupled weight decay are coefficients (zero where
+// unused: wd * param + grad is grad exactly, except that a gradient of -0 becomes +0). These
+// steps are bound by their vector operations, not by memory, so the plain case pays for its own
+// instantiation (measured: benchmarks/storage_speed.cpp). Multiply-adds always round once.
 template <typename P, typename F>
 void dispatch_storage_variant(const Hyperparams& hp, F&& f) {
+  const bool plain = !hp.eps_in_sqrt && !hp.bias_correction && !hp.decoupled_weight_decay &&
+                     hp.weight_decay == 0.0;
   with_flag(hp.centered, [&](auto centered) {
     with_momentum(hp, [&](auto momentum) {
       with_compensation<P>(hp, [&](auto compensation) {
-        f(Variant<decltype(centered)::value, decltype(momentum)::value, Options::kExtended,
-                  Decay::kFused, true, SquareRoot::kIeee, decltype(compensation)::value>{});
+        with_flag(plain, [&](auto torch_options_only) {
+          constexpr bool kPlain = decltype(torch_options_only)::value;
+          f(Variant<decltype(centered)::value, decltype(momentum)::value,
+                    kPlain ? Options::kTorch : Options::kExtended,
+                    kPlain ? Decay::kNone : Decay::kFused, true, SquareRoot::kIeee,
+                    decltype(compensation)::value>{});
+        });
       });
     });
   });

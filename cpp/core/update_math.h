@@ -127,7 +127,10 @@ struct Coefficients {
   // step_scale and neg_lr times maximize's sign, for the variants that leave the gradient unsigned
   // (Variant::signs_grad false): the products are the same bits.
   Vec signed_step_scale, signed_neg_lr;
-  // torch's lerp(a, g, w) is a + w * (g - a) for |w| < 0.5 and g + (w - 1) * (g - a) otherwise.
+  // torch's lerp(a, g, w) is a + w * (g - a) for |w| < 0.5 and g + (w - 1) * (g - a) otherwise,
+  // as its vector loop computes it. (Its scalar tail computes g - (g - a) * (1 - w), the same
+  // value but for the sign of a zero: with w = 1 (alpha = 0) and g = -0, the last few elements
+  // of torch's grad_avg can hold the other zero. It never reaches the parameters.)
   bool lerp_from_start;
   // The stochastic rounding's key for the elements this call updates (see random_key).
   RandomKey key{};
