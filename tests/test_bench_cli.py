@@ -45,9 +45,15 @@ def test_bench_writes_tables_json_and_plot(
         "Many tensors",
         "Small model",
         "Threads, 4,096",
+        "Storage forms, 1,048,576 elements",
         "Summary",
     ):
         assert heading in printed
+    # Every table names the kernel it ran on (and torch's square root, with torch).
+    from rmsprop_ext import get_isa
+
+    titles = [line for line in printed.splitlines() if line.startswith(("Single", "Storage"))]
+    assert titles and all(f"[{get_isa()} kernel" in title for title in titles)
     from rmsprop_ext import bench
 
     can_choose_pages = bench._numpy_hugepage_switch() is not None
@@ -64,6 +70,12 @@ def test_bench_writes_tables_json_and_plot(
     } <= names
     if "torch" in sys.modules:
         assert {"torch RMSprop foreach", "torch fused Adagrad", "native RMSprop.step"} <= names
+        # Each storage form beside the roofline of its own bytes, and torch's bf16 step.
+        assert {"roofline bf16/bf16", "roofline bf16/fp32", "roofline fp32/8bit"} <= names
+        assert {"torch RMSprop bf16", "native bf16/bf16 momentum+centered"} <= names
+        assert "of its roofline" in printed
+        if bench.inductor_available():
+            assert {"torch RMSprop compiled", "torch RMSprop bf16 compiled"} <= names
     assert all(
         row["median_s"] > 0 and row["min_s"] <= row["median_s"] <= row["max_s"]
         for row in data["rows"]

@@ -41,6 +41,16 @@ def _torch_sqrt_line(isa: str) -> str:
     )
 
 
+def _table_context(isa: str, use_torch: bool) -> str:
+    """The kernel and torch's square root, for every table's title."""
+    if not use_torch:
+        return f"{isa} kernel"
+    from ._rounding import torch_square_roots
+
+    forms = torch_square_roots()
+    return f"{isa} kernel, torch sqrt float32 {forms['float32']}, float64 {forms['float64']}"
+
+
 def _bench(args: argparse.Namespace) -> int:
     use_torch = torch_available() and not args.no_torch
     info, machine = build_info(), machine_info()
@@ -71,7 +81,7 @@ def _bench(args: argparse.Namespace) -> int:
     if not use_torch:
         print("torch is not installed: the torch peers were skipped")
     rows = run_benchmark(config)
-    print(format_report(rows))
+    print(format_report(rows, _table_context(info["isa_active"], use_torch)))
     print("Summary (ratios taken round by round within a table: median [worst-best]):")
     for line in summary_lines(rows):
         print(f"  {line}")

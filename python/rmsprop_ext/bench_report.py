@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from .bench import COMPILED_TORCH, IEEE_NATIVE, SMALL_MODEL_STEPS_PER_ROUND, Measurement
 from .bench_precision import BASELINE as PRECISION_BASELINE
-from .bench_precision import TORCH_BF16
+from .bench_precision import TORCH_PEERS, roofline_of
 
 __all__ = ["format_report", "summary_lines"]
 
@@ -69,27 +69,36 @@ def _table(
     return [*lines, ""]
 
 
-def _precision_table(n: int, group: Sequence[Measurement]) -> list[str]:
-    """The storage forms at n elements; 'vs fp32' = native float32's time / the row's time,
-    taken round by round: median [worst-best]."""
+def _precision_table(n: int, group: Sequence[Measurement], context: str) -> list[str]:
+    """The storage forms at n elements; 'vs fp32' = native float32's time / the row's time and
+    'of roofline' = the form's roofline time / its time, taken round by round: median
+    [worst-best]."""
     base = _find(group, implementation=PRECISION_BASELINE)
     header = (
-        f"{'implementation':24} {'B/elem':>6} {'median ms':>10} {'GB/s':>6} {'vs native fp32':>22}"
+        f"{'implementation':46} {'B/elem':>6} {'median ms':>10} {'GB/s':>6} "
+        f"{'vs native fp32':>22} {'of its roofline':>18}"
     )
-    lines = [f"Storage forms, {n:,} elements, {group[0].threads} threads", header]
+    lines = [_titled(f"Storage forms, {n:,} elements, {group[0].threads} threads", context), header]
     lines.append("-" * len(header))
     for r in group:
         versus = _ratio(base, r) if base else ""
+        roof = _find(group, implementation=roofline_of(r.implementation))
+        of_roofline = _fraction(r, roof) if roof else ""
         note = f"  ({r.note})" if r.note else ""
         lines.append(
-            f"{r.implementation:24} {r.bytes_per_element:>6g} {r.median_s * 1e3:>10.3f} "
-            f"{r.gbytes_per_s:>6.1f} {versus:>22}{note}"
+            f"{r.implementation:46} {r.bytes_per_element:>6g} {r.median_s * 1e3:>10.3f} "
+            f"{r.gbytes_per_s:>6.1f} {versus:>22} {of_roofline:>18}{note}"
         )
     return [*lines, ""]
 
 
-def format_report(rows: Sequence[Measurement]) -> str:
+def _titled(title: str, context: str) -> str:
+    return f"{title} [{context}]" if context else title
+
+
+def format_report(rows: Sequence[Measurement], context: str = "") -> str:
     """Every section as tables; 'native is' = the row's time / the native kernel's time.
+    `context` (the kernel and torch's square root) is named in every table's title.
 
     Within a table the cases were timed interleaved, round by round, so their ratios compare
     figures taken under the same conditions.
@@ -99,7 +108,7 @@ def format_report(rows: Sequence[Measurement]) -> str:
     for n in sorted({r.elements for r in sizes}):
         group = [r for r in sizes if r.elements == n]
         out += _table(
-            f"Single float32 tensor of {n:,} elements",
+            _titled(f"Single float32 tensor of {n:,} elements", context),
             group,
             _find(group, implementation=NATIVE),
             _find(group, implementation=ROOFLINE),
@@ -108,14 +117,14 @@ def format_report(rows: Sequence[Measurement]) -> str:
     for v in sorted({r.variant for r in variants}):
         group = [r for r in variants if r.variant == v]
         out += _table(
-            f"Variant '{v}' ({group[0].bytes_per_element:g} B/element)",
+            _titled(f"Variant '{v}' ({group[0].bytes_per_element:g} B/element)", context),
             group,
             _find(group, implementation=NATIVE),
             _find(group, implementation=ROOFLINE),
         )
     precision = [r for r in rows if r.section == "precision"]
     for n in sorted({r.elements for r in precision}):
-        out += _precision_table(n, [r for r in precision if r.elements == n])
+        out += _precision_table(n, [r for r in precision if r.elements == n], context)
     # Sections without a roofline column, each against one row of its own.
     own_baseline: list[tuple[str, str, Callable[[list[Measurement]], Measurement | None]]] = [
         (
@@ -138,16 +147,15 @@ def format_report(rows: Sequence[Measurement]) -> str:
     for section, title, baseline in own_baseline:
         group = [r for r in rows if r.section == section]
         if group:
-            out += _table(title, group, baseline(group), None)
+            out += _table(_titled(title, context), group, baseline(group), None)
     threads = [r for r in rows if r.section == "threads"]
     for n in sorted({r.elements for r in threads}):
         group = sorted(
             (r for r in threads if r.elements == n), key=lambda r: (r.implementation, r.threads)
         )
         one = _find(group, implementation=NATIVE, threads=1)
-        out += _table(
-            f"Threads, {n:,} elements ('native is' = time / 1-thread native time)", group, one, None
-        )
+        title = f"Threads, {n:,} elements ('native is' = time / 1-thread native time)"
+        out += _table(_titled(title, context), group, one, None)
     return "\n".join(out)
 
 
@@ -254,16 +262,19 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
                         f"{n:,} elements: {r.implementation} ({r.bytes_per_element:g} B) vs "
                         f"{against} (20 B) = {_ratio(base, r)}"
                     )
-        for label in ("native bf16/bf16", "native bf16/8bit SR"):
-            ours = _find(group, implementation=label)
-            for peer in (TORCH_BF16, "bnb RMSprop8bit bf16"):
-                other = _find(group, implementation=peer)
-                if ours and other:
-                    lines.append(f"{n:,} elements: {label} vs {peer} = {_ratio(other, ours)}")
-            name = label.removeprefix("native ").removesuffix(" SR")
-            roof = _find(group, implementation=f"roofline {name}")
-            if ours and roof:
-                lines.append(f"{n:,} elements: {label} / its roofline = {_fraction(ours, roof)}")
+        for r in group:
+            roof = _find(group, implementation=roofline_of(r.implementation))
+            if roof:
+                lines.append(
+                    f"{n:,} elements: {r.implementation} / its roofline = {_fraction(r, roof)}"
+                )
+        for peer, _variant, _compiled, label in [
+            *TORCH_PEERS,
+            ("bnb RMSprop8bit bf16", "plain", False, "native bf16/8bit SR"),
+        ]:
+            mine, theirs = _find(group, implementation=label), _find(group, implementation=peer)
+            if mine and theirs:
+                lines.append(f"{n:,} elements: {label} vs {peer} = {_ratio(theirs, mine)}")
     threads = [r for r in rows if r.section == "threads" and r.implementation == NATIVE]
     for n in sorted({r.elements for r in threads}):
         single = _find(threads, elements=n, threads=1)
