@@ -281,9 +281,14 @@ RMSPROP_EXT_INLINE_ALWAYS __m512d mkl_sqrt_avx512(__m512d x) {
   if constexpr (kForm == SquareRoot::kMklAvx512) {
     return mkl_avx512_sqrt(x);
   } else {
-    const __m256d low = mkl_sqrt_avx2<kForm>(_mm512_extractf64x4_pd(x, 0));
-    const __m256d high = mkl_sqrt_avx2<kForm>(_mm512_extractf64x4_pd(x, 1));
-    return _mm512_insertf64x4(_mm512_insertf64x4(_mm512_setzero_pd(), low, 0), high, 1);
+    // Through float32 views: AVX-512F's float64 extract and insert give GCC 12 the same warning
+    // as the casts (undefined lanes), AVX-512DQ's float32 ones do not.
+    const __m512 lanes = _mm512_castpd_ps(x);
+    const __m256d low = mkl_sqrt_avx2<kForm>(_mm256_castps_pd(_mm512_extractf32x8_ps(lanes, 0)));
+    const __m256d high = mkl_sqrt_avx2<kForm>(_mm256_castps_pd(_mm512_extractf32x8_ps(lanes, 1)));
+    return _mm512_castps_pd(
+        _mm512_insertf32x8(_mm512_insertf32x8(_mm512_setzero_ps(), _mm256_castpd_ps(low), 0),
+                           _mm256_castpd_ps(high), 1));
   }
 }
 #endif
