@@ -12,7 +12,6 @@
 // nanoseconds per element. Reported: medians over the rounds with [min-max], and the update's
 // throughput as a fraction of the limit's, computed round by round (median [min-max]).
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,10 +25,9 @@
 
 #include "core/isa.h"
 #include "core/rmsprop.h"
+#include "speed_table.h"
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // 64-byte aligned storage, as torch allocates.
 template <typename T>
@@ -127,49 +125,17 @@ struct Workspace {
     }
   }
 
-  // Nanoseconds per element of one run, from repetitions filling about 2 ms.
+  // Nanoseconds per element of one run.
   double time(Kernel kernel, SquareRoot root) {
-    run(kernel, root);  // warm: the buffers in cache, the code paged in
-    int repetitions = 0;
-    const auto start = Clock::now();
-    auto now = start;
-    do {
-      run(kernel, root);
-      ++repetitions;
-      now = Clock::now();
-    } while (now - start < std::chrono::milliseconds(2));
-    const double ns = std::chrono::duration<double, std::nano>(now - start).count();
-    return ns / repetitions / static_cast<double>(n);
+    return speed_table::time_per_element(n, [&] { run(kernel, root); });
   }
 };
-
-struct Summary {
-  double median, low, high;
-};
-
-Summary summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v.front(), v.back()};
-}
 
 // (instruction set, dtype bits 32 or 64, elements, kernel, square root)
 using Key = std::tuple<rmsprop_ext::Isa, int, std::int64_t, Kernel, SquareRoot>;
 
-std::string cell(const std::vector<double>& v, const char* format) {
-  const Summary s = summarize(v);
-  char text[64];
-  std::snprintf(text, sizeof text, format, s.median, s.low, s.high);
-  return std::string(text);
-}
-
-// a[r] / b[r] for each round r.
-std::vector<double> per_round(const std::vector<double>& a, const std::vector<double>& b) {
-  std::vector<double> ratio;
-  for (std::size_t r = 0; r < a.size(); ++r) {
-    ratio.push_back(a[r] / b[r]);
-  }
-  return ratio;
-}
+using speed_table::cell;
+using speed_table::per_round;
 
 }  // namespace
 

@@ -17,7 +17,6 @@
 // per element. Reported: medians over the rounds with [min-max], and each limit's time over the
 // form's, round by round (median [min-max]).
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -33,10 +32,10 @@
 #include "core/quantized.h"
 #include "core/rmsprop.h"
 #include "core/storage.h"
+#include "speed_table.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using rmsprop_ext::bfloat16;
 using rmsprop_ext::code8;
 using rmsprop_ext::Compensation;
@@ -192,36 +191,9 @@ struct SqrtDivide {
   void run() { rmsprop_ext::sqrt_divide(n, numerator.data, radicand.data, out.data); }
 };
 
-// Nanoseconds per element of one call of f on n elements, from repetitions filling about 2 ms.
-template <typename F>
-double time_per_element(std::int64_t n, F&& f) {
-  f();  // warm: the buffers in cache, the code paged in
-  int repetitions = 0;
-  const auto start = Clock::now();
-  auto now = start;
-  do {
-    f();
-    ++repetitions;
-    now = Clock::now();
-  } while (now - start < std::chrono::milliseconds(2));
-  return std::chrono::duration<double, std::nano>(now - start).count() / repetitions /
-         static_cast<double>(n);
-}
-
-std::string cell(std::vector<double> v, const char* format) {
-  std::sort(v.begin(), v.end());
-  char text[64];
-  std::snprintf(text, sizeof text, format, v[v.size() / 2], v.front(), v.back());
-  return std::string(text);
-}
-
-std::vector<double> per_round(const std::vector<double>& a, const std::vector<double>& b) {
-  std::vector<double> ratio;
-  for (std::size_t r = 0; r < a.size(); ++r) {
-    ratio.push_back(a[r] / b[r]);
-  }
-  return ratio;
-}
+using speed_table::cell;
+using speed_table::per_round;
+using speed_table::time_per_element;
 
 constexpr int kSqrtDivide = -1;  // the form index of the limit's case
 

@@ -487,30 +487,37 @@ def inductor_available() -> bool:
     return torch_available() and any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
 
 
-def torch_compiled_rmsprop(count: int, n: int, variant: str) -> StepFn:
-    """torch.compile(opt.step) of torch.optim.RMSprop, as the PyTorch docs suggest for a faster
-    optimizer: inductor generates one C++ loop for the whole step. Compiled here, before the
-    timing; the step it returns carries the compile time as its `note`."""
+def compiled_step(step: Callable[[], Any]) -> StepFn:
+    """torch.compile(step), compiled here by one call (before any timing); the step it returns
+    carries the compile time as its `note`."""
     import torch
 
-    params, state = _params_on_shared_memory(count, n, variant)
-    opt = torch.optim.RMSprop(params, lr=LR, alpha=ALPHA, **VARIANTS[variant][0])
-    _share_state(opt, state, n)
     with warnings.catch_warnings():
         # inductor's import calls torch's own deprecated torch.jit.script_method (torch 2.13)
         warnings.filterwarnings(
             "ignore", "`torch.jit.script_method` is deprecated", DeprecationWarning
         )
-        compiled = torch.compile(opt.step)
+        compiled = torch.compile(step)
         start = time.perf_counter()
         compiled()
         seconds = time.perf_counter() - start
 
-    def step() -> None:
+    def run() -> None:
         compiled()
 
-    step.note = f"torch.compile(opt.step); compiled in {seconds:.1f} s"  # type: ignore[attr-defined]
-    return step
+    run.note = f"torch.compile(opt.step); compiled in {seconds:.1f} s"  # type: ignore[attr-defined]
+    return run
+
+
+def torch_compiled_rmsprop(count: int, n: int, variant: str) -> StepFn:
+    """torch.compile(opt.step) of torch.optim.RMSprop, as the PyTorch docs suggest for a faster
+    optimizer: inductor generates one C++ loop for the whole step (see compiled_step)."""
+    import torch
+
+    params, state = _params_on_shared_memory(count, n, variant)
+    opt = torch.optim.RMSprop(params, lr=LR, alpha=ALPHA, **VARIANTS[variant][0])
+    _share_state(opt, state, n)
+    return compiled_step(opt.step)
 
 
 def torch_fused_adagrad(count: int, n: int, variant: str) -> StepFn:

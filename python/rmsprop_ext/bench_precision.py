@@ -106,9 +106,12 @@ TORCH_PEERS = [
 ]
 
 
+_FORMS_BY_LABEL = {form.label: form for form in FORMS}
+
+
 def roofline_of(label: str) -> str | None:
     """The roofline case of the native form `label`, or None for other rows."""
-    form = next((f for f in FORMS if f.label == label), None)
+    form = _FORMS_BY_LABEL.get(label)
     return form.roofline if form else None
 
 
@@ -188,10 +191,7 @@ def torch_low_precision(
     n: int, dtype: str, foreach: bool, variant: str = "plain", compiled: bool = False
 ) -> Callable[[], Any]:
     """torch.optim.RMSprop on one parameter of `dtype` (its state in that dtype too); compiled:
-    torch.compile(opt.step), compiled here, with its compile time as the step's `note`."""
-    import time
-    import warnings
-
+    torch.compile(opt.step) (bench.compiled_step)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -200,23 +200,9 @@ def torch_low_precision(
     opt = torch.optim.RMSprop([p], lr=LR, alpha=ALPHA, foreach=foreach, **VARIANT_OPTIONS[variant])
     if not compiled:
         return opt.step
-    with warnings.catch_warnings():
-        # inductor's import calls torch's own deprecated torch.jit.script_method (torch 2.13)
-        warnings.filterwarnings(
-            "ignore", "`torch.jit.script_method` is deprecated", DeprecationWarning
-        )
-        step = torch.compile(opt.step)
-        start = time.perf_counter()
-        step()
-        seconds = time.perf_counter() - start
+    from .bench import compiled_step
 
-    def compiled_step() -> None:
-        step()
-
-    compiled_step.note = (  # type: ignore[attr-defined]
-        f"torch.compile(opt.step); compiled in {seconds:.1f} s"
-    )
-    return compiled_step
+    return compiled_step(opt.step)
 
 
 def bitsandbytes_rmsprop8bit(n: int) -> Callable[[], Any] | None:
@@ -233,7 +219,7 @@ def bitsandbytes_rmsprop8bit(n: int) -> Callable[[], Any] | None:
 
 
 def _form(label: str) -> PrecisionForm:
-    return next(form for form in FORMS if form.label == label)
+    return _FORMS_BY_LABEL[label]
 
 
 def precision_cases(n: int, threads: int, case: Callable[..., Any]) -> list[Any]:
