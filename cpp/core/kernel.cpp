@@ -270,7 +270,9 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
     update(begin, end);
     return;
   }
-  if constexpr (!kSixteenBit<P>) {
+  // A variant with a kMkl* root is dispatched only where this kernel computes that root, so it
+  // always runs in registers: the blocks are instantiated for the IEEE variants alone.
+  if constexpr (!kSixteenBit<P> && V::root == SquareRoot::kIeee) {
     // The same two halves with the outside square root between them, block by block: the memory
     // is still read and written once, the block's intermediates stay in cache.
     const SqrtBlockFn<P> sqrt_block = sqrt_block_for(hp, static_cast<P*>(nullptr));
@@ -482,16 +484,21 @@ void with_momentum(const Hyperparams& hp, F&& f) {
   }
 }
 
-// Calls f with the Decay kind for one parameter as a compile-time constant.
-template <typename F>
+// Calls f with the Decay kind for one parameter as a compile-time constant. kFused (the decay in
+// one multiply-add) comes only with fused multiply-adds, so it is not instantiated without them.
+template <bool kFusedMultiplyAdd, typename F>
 void with_decay(const Hyperparams& hp, bool complex_pairs, F&& f) {
   if (hp.weight_decay == 0.0 || hp.decoupled_weight_decay) {
     f(std::integral_constant<Decay, Decay::kNone>{});
-  } else if (hp.fused_multiply_add && !complex_pairs) {
-    f(std::integral_constant<Decay, Decay::kFused>{});
-  } else {
-    f(std::integral_constant<Decay, Decay::kSeparate>{});
+    return;
   }
+  if constexpr (kFusedMultiplyAdd) {
+    if (!complex_pairs) {
+      f(std::integral_constant<Decay, Decay::kFused>{});
+      return;
+    }
+  }
+  f(std::integral_constant<Decay, Decay::kSeparate>{});
 }
 
 // Calls f with `root` as a compile-time constant when this kernel computes it for T (each kernel
@@ -525,8 +532,8 @@ void dispatch_variant(const Hyperparams& hp, bool complex_pairs, F&& f) {
     with_momentum(hp, [&](auto momentum) {
       with_flag(
           hp.eps_in_sqrt || hp.bias_correction || hp.decoupled_weight_decay, [&](auto extended) {
-            with_decay(hp, complex_pairs, [&](auto decay) {
-              with_flag(hp.fused_multiply_add, [&](auto fused) {
+            with_flag(hp.fused_multiply_add, [&](auto fused) {
+              with_decay<decltype(fused)::value>(hp, complex_pairs, [&](auto decay) {
                 with_square_root<T>(square_root_for(hp, static_cast<T*>(nullptr)), [&](auto root) {
                   f(Variant<decltype(centered)::value, decltype(momentum)::value,
                             decltype(extended)::value ? Options::kExtended : Options::kTorch,
