@@ -246,8 +246,10 @@ def test_non_finite_sixteen_bit_values_follow_torch_in_vector_lanes(
 ) -> None:
     """NaN, infinities, the largest values and subnormals in the vector body (not only in the
     scalar tail): torch rounds each intermediate result, and a NaN must stay a NaN through every
-    rounding. Which NaN is not compared: torch's own loops store some as 0xFFFF where rmsprop_ext
-    stores 0x7FC0 (the NaN of torch's scalar conversion)."""
+    rounding, whatever its payload (signalling ones and all-ones ones included: the vector
+    kernels' bfloat16 rounding relies on NaNs never carrying out of the low half). Which NaN is
+    not compared: torch's own loops store some as 0xFFFF where rmsprop_ext stores 0x7FC0 (the NaN
+    of torch's scalar conversion)."""
     import torch
 
     def same(a: Any, b: Any) -> bool:
@@ -260,14 +262,25 @@ def test_non_finite_sixteen_bit_values_follow_torch_in_vector_lanes(
     info = torch.finfo(dtype)
     specials = [float("nan"), -float("nan"), float("inf"), -float("inf"), info.max, -info.max]
     specials += [info.tiny / 4, -info.tiny / 4, 0.0, -0.0, 1.0, -3.0]
+    # NaN bit patterns: signalling and quiet, both signs, the smallest and the largest payloads.
+    exponent = 0x7F80 if dtype == torch.bfloat16 else 0x7C00
+    payloads = [exponent | 1, 0x7FFF, -1, -0x8000 | exponent | 1]
     generator = torch.Generator().manual_seed(3)
-    grads = []
-    for _ in range(4):
-        grad = torch.randn(256, generator=generator)
-        positions = torch.randperm(256, generator=generator)[: 3 * len(specials)]
-        grad[positions] = torch.tensor(specials * 3)
-        grads.append(grad.to(dtype))
+
+    def with_specials(values: Any) -> Any:
+        positions = torch.randperm(256, generator=generator)[: 3 * len(specials + payloads)]
+        values[positions[: 3 * len(specials)]] = torch.tensor(specials * 3)
+        values = values.to(dtype)
+        patterns = torch.tensor(payloads * 3, dtype=torch.int16)
+        values.view(torch.int16)[positions[3 * len(specials) :]] = patterns
+        return values
+
+    grads = [with_specials(torch.randn(256, generator=generator)) for _ in range(4)]
+    # The parameter's own NaNs, only a few, so that most lanes still take the updates' roundings.
     start = torch.randn(256, generator=generator).to(dtype)
+    start.view(torch.int16)[torch.randperm(256, generator=generator)[: len(payloads)]] = (
+        torch.tensor(payloads, dtype=torch.int16)
+    )
     ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
     opt_ours = rmsprop_ext.RMSprop([ours], lr=0.01, **kwargs)
     opt_theirs = torch.optim.RMSprop([theirs], lr=0.01, foreach=False, **kwargs)

@@ -158,14 +158,15 @@ struct Avx2Ops<float> {
   static Vec load(const float16* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
-  static void store(bfloat16* p, Vec v) { store_halves(p, bfloat16_bits(v)); }
+  static void store(bfloat16* p, Vec v) { store_high_halves(p, bfloat16_sum_or_nan(v)); }
   static void store(float16* p, Vec v) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
   }
   static Vec store_rounded(bfloat16* p, Vec v) {
-    const __m256i bits = bfloat16_bits(v);
-    store_halves(p, bits);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+    const __m256i sum = bfloat16_sum_or_nan(v);
+    store_high_halves(p, sum);
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(sum, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
   }
   static Vec store_rounded(float16* p, Vec v) {
     const __m128i halves = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
@@ -173,13 +174,17 @@ struct Avx2Ops<float> {
     return _mm256_cvtph_ps(halves);
   }
   // A value rounded to bfloat16 and back, which torch's 16-bit arithmetic does after every
-  // operation: the rounding bias added and the low half cleared in place (no shifts down and up),
-  // and a NaN kept a NaN by setting every bit (one OR, where a blend costs three operations on
-  // Intel): which NaN does not matter here, since every store writes torch's.
+  // operation: the rounding bias added and the low half cleared in place (no shifts down and up).
+  // No NaN case is needed, and none is paid for (two of the seven operations): every NaN that
+  // torch's bfloat16 arithmetic meets has a zero low half. Its buffers hold bfloat16 (the high
+  // half of a float32), an operation on a NaN returns that NaN quieted (bit 22, in the high half)
+  // and an invalid one the default NaN 0xffc00000; and to a zero low half the bias adds at most
+  // 0x8000, which never carries into the high half, so such a NaN rounds to itself. Which NaN it
+  // is does not matter, since every store writes torch's. (tests/test_torch_bitwise.py sends NaNs
+  // of every payload through these roundings.)
   static Vec rounded(const bfloat16*, Vec v) {
-    const __m256 kept = _mm256_castsi256_ps(_mm256_and_si256(
-        bfloat16_rounding_sum(v), _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
-    return _mm256_or_ps(kept, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    return _mm256_castsi256_ps(_mm256_and_si256(bfloat16_rounding_sum(v),
+                                                _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
   }
   static Vec rounded(const float16*, Vec v) {
     return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
@@ -194,7 +199,7 @@ struct Avx2Ops<float> {
   }
   static void store_stochastic(bfloat16* p, Vec v, Bits random) {
     const __m256i sum = _mm256_add_epi32(_mm256_castps_si256(v), _mm256_srli_epi32(random, 16));
-    store_halves(p, nan_to_bfloat16(v, _mm256_srli_epi32(sum, 16)));
+    store_high_halves(p, high_halves_with_nan(v, sum));
   }
   // As to_float16_stochastic: vectors of float16 normals (nearly all) take its first case alone,
   // the others both cases blended.
@@ -257,20 +262,33 @@ struct Avx2Ops<float> {
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int>(0x846ca68bu)));
     return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
   }
-  // bfloat16 patterns in the low halves of the lanes, NaN lanes replaced by torch's NaN.
-  static __m256i nan_to_bfloat16(Vec v, __m256i patterns) {
-    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-    return _mm256_blendv_epi8(patterns, _mm256_set1_epi32(0x7fc0), nan);
-  }
   // v's bits plus the bias that rounds them to nearest-even bfloat16 in the high half (for a
   // non-NaN v).
   static __m256i bfloat16_rounding_sum(Vec v) {
     const __m256i bits = _mm256_castps_si256(v);
     const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-    return _mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff)));
+    // The bias added to v first, beside the parity: one operation less on the dependency chain.
+    return _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), odd);
   }
-  static __m256i bfloat16_bits(Vec v) {
-    return nan_to_bfloat16(v, _mm256_srli_epi32(bfloat16_rounding_sum(v), 16));
+  // The rounding sum with torch's NaN in the high half of NaN lanes: the high halves are the
+  // bfloat16 patterns to store.
+  static __m256i bfloat16_sum_or_nan(Vec v) {
+    return high_halves_with_nan(v, bfloat16_rounding_sum(v));
+  }
+  // `lanes` with torch's NaN pattern in the high half where v is NaN.
+  static __m256i high_halves_with_nan(Vec v, __m256i lanes) {
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    return _mm256_blendv_epi8(lanes, _mm256_set1_epi32(0x7fc00000), nan);
+  }
+  // Stores the high halves of the 8 lanes: one byte shuffle gathers them into the low 8 bytes of
+  // each 128-bit half, one permutation puts those side by side (where a shift, an extract and a
+  // pack took three operations).
+  static void store_high_halves(void* p, __m256i lanes) {
+    const __m256i gather =
+        _mm256_setr_epi8(2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10,
+                         11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(lanes, gather), 0x08);
+    _mm_storeu_si128(static_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
   }
   // All ones in the lanes whose value (below 2^31) is at least `bound`.
   static __m256i at_least(__m256i value, int bound) {
@@ -362,8 +380,12 @@ struct NeonOps<float> {
     vst1_u16(&p->bits, vreinterpret_u16_f16(halves));
     return vcvt_f32_f16(halves);
   }
+  // No NaN case, as Avx2Ops<float>::rounded explains: the bias added, the low half cleared.
   static Vec rounded(const bfloat16*, Vec v) {
-    return vreinterpretq_f32_u32(vshlq_n_u32(bfloat16_bits(v), 16));
+    const uint32x4_t bits = vreinterpretq_u32_f32(v);
+    const uint32x4_t odd = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
+    const uint32x4_t sum = vaddq_u32(bits, vaddq_u32(odd, vdupq_n_u32(0x7fff)));
+    return vreinterpretq_f32_u32(vandq_u32(sum, vdupq_n_u32(0xffff0000u)));
   }
   static Vec rounded(const float16*, Vec v) { return vcvt_f32_f16(vcvt_f16_f32(v)); }
   using Bits = uint32x4_t;
@@ -486,8 +508,13 @@ struct Avx512Ops<float> {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), halves);
     return _mm512_cvtph_ps(halves);
   }
+  // No NaN case, as Avx2Ops<float>::rounded explains: the bias added, the low half cleared.
   static Vec rounded(const bfloat16*, Vec v) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(bfloat16_bits(v), 16));
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i sum = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(sum, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
   static Vec rounded(const float16*, Vec v) {
     return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
