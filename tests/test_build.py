@@ -85,23 +85,38 @@ def test_build_info_and_cli_info() -> None:
     assert "isa_active" in result.stdout
 
 
-def test_import_and_numpy_api_work_without_torch() -> None:
-    code = """
-import sys
+# Two ways a process goes without torch: an import hook that finds no torch (as if not installed),
+# and sys.modules["torch"] = None, the standard way to hide an installed module.
+HIDE_TORCH = {
+    "not_installed": """
 class BlockTorch:
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch."):
             raise ModuleNotFoundError("No module named 'torch'", name="torch")
 sys.meta_path.insert(0, BlockTorch())
+""",
+    "hidden_in_sys_modules": """
+sys.modules["torch"] = None
+""",
+}
+
+
+@pytest.mark.parametrize("hide_torch", sorted(HIDE_TORCH))
+def test_import_and_numpy_api_work_without_torch(hide_torch: str) -> None:
+    code = (
+        "import sys\n"
+        + HIDE_TORCH[hide_torch]
+        + """
 import numpy as np, rmsprop_ext
 p, s = np.ones(5), np.zeros(5)
 rmsprop_ext.rmsprop_step(p, np.ones(5), s, lr=0.1)
-assert (p < 1).all() and "torch" not in sys.modules
+assert (p < 1).all() and sys.modules.get("torch") is None
 try:
     rmsprop_ext.RMSprop
 except ImportError as e:
     print("ImportError:", e)
 """
+    )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert "ImportError: rmsprop_ext.RMSprop needs PyTorch" in result.stdout

@@ -327,7 +327,8 @@ def resolve_rounding(rounding: str) -> dict[str, Any]:
             "torch_sqrt": False,
             "round_each_op": False,
         }
-    if "torch" not in sys.modules:
+    # Not imported, or hidden the standard way (sys.modules["torch"] = None): no torch to follow.
+    if sys.modules.get("torch") is None:
         capability = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
         return {
             "fused_multiply_add": _torch_rule(capability),
