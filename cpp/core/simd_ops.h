@@ -382,10 +382,7 @@ struct NeonOps<float> {
   }
   // No NaN case, as Avx2Ops<float>::rounded explains: the bias added, the low half cleared.
   static Vec rounded(const bfloat16*, Vec v) {
-    const uint32x4_t bits = vreinterpretq_u32_f32(v);
-    const uint32x4_t odd = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
-    const uint32x4_t sum = vaddq_u32(bits, vaddq_u32(odd, vdupq_n_u32(0x7fff)));
-    return vreinterpretq_f32_u32(vandq_u32(sum, vdupq_n_u32(0xffff0000u)));
+    return vreinterpretq_f32_u32(vandq_u32(bfloat16_rounding_sum(v), vdupq_n_u32(0xffff0000u)));
   }
   static Vec rounded(const float16*, Vec v) { return vcvt_f32_f16(vcvt_f16_f32(v)); }
   using Bits = uint32x4_t;
@@ -424,11 +421,15 @@ struct NeonOps<float> {
     const uint32x4_t ordered = vceqq_f32(v, v);
     return vbslq_u32(ordered, patterns, vdupq_n_u32(0x7fc0));
   }
-  static uint32x4_t bfloat16_bits(Vec v) {
+  // v's bits plus the bias that rounds them to nearest-even bfloat16 in the high half (for a
+  // non-NaN v).
+  static uint32x4_t bfloat16_rounding_sum(Vec v) {
     const uint32x4_t bits = vreinterpretq_u32_f32(v);
     const uint32x4_t odd = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
-    const uint32x4_t bias = vaddq_u32(odd, vdupq_n_u32(0x7fff));
-    return nan_to_bfloat16(v, vshrq_n_u32(vaddq_u32(bits, bias), 16));
+    return vaddq_u32(vaddq_u32(bits, vdupq_n_u32(0x7fff)), odd);
+  }
+  static uint32x4_t bfloat16_bits(Vec v) {
+    return nan_to_bfloat16(v, vshrq_n_u32(bfloat16_rounding_sum(v), 16));
   }
 };
 
@@ -510,11 +511,8 @@ struct Avx512Ops<float> {
   }
   // No NaN case, as Avx2Ops<float>::rounded explains: the bias added, the low half cleared.
   static Vec rounded(const bfloat16*, Vec v) {
-    const __m512i bits = _mm512_castps_si512(v);
-    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i sum = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
-    return _mm512_castsi512_ps(
-        _mm512_and_si512(sum, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+    return _mm512_castsi512_ps(_mm512_and_si512(bfloat16_rounding_sum(v),
+                                                _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
   static Vec rounded(const float16*, Vec v) {
     return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -596,11 +594,15 @@ struct Avx512Ops<float> {
     return _mm512_mask_mov_epi32(patterns, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
                                  _mm512_set1_epi32(0x7fc0));
   }
-  static __m512i bfloat16_bits(Vec v) {
+  // v's bits plus the bias that rounds them to nearest-even bfloat16 in the high half (for a
+  // non-NaN v).
+  static __m512i bfloat16_rounding_sum(Vec v) {
     const __m512i bits = _mm512_castps_si512(v);
     const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
-    return nan_to_bfloat16(v, _mm512_srli_epi32(_mm512_add_epi32(bits, bias), 16));
+    return _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), odd);
+  }
+  static __m512i bfloat16_bits(Vec v) {
+    return nan_to_bfloat16(v, _mm512_srli_epi32(bfloat16_rounding_sum(v), 16));
   }
   static void store_halves(void* p, __m512i lanes) {
     _mm256_storeu_si256(static_cast<__m256i*>(p), _mm512_cvtepi32_epi16(lanes));
