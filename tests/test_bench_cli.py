@@ -76,11 +76,30 @@ def test_bench_writes_tables_json_and_plot(
         assert "of its roofline" in printed
         if bench.inductor_available():
             assert {"torch RMSprop compiled", "torch RMSprop bf16 compiled"} <= names
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability().lower()
+        assert all(f"torch {capability}, torch sqrt" in title for title in titles)
+        assert data["torch_isa"] == capability
     assert all(
         row["median_s"] > 0 and row["min_s"] <= row["median_s"] <= row["max_s"]
         for row in data["rows"]
     )
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_info_names_the_instruction_set_torch_runs() -> None:
+    # torch's kernels and inductor's C++ follow ATEN_CPU_CAPABILITY: every CPU with AVX2 can run
+    # torch's avx2 kernels, which is how the peers are timed as on an AVX2-only CPU.
+    pytest.importorskip("torch")
+    result = subprocess.run(
+        [sys.executable, "-m", "rmsprop_ext", "info"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
+        check=True,
+    )
+    assert "torch_isa      default" in result.stdout.splitlines()
 
 
 def test_bench_runs_without_torch() -> None:

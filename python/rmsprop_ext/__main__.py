@@ -25,6 +25,7 @@ def _info(_: argparse.Namespace) -> int:
         import torch
 
         print(f"{'torch':14} {torch.__version__}")
+        print(f"{'torch_isa':14} {_torch_capability()}")
         # Which square root torch.sqrt takes here (MKL's code path differs by CPU), and whether
         # the active kernel computes it in its pass or calls MKL's function on blocks.
         print(f"{'torch_sqrt':14} {_torch_sqrt_line(info['isa_active'])}")
@@ -41,14 +42,25 @@ def _torch_sqrt_line(isa: str) -> str:
     )
 
 
+def _torch_capability() -> str:
+    """The instruction set of torch's own kernels and of inductor's generated C++ (both follow
+    ATEN_CPU_CAPABILITY), which sets the speed of every torch peer."""
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability()).lower()
+
+
 def _table_context(isa: str, use_torch: bool) -> str:
-    """The kernel and torch's square root, for every table's title."""
+    """The kernel, torch's instruction set and torch's square root, for every table's title."""
     if not use_torch:
         return f"{isa} kernel"
     from ._rounding import torch_square_roots
 
     forms = torch_square_roots()
-    return f"{isa} kernel, torch sqrt float32 {forms['float32']}, float64 {forms['float64']}"
+    return (
+        f"{isa} kernel, torch {_torch_capability()}, torch sqrt float32 {forms['float32']}, "
+        f"float64 {forms['float64']}"
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -77,6 +89,7 @@ def _bench(args: argparse.Namespace) -> int:
     )
     print(headline)
     if use_torch:
+        print(f"torch's kernels: {_torch_capability()}")
         print(f"torch's square root: {_torch_sqrt_line(info['isa_active'])}")
     if not use_torch:
         print("torch is not installed: the torch peers were skipped")
@@ -91,6 +104,7 @@ def _bench(args: argparse.Namespace) -> int:
                 {
                     "build_info": info,
                     "machine": machine,
+                    "torch_isa": _torch_capability() if use_torch else None,
                     "torch_sqrt": _torch_sqrt_line(info["isa_active"]) if use_torch else None,
                     "rows": [r.as_dict() for r in rows],
                     "summary": summary_lines(rows),
