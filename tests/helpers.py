@@ -102,3 +102,20 @@ def run_on_two_ranks(script: Path, *args: str, isa: str, timeout: float) -> str:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+# Two ways a process goes without torch, as code for a child interpreter to run first (after
+# `import sys`): an import hook that finds no torch (as if not installed), and
+# sys.modules["torch"] = None, the standard way to hide an installed module.
+HIDE_TORCH = {
+    "not_installed": """
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+sys.meta_path.insert(0, BlockTorch())
+""",
+    "hidden_in_sys_modules": """
+sys.modules["torch"] = None
+""",
+}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import HIDE_TORCH
 from rmsprop_ext.__main__ import main
 
 TINY = [
@@ -104,13 +105,7 @@ def test_info_names_the_instruction_set_torch_runs() -> None:
 
 def test_bench_runs_without_torch() -> None:
     code = (
-        "import sys\n"
-        "class BlockTorch:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch' or name.startswith('torch.'):\n"
-        "            raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
-        "sys.meta_path.insert(0, BlockTorch())\n"
-        "from rmsprop_ext.__main__ import main\n"
+        "import sys\n" + HIDE_TORCH["not_installed"] + "from rmsprop_ext.__main__ import main\n"
         f"sys.exit(main({TINY!r}))\n"
     )
     result = subprocess.run(

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import rmsprop_ext
+from helpers import HIDE_TORCH
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -83,22 +84,6 @@ def test_build_info_and_cli_info() -> None:
         [sys.executable, "-m", "rmsprop_ext", "info"], capture_output=True, text=True, check=True
     )
     assert "isa_active" in result.stdout
-
-
-# Two ways a process goes without torch: an import hook that finds no torch (as if not installed),
-# and sys.modules["torch"] = None, the standard way to hide an installed module.
-HIDE_TORCH = {
-    "not_installed": """
-class BlockTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError("No module named 'torch'", name="torch")
-sys.meta_path.insert(0, BlockTorch())
-""",
-    "hidden_in_sys_modules": """
-sys.modules["torch"] = None
-""",
-}
 
 
 @pytest.mark.parametrize("hide_torch", sorted(HIDE_TORCH))
