@@ -12,6 +12,14 @@
 // With an instruction set and a form's name (e.g. avx2 "bf16/bf16 torch"), only that step runs,
 // over and over, for a sampling profiler (perf record).
 //
+//   build/core/rmsprop_storage_speed limit [rounds] [elements] [threads] [isa]
+//
+// times each form where memory could limit it (default 16,777,216 elements, 2 threads) against
+// its compute limit: the same step, the same threads, the same number of elements in one call, but
+// each thread updating its own 16,384 elements over and over (in L1/L2), so only the arithmetic is
+// timed; and against its roofline at the full size. A form whose compute limit is slower than its
+// roofline is bound by its arithmetic at that size, and "of compute limit" says how close it runs.
+//
 // Every (instruction set, form, kernel) case runs once per round, the cases of a round in a fresh
 // random order; each run repeats the kernel until about 2 ms have passed and records nanoseconds
 // per element. Reported: medians over the rounds with [min-max], and each limit's time over the
@@ -20,7 +28,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -29,6 +36,7 @@
 #include <vector>
 
 #include "core/isa.h"
+#include "core/kernels.h"
 #include "core/quantized.h"
 #include "core/rmsprop.h"
 #include "core/storage.h"
@@ -76,7 +84,7 @@ enum class Kernel { kStep, kRoofline };
 class Form {
  public:
   virtual ~Form() = default;
-  virtual void run(Kernel kernel) = 0;
+  virtual void run(Kernel kernel, int threads = 1) = 0;
 };
 
 // One parameter of P with state S, plain or with momentum and centering.
@@ -114,14 +122,16 @@ class Buffers final : public Form {
     b_.size = n;
   }
 
-  void run(Kernel kernel) override {
+  void run(Kernel kernel, int threads) override {
     b_.step += 1;  // the stochastic rounding's counter moves on, as in training
     if (kernel == Kernel::kStep) {
-      rmsprop_ext::step(&b_, 1, hp_, 1);
+      rmsprop_ext::step(&b_, 1, hp_, threads);
     } else {
-      rmsprop_ext::roofline_step(&b_, 1, hp_, 1);
+      rmsprop_ext::roofline_step(&b_, 1, hp_, threads);
     }
   }
+
+  const rmsprop_ext::ParamBuffers<P, S>& buffers() const { return b_; }
 
  private:
   rmsprop_ext::Hyperparams hp_;
@@ -132,12 +142,52 @@ class Buffers final : public Form {
   Buffer<std::int8_t> exponents_;
 };
 
+using MakeForm = std::unique_ptr<Form> (*)(std::int64_t, const rmsprop_ext::Hyperparams&);
+using MakeInCache = std::unique_ptr<Form> (*)(std::int64_t, int, std::int64_t,
+                                              const rmsprop_ext::Hyperparams&);
+
 struct FormSpec {
   const char* name;
-  std::function<std::unique_ptr<Form>(std::int64_t, const rmsprop_ext::Hyperparams&)> make;
+  MakeForm make;
+  MakeInCache make_in_cache;
   Compensation compensation = Compensation::kNone;
   bool round_each_op = false;
   bool momentum_centered = false;
+  // float32's square root: MKL's code paths cost arithmetic the IEEE root does not.
+  rmsprop_ext::SquareRoot root = rmsprop_ext::SquareRoot::kIeee;
+};
+
+// The compute limit of a form: one call of `threads` threads over n elements, as the full-size
+// step, where each thread's share is its own small buffers listed over and over (step() splits the
+// list's elements evenly and in order, so thread t gets exactly the copies of buffers t).
+template <typename P, typename S>
+class InCacheCopies final : public Form {
+ public:
+  InCacheCopies(std::int64_t n, int threads, std::int64_t per_thread,
+                const rmsprop_ext::Hyperparams& hp)
+      : hp_(hp) {
+    const std::int64_t copies = n / (per_thread * threads);
+    for (int t = 0; t < threads; ++t) {
+      owners_.push_back(std::make_unique<Buffers<P, S>>(per_thread, hp));
+      items_.insert(items_.end(), static_cast<std::size_t>(copies), owners_.back()->buffers());
+    }
+  }
+
+  void run(Kernel kernel, int threads) override {
+    for (auto& item : items_) {
+      item.step += 1;
+    }
+    if (kernel == Kernel::kStep) {
+      rmsprop_ext::step(items_.data(), items_.size(), hp_, threads);
+    } else {
+      rmsprop_ext::roofline_step(items_.data(), items_.size(), hp_, threads);
+    }
+  }
+
+ private:
+  rmsprop_ext::Hyperparams hp_;
+  std::vector<std::unique_ptr<Buffers<P, S>>> owners_;
+  std::vector<rmsprop_ext::ParamBuffers<P, S>> items_;
 };
 
 template <typename P, typename S>
@@ -145,28 +195,54 @@ std::unique_ptr<Form> make(std::int64_t n, const rmsprop_ext::Hyperparams& hp) {
   return std::make_unique<Buffers<P, S>>(n, hp);
 }
 
+template <typename P, typename S>
+std::unique_ptr<Form> make_in_cache(std::int64_t n, int threads, std::int64_t per_thread,
+                                    const rmsprop_ext::Hyperparams& hp) {
+  return std::make_unique<InCacheCopies<P, S>>(n, threads, per_thread, hp);
+}
+
 const FormSpec kForms[] = {
-    {"fp32/fp32", make<float, float>},
-    {"bf16/bf16 torch", make<bfloat16, bfloat16>, Compensation::kNone, true},
-    {"bf16/bf16 once", make<bfloat16, bfloat16>},
-    {"bf16/bf16 Kahan", make<bfloat16, bfloat16>, Compensation::kKahan},
-    {"bf16/bf16 SR", make<bfloat16, bfloat16>, Compensation::kStochastic},
-    {"bf16/fp32", make<bfloat16, float>},
-    {"fp16/fp16 torch", make<float16, float16>, Compensation::kNone, true},
-    {"fp16/fp16 SR", make<float16, float16>, Compensation::kStochastic},
-    {"fp32/bf16", make<float, bfloat16>},
-    {"bf16/8bit SR", make<bfloat16, code8>, Compensation::kStochastic},
-    {"bf16/8bit", make<bfloat16, code8>},
-    {"fp32/8bit", make<float, code8>},
-    {"bf16/bf16 torch m+c", make<bfloat16, bfloat16>, Compensation::kNone, true, true},
-    {"fp32/fp32 m+c", make<float, float>, Compensation::kNone, false, true},
+    {"fp32/fp32", make<float, float>, make_in_cache<float, float>},
+    {"bf16/bf16 torch", make<bfloat16, bfloat16>, make_in_cache<bfloat16, bfloat16>,
+     Compensation::kNone, true},
+    {"bf16/bf16 once", make<bfloat16, bfloat16>, make_in_cache<bfloat16, bfloat16>},
+    {"bf16/bf16 Kahan", make<bfloat16, bfloat16>, make_in_cache<bfloat16, bfloat16>,
+     Compensation::kKahan},
+    {"bf16/bf16 SR", make<bfloat16, bfloat16>, make_in_cache<bfloat16, bfloat16>,
+     Compensation::kStochastic},
+    {"bf16/fp32", make<bfloat16, float>, make_in_cache<bfloat16, float>},
+    {"fp16/fp16 torch", make<float16, float16>, make_in_cache<float16, float16>,
+     Compensation::kNone, true},
+    {"fp16/fp16 SR", make<float16, float16>, make_in_cache<float16, float16>,
+     Compensation::kStochastic},
+    {"fp32/bf16", make<float, bfloat16>, make_in_cache<float, bfloat16>},
+    {"bf16/8bit SR", make<bfloat16, code8>, make_in_cache<bfloat16, code8>,
+     Compensation::kStochastic},
+    {"bf16/8bit", make<bfloat16, code8>, make_in_cache<bfloat16, code8>},
+    {"fp32/8bit", make<float, code8>, make_in_cache<float, code8>},
+    {"bf16/bf16 torch m+c", make<bfloat16, bfloat16>, make_in_cache<bfloat16, bfloat16>,
+     Compensation::kNone, true, true},
+    {"fp32/fp32 m+c", make<float, float>, make_in_cache<float, float>, Compensation::kNone, false,
+     true},
+    {"fp32/fp32 mkl_avx512", make<float, float>, make_in_cache<float, float>, Compensation::kNone,
+     false, false, rmsprop_ext::SquareRoot::kMklAvx512},
+    {"fp32/fp32 mkl_avx2", make<float, float>, make_in_cache<float, float>, Compensation::kNone,
+     false, false, rmsprop_ext::SquareRoot::kMklAvx2},
+    {"fp32/fp32 mkl_sse42", make<float, float>, make_in_cache<float, float>, Compensation::kNone,
+     false, false, rmsprop_ext::SquareRoot::kMklSse42},
 };
+
+// Whether `isa`'s kernel runs the form (the MKL square roots are in the avx2 and avx512 kernels).
+bool runs(rmsprop_ext::Isa isa, const FormSpec& form) {
+  return rmsprop_ext::computes_square_root<float>(isa, form.root);
+}
 
 rmsprop_ext::Hyperparams hyperparams(const FormSpec& form) {
   rmsprop_ext::Hyperparams hp;
   hp.lr = 1e-6;  // small steps: the values stay where they started over many repetitions
   hp.compensation = form.compensation;
   hp.round_each_op = form.round_each_op;
+  hp.square_root_f32 = form.root;
   if (form.momentum_centered) {
     hp.momentum = 0.9;
     hp.centered = true;
@@ -197,9 +273,86 @@ using speed_table::time_per_element;
 
 constexpr int kSqrtDivide = -1;  // the form index of the limit's case
 
+// Elements of each thread's own buffers in a compute-limit case: in L1/L2 for every form.
+constexpr std::int64_t kInCachePerThread = 16384;
+
+// The "limit" mode (see the top of the file): every form on one instruction set at n elements
+// with `threads` threads, against its roofline and its compute limit.
+int compute_limit_table(int rounds, std::int64_t n, int threads, rmsprop_ext::Isa isa) {
+  const std::int64_t share = kInCachePerThread * threads;
+  if (n < share || n % share != 0) {
+    std::fprintf(stderr, "elements must be a multiple of %lld (16384 per thread)\n",
+                 static_cast<long long>(share));
+    return 2;
+  }
+  rmsprop_ext::set_active_isa(isa);
+  enum Case { kStepCase, kRooflineCase, kLimitCase };
+  const int form_count = static_cast<int>(sizeof kForms / sizeof kForms[0]);
+  std::vector<std::unique_ptr<Form>> full, in_cache;
+  std::vector<std::pair<int, Case>> cases;
+  for (int f = 0; f < form_count; ++f) {
+    const rmsprop_ext::Hyperparams hp = hyperparams(kForms[f]);
+    if (!runs(isa, kForms[f])) {
+      full.emplace_back();
+      in_cache.emplace_back();
+      continue;
+    }
+    full.push_back(kForms[f].make(n, hp));
+    in_cache.push_back(kForms[f].make_in_cache(n, threads, kInCachePerThread, hp));
+    for (Case c : {kStepCase, kRooflineCase, kLimitCase}) {
+      cases.emplace_back(f, c);
+    }
+  }
+  std::map<std::pair<int, Case>, std::vector<double>> times;
+  std::mt19937 shuffler(7);
+  for (int round = 0; round < rounds; ++round) {
+    std::shuffle(cases.begin(), cases.end(), shuffler);
+    for (const auto& key : cases) {
+      const auto [f, c] = key;
+      const auto index = static_cast<std::size_t>(f);
+      Form& form = c == kLimitCase ? *in_cache[index] : *full[index];
+      const Kernel kernel = c == kRooflineCase ? Kernel::kRoofline : Kernel::kStep;
+      times[key].push_back(time_per_element(n, [&] { form.run(kernel, threads); }));
+    }
+  }
+  std::printf(
+      "%d rounds, %d threads, %lld elements, %s kernel; ns/element median [min-max]; compute "
+      "limit = the same step with each thread on its own %lld elements in cache; ratios per "
+      "round\n",
+      rounds, threads, static_cast<long long>(n), rmsprop_ext::isa_name(isa),
+      static_cast<long long>(kInCachePerThread));
+  std::printf("%-20s %-22s %-22s %-22s %-20s %-20s %-20s\n", "form", "step", "roofline",
+              "compute limit", "of roofline", "of compute limit", "limit / roofline");
+  for (int f = 0; f < form_count; ++f) {
+    if (!runs(isa, kForms[f])) {
+      continue;
+    }
+    const auto& step = times[{f, kStepCase}];
+    const auto& traffic = times[{f, kRooflineCase}];
+    const auto& limit = times[{f, kLimitCase}];
+    // limit / roofline: the roofline's time over the compute limit's; below 1, the arithmetic
+    // alone is slower than moving the form's bytes.
+    std::printf("%-20s %-22s %-22s %-22s %-20s %-20s %-20s\n", kForms[f].name,
+                cell(step, "%.3f [%.3f-%.3f]").c_str(), cell(traffic, "%.3f [%.3f-%.3f]").c_str(),
+                cell(limit, "%.3f [%.3f-%.3f]").c_str(),
+                cell(per_round(traffic, step), "%.2f [%.2f-%.2f]").c_str(),
+                cell(per_round(limit, step), "%.2f [%.2f-%.2f]").c_str(),
+                cell(per_round(traffic, limit), "%.2f [%.2f-%.2f]").c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "limit") {
+    const int rounds = argc > 2 ? std::atoi(argv[2]) : 11;
+    const std::int64_t n = argc > 3 ? std::atoll(argv[3]) : std::int64_t{1} << 24;
+    const int threads = argc > 4 ? std::atoi(argv[4]) : 2;
+    const rmsprop_ext::Isa isa =
+        argc > 5 ? rmsprop_ext::parse_isa(argv[5]) : rmsprop_ext::available_isas().back();
+    return compute_limit_table(rounds, n, threads, isa);
+  }
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 11;
   const std::int64_t n = argc > 2 ? std::atoll(argv[2]) : 16384;
   const int form_count = static_cast<int>(sizeof kForms / sizeof kForms[0]);
@@ -207,6 +360,10 @@ int main(int argc, char** argv) {
     for (int f = 0; f < form_count; ++f) {
       if (kForms[f].name == std::string(argv[4])) {
         rmsprop_ext::set_active_isa(rmsprop_ext::parse_isa(argv[3]));
+        if (!runs(rmsprop_ext::active_isa(), kForms[f])) {
+          std::fprintf(stderr, "the %s kernel does not run '%s'\n", argv[3], argv[4]);
+          return 2;
+        }
         const auto form = kForms[f].make(n, hyperparams(kForms[f]));
         const double ns = time_per_element(n, [&] {
           for (int r = 0; r < rounds * 1000; ++r) {
@@ -226,6 +383,9 @@ int main(int argc, char** argv) {
   std::map<rmsprop_ext::Isa, std::unique_ptr<SqrtDivide>> limits;
   for (rmsprop_ext::Isa isa : rmsprop_ext::available_isas()) {
     for (int f = 0; f < form_count; ++f) {
+      if (!runs(isa, kForms[f])) {
+        continue;
+      }
       forms[{isa, f}] = kForms[f].make(n, hyperparams(kForms[f]));
       cases.emplace_back(isa, f, Kernel::kStep);
       cases.emplace_back(isa, f, Kernel::kRoofline);
@@ -255,6 +415,9 @@ int main(int argc, char** argv) {
   for (rmsprop_ext::Isa isa : rmsprop_ext::available_isas()) {
     const auto& limit = times[{isa, kSqrtDivide, Kernel::kStep}];
     for (int f = 0; f < form_count; ++f) {
+      if (!runs(isa, kForms[f])) {
+        continue;
+      }
       const auto& step = times[{isa, f, Kernel::kStep}];
       const auto& traffic = times[{isa, f, Kernel::kRoofline}];
       std::printf("%-7s %-20s %-22s %-22s %-22s %-20s %-20s\n", rmsprop_ext::isa_name(isa),
