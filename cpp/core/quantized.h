@@ -17,7 +17,7 @@
 // within about 9% of float32's (relative standard deviation), with 4 about 6%.
 // An exponent byte of -128 marks a block that held a NaN or an infinity: it reads back as NaN.
 // Rounding to a code is to nearest (ties to even) or stochastic, with the generator of storage.h
-// (random_bits_once). The kernel rounds the state stochastically, so that the running averages
+// (random_bits). The kernel rounds the state stochastically, so that the running averages
 // stay unbiased: with alpha = 0.99 one step moves square_avg by about 1%, less than half the
 // spacing of its codes (3 to 6.25% of the value), so round to nearest would keep the old value.
 #pragma once
@@ -160,7 +160,7 @@ template <CodeKind kKind, bool kStochastic>
     const std::uint32_t bits = bits_of(values[i]);
     const float magnitude = float_of(bits & 0x7fffffffu) * inverse_scale;
     const std::uint32_t random =
-        kStochastic ? random_bits_once(key, first + static_cast<std::uint32_t>(i)) : 0u;
+        kStochastic ? random_bits(key, first + static_cast<std::uint32_t>(i)) : 0u;
     const std::uint32_t code = magnitude_code<kKind, kStochastic>(magnitude, random);
     // The sign of a signed code; a value rounded to zero keeps its sign, as -0.
     wide[i] = code | ((bits >> 24) & Layout::sign_bit);

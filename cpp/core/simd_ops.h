@@ -193,9 +193,7 @@ struct Avx2Ops<float> {
   static Bits random_bits(RandomKey key, std::uint32_t index) {
     const __m256i lanes = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(index)),
                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const __m256i first =
-        hash(_mm256_xor_si256(lanes, _mm256_set1_epi32(static_cast<int>(key.first))));
-    return hash(_mm256_xor_si256(first, _mm256_set1_epi32(static_cast<int>(key.second))));
+    return hash(_mm256_xor_si256(lanes, _mm256_set1_epi32(static_cast<int>(key.value))));
   }
   static void store_stochastic(bfloat16* p, Vec v, Bits random) {
     const __m256i sum = _mm256_add_epi32(_mm256_castps_si256(v), _mm256_srli_epi32(random, 16));
@@ -389,8 +387,7 @@ struct NeonOps<float> {
   static Bits random_bits(RandomKey key, std::uint32_t index) {
     static const std::uint32_t kLanes[4] = {0, 1, 2, 3};
     const uint32x4_t lanes = vaddq_u32(vdupq_n_u32(index), vld1q_u32(kLanes));
-    const uint32x4_t first = hash(veorq_u32(lanes, vdupq_n_u32(key.first)));
-    return hash(veorq_u32(first, vdupq_n_u32(key.second)));
+    return hash(veorq_u32(lanes, vdupq_n_u32(key.value)));
   }
   static void store_stochastic(bfloat16* p, Vec v, Bits random) {
     const uint32x4_t sum = vaddq_u32(vreinterpretq_u32_f32(v), vshrq_n_u32(random, 16));
@@ -522,9 +519,7 @@ struct Avx512Ops<float> {
     const __m512i lanes =
         _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(index)),
                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    const __m512i first =
-        hash(_mm512_xor_si512(lanes, _mm512_set1_epi32(static_cast<int>(key.first))));
-    return hash(_mm512_xor_si512(first, _mm512_set1_epi32(static_cast<int>(key.second))));
+    return hash(_mm512_xor_si512(lanes, _mm512_set1_epi32(static_cast<int>(key.value))));
   }
   static void store_stochastic(bfloat16* p, Vec v, Bits random) {
     const __m512i sum = _mm512_add_epi32(_mm512_castps_si512(v), _mm512_srli_epi32(random, 16));

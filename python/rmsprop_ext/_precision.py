@@ -149,10 +149,10 @@ def _mix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def random_key(seed: int, stream: int, step: int, index_high: int) -> tuple[int, int]:
-    """The generator's two 32-bit keys for elements index_high * 2^32 ... (storage.h)."""
+def random_key(seed: int, stream: int, step: int, index_high: int) -> int:
+    """The generator's 32-bit key for elements index_high * 2^32 ... (storage.h)."""
     key = _mix64(_mix64(_mix64(_mix64(seed) ^ stream) ^ step) ^ index_high)
-    return key & 0xFFFFFFFF, key >> 32
+    return key & 0xFFFFFFFF
 
 
 def _hash32(x: np.ndarray) -> np.ndarray:
@@ -169,15 +169,13 @@ RANDOM_USES = {"param": 0, "square_avg": 1, "momentum_buffer": 2, "grad_avg": 3}
 
 def random_bits(seed: int, stream: int, step: int, size: int, use: str = "param") -> np.ndarray:
     """The 32 random bits of elements 0..size-1 of a parameter at update `step` (uint32), for
-    rounding the parameter (two rounds of the hash) or one of its 8-bit state buffers (`use`; one
-    round, as storage.h's random_bits_once)."""
+    rounding the parameter or one of its 8-bit state buffers (`use`): one round of the hash of
+    the index XOR the key, as storage.h's random_bits."""
     out = np.empty(size, np.uint32)
     for start in range(0, size, 2**32):
-        first, second = random_key(seed, stream, step, (start >> 32) | (RANDOM_USES[use] << 56))
+        key = random_key(seed, stream, step, (start >> 32) | (RANDOM_USES[use] << 56))
         low = np.arange(0, min(size - start, 2**32), dtype=np.uint32)
-        once = _hash32(low ^ np.uint32(first))
-        twice = _hash32(once ^ np.uint32(second)) if use == "param" else once
-        out[start : start + low.size] = twice
+        out[start : start + low.size] = _hash32(low ^ np.uint32(key))
     return out
 
 
@@ -246,10 +244,10 @@ def round_stochastic_torch(values: Any, dtype: Any, seed: int, stream: int, step
     bits = flat.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
     random = torch.empty_like(bits)
     for start in range(0, flat.numel(), 2**32):
-        first, second = random_key(seed, stream, step, start >> 32)
+        key = random_key(seed, stream, step, start >> 32)
         count = min(flat.numel() - start, 2**32)
         low = torch.arange(count, dtype=torch.int64, device=flat.device)
-        random[start : start + count] = _hash32_torch(_hash32_torch(low ^ first) ^ second)
+        random[start : start + count] = _hash32_torch(low ^ key)
     if dtype == torch.bfloat16:
         patterns = ((bits + (random >> 16)) >> 16) & 0xFFFF
         patterns = torch.where(torch.isnan(flat), 0x7FC0, patterns)
