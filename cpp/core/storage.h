@@ -90,8 +90,8 @@ inline float16 to_float16(float value) {
 // blocks or the instruction set. One round of a well-mixing 32-bit integer hash (Wellons'
 // "lowbias32") of the index XOR the key: a keyed counter through one such round dithers a rounding
 // as well as through two, and the second round's two 32-bit multiplies (two operations each on
-// Intel's vector units) made stochastic rounding the slowest part of its steps (one round: 1.2-1.4x
-// faster bf16 and fp16 steps in cache; docs/storage_speed.md).
+// Intel's vector units) made stochastic rounding the slowest part of its steps (one round: 1.4x
+// faster bf16 and fp16 stochastic steps in cache; docs/storage_speed.md).
 inline std::uint32_t hash32(std::uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352du;
