@@ -84,8 +84,19 @@ enum class Kernel { kStep, kRoofline };
 class Form {
  public:
   virtual ~Form() = default;
-  virtual void run(Kernel kernel, int threads = 1) = 0;
+  virtual void run(Kernel kernel, int threads) = 0;
 };
+
+// The update or its memory traffic on `count` parameters.
+template <typename P, typename S>
+void run_kernel(Kernel kernel, const rmsprop_ext::ParamBuffers<P, S>* items, std::size_t count,
+                const rmsprop_ext::Hyperparams& hp, int threads) {
+  if (kernel == Kernel::kStep) {
+    rmsprop_ext::step(items, count, hp, threads);
+  } else {
+    rmsprop_ext::roofline_step(items, count, hp, threads);
+  }
+}
 
 // One parameter of P with state S, plain or with momentum and centering.
 template <typename P, typename S>
@@ -124,11 +135,7 @@ class Buffers final : public Form {
 
   void run(Kernel kernel, int threads) override {
     b_.step += 1;  // the stochastic rounding's counter moves on, as in training
-    if (kernel == Kernel::kStep) {
-      rmsprop_ext::step(&b_, 1, hp_, threads);
-    } else {
-      rmsprop_ext::roofline_step(&b_, 1, hp_, threads);
-    }
+    run_kernel(kernel, &b_, 1, hp_, threads);
   }
 
   const rmsprop_ext::ParamBuffers<P, S>& buffers() const { return b_; }
@@ -177,11 +184,7 @@ class InCacheCopies final : public Form {
     for (auto& item : items_) {
       item.step += 1;
     }
-    if (kernel == Kernel::kStep) {
-      rmsprop_ext::step(items_.data(), items_.size(), hp_, threads);
-    } else {
-      rmsprop_ext::roofline_step(items_.data(), items_.size(), hp_, threads);
-    }
+    run_kernel(kernel, items_.data(), items_.size(), hp_, threads);
   }
 
  private:
@@ -367,7 +370,7 @@ int main(int argc, char** argv) {
         const auto form = kForms[f].make(n, hyperparams(kForms[f]));
         const double ns = time_per_element(n, [&] {
           for (int r = 0; r < rounds * 1000; ++r) {
-            form->run(Kernel::kStep);
+            form->run(Kernel::kStep, 1);
           }
         });
         std::printf("%s %s: %.3f ns/element\n", argv[3], argv[4], ns / (rounds * 1000));
@@ -402,7 +405,7 @@ int main(int argc, char** argv) {
       rmsprop_ext::set_active_isa(isa);
       times[key].push_back(f == kSqrtDivide ? time_per_element(n, [&] { limits[isa]->run(); })
                                             : time_per_element(n, [&, f = f, kernel = kernel] {
-                                                forms[{isa, f}]->run(kernel);
+                                                forms[{isa, f}]->run(kernel, 1);
                                               }));
     }
   }
