@@ -308,9 +308,11 @@ inline void update_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i)
 // in arithmetic only. It writes back buffer + 0 * grad, which IEEE rules forbid the compiler to
 // fold away, so the buffers keep their values (for finite grads) and the kernel can be timed on
 // the very buffers the real update uses. kState false leaves the state to the caller (8-bit state,
-// whose bytes are not vectors of the parameter's type).
+// whose bytes are not vectors of the parameter's type). Always inlined: with a group of vectors per
+// cache line GCC called it out of line for bf16 on avx512, a call per vector in a loop meant to
+// time memory alone.
 template <class Ops, class V, class B, bool kState = true>
-inline void traffic_lanes(const B& b, std::int64_t i) {
+[[gnu::always_inline]] inline void traffic_lanes(const B& b, std::int64_t i) {
   using Vec = typename Ops::Vec;
   const Vec param = Ops::load(b.param + i);
   const Vec zero_grad = Ops::mul(Ops::load(b.grad + i), Ops::broadcast(0));
