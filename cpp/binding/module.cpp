@@ -187,6 +187,14 @@ bits as without). Returns False, changing nothing, when enabling on a CPU withou
   m.def("_bf16_instructions", &rmsprop_ext::bf16_instructions,
         R"doc(True when the avx512 kernel uses AVX512-BF16's conversion.)doc");
   m.def(
+      "_set_write_staging",
+      [](const std::string& mode) {
+        rmsprop_ext::set_write_staging(rmsprop_ext::parse_write_staging(mode));
+      },
+      py::arg("mode"),
+      R"doc(Whether float32/float64 updates write through a block on the stack: where a written buffer
+starts just above a read one ("auto"), "always" or "never". The same bits either way.)doc");
+  m.def(
       "build_info", &rmsprop_ext::binding::build_info,
       R"doc(Compiled, CPU-supported, available and active instruction sets; OpenMP version; threads.)doc");
 }

@@ -190,6 +190,15 @@ bool sqrt_divide(std::int64_t n, const double* numerator, const double* radicand
 bool mkl_sqrt(SquareRoot form, std::int64_t n, const float* in, float* out);
 bool mkl_sqrt(SquareRoot form, std::int64_t n, const double* in, double* out);
 
+// Whether the float32 and float64 updates write through a block on the stack: where a buffer the
+// update writes starts a little above one it reads (kAuto: up to kWriteShadowBytes, modulo 2 MiB),
+// always, or never. The same bits either way; tests switch it to run both loops.
+enum class WriteStaging { kAuto = 0, kAlways = 1, kNever = 2 };
+void set_write_staging(WriteStaging mode);
+WriteStaging write_staging();
+// Parses "auto", "always" or "never"; throws std::invalid_argument for anything else.
+WriteStaging parse_write_staging(const std::string& mode);
+
 // Threads used by step(): the value given to set_num_threads, else OpenMP's default (which honours
 // OMP_NUM_THREADS). set_num_threads(0) returns to OpenMP's default.
 void set_num_threads(int num_threads);

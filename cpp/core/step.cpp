@@ -29,6 +29,7 @@ constexpr std::int64_t kSerialBelowElements = std::int64_t{1} << 15;
 constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
 
 std::atomic<int> requested_threads{0};
+std::atomic<int> write_staging_mode{static_cast<int>(WriteStaging::kAuto)};
 // Per calling thread: OpenMP makes the caller the team's thread 0, so it records its own team.
 thread_local int last_team_size = 0;
 // Updates running right now, from any number of caller threads.
@@ -337,6 +338,28 @@ bool mkl_sqrt(SquareRoot form, std::int64_t n, const float* in, float* out) {
 
 bool mkl_sqrt(SquareRoot form, std::int64_t n, const double* in, double* out) {
   return mkl_sqrt_any(form, n, in, out);
+}
+
+void set_write_staging(WriteStaging mode) {
+  write_staging_mode.store(static_cast<int>(mode), std::memory_order_relaxed);
+}
+
+WriteStaging parse_write_staging(const std::string& mode) {
+  if (mode == "auto") {
+    return WriteStaging::kAuto;
+  }
+  if (mode == "always") {
+    return WriteStaging::kAlways;
+  }
+  if (mode == "never") {
+    return WriteStaging::kNever;
+  }
+  throw std::invalid_argument("write staging must be 'auto', 'always' or 'never', got '" + mode +
+                              "'");
+}
+
+WriteStaging write_staging() {
+  return static_cast<WriteStaging>(write_staging_mode.load(std::memory_order_relaxed));
 }
 
 void set_num_threads(int num_threads) {

@@ -191,7 +191,8 @@ inline typename Ops::Vec decayed_param(const Coefficients<Ops>& c, const B& b, s
 // addcmul_, lerp_, addcmul, sqrt, add_, addcdiv_), so that with the same rounding of a * b + c
 // and the same square root the results are bitwise torch's.
 template <class Ops, class V, class B>
-inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i) {
+[[gnu::always_inline]] inline StateLanes<Ops> state_lanes(const Coefficients<Ops>& c, const B& b,
+                                                          std::int64_t i) {
   using Vec = typename Ops::Vec;
   const Vec param = Ops::load(b.param + i);
   Vec grad = Ops::load(b.grad + i);
@@ -263,8 +264,9 @@ inline void store_param(const Coefficients<Ops>& c, const B& b, std::int64_t i,
 // The second half of update_lanes, from the square root of the radicand on: updates the momentum
 // buffer and the parameter.
 template <class Ops, class V, class B>
-inline void param_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i,
-                        typename Ops::Vec param, typename Ops::Vec grad, typename Ops::Vec root) {
+[[gnu::always_inline]] inline void param_lanes(const Coefficients<Ops>& c, const B& b,
+                                               std::int64_t i, typename Ops::Vec param,
+                                               typename Ops::Vec grad, typename Ops::Vec root) {
   using Vec = typename Ops::Vec;
   root = op_result<Ops, V>(b, root);
   // avg.add_(eps)
@@ -296,9 +298,12 @@ inline void param_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i,
 }
 
 // Updates lanes [i, i + Ops::kWidth) of one parameter: reads param, grad and state once, writes
-// param and state once.
+// param and state once. Always inlined, with its two halves: it is the body of every loop, and
+// whether GCC inlines it otherwise depends on how much else the kernel's file holds (adding the
+// staged loop made it call the bf16 forms' out of line, a call per vector).
 template <class Ops, class V, class B>
-inline void update_lanes(const Coefficients<Ops>& c, const B& b, std::int64_t i) {
+[[gnu::always_inline]] inline void update_lanes(const Coefficients<Ops>& c, const B& b,
+                                                std::int64_t i) {
   const StateLanes<Ops> lanes = state_lanes<Ops, V>(c, b, i);
   param_lanes<Ops, V>(c, b, i, lanes.param, lanes.grad, square_root<Ops, V>(lanes.radicand));
 }

@@ -1,0 +1,117 @@
+"""The staged float32/float64 update (its written buffers copied through a block on the stack,
+chosen where a written buffer starts just above a read one) gives the direct loop's bits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import rmsprop_ext
+from rmsprop_ext import _core
+
+OPTION_SETS: list[dict[str, Any]] = [
+    {},
+    {"momentum": 0.9},
+    {"centered": True},
+    {"momentum": 0.9, "centered": True, "nesterov": True},
+    {"weight_decay": 0.01, "maximize": True},
+    {"weight_decay": 0.01, "decoupled_weight_decay": True, "bias_correction": True},
+    {"eps_in_sqrt": True, "momentum": 0.5, "lr_in_momentum": True},
+]
+
+# Lengths below and above a staging block (1,024 elements), with vector tails, and one above the
+# serial threshold so that two threads split it.
+SIZES = [1, 13, 1031, 3000, 70_001]
+
+
+@pytest.fixture(autouse=True)
+def automatic_staging() -> Iterator[None]:
+    yield
+    _core._set_write_staging("auto")
+
+
+def buffers(n: int, dtype: type, options: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {
+        "param": rng.standard_normal(n).astype(dtype),
+        "grad": rng.standard_normal(n).astype(dtype),
+        "square_avg": np.abs(rng.standard_normal(n)).astype(dtype),
+    }
+    if options.get("momentum"):
+        out["momentum_buffer"] = rng.standard_normal(n).astype(dtype)
+    if options.get("centered"):
+        out["grad_avg"] = (0.1 * rng.standard_normal(n)).astype(dtype)
+    return out
+
+
+def run_steps(bufs: dict[str, np.ndarray], options: dict[str, Any], rounding: str) -> None:
+    for step in range(1, 4):
+        bufs["grad"] *= -1.01  # a new gradient each step, the same in every run
+        rmsprop_ext.rmsprop_step(
+            bufs["param"],
+            bufs["grad"],
+            bufs["square_avg"],
+            lr=1e-2,
+            momentum_buffer=bufs.get("momentum_buffer"),
+            grad_avg=bufs.get("grad_avg"),
+            rounding=rounding,
+            step=step,
+            **options,
+        )
+
+
+def as_bits(bufs: dict[str, np.ndarray]) -> dict[str, bytes]:
+    return {name: a.tobytes() for name, a in bufs.items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", OPTION_SETS)
+@pytest.mark.parametrize("rounding", ["torch", "fused"])
+def test_staged_update_gives_the_direct_loops_bits(
+    dtype: type, options: dict[str, Any], rounding: str
+) -> None:
+    for n in SIZES:
+        results = {}
+        for mode in ("never", "always"):
+            _core._set_write_staging(mode)
+            bufs = buffers(n, dtype, options, seed=n)
+            run_steps(bufs, options, rounding)
+            results[mode] = as_bits(bufs)
+        assert results["always"] == results["never"], (n, options)
+
+
+def shadowed_layout(n: int, dtype: type, options: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The buffers of `buffers` as slices of one array, each starting 16 bytes past the one before
+    modulo 4 KiB (numpy's heap puts equal-sized arrays so), so that written buffers start just
+    above read ones."""
+    template = buffers(n, dtype, options, seed=7)
+    itemsize = np.dtype(dtype).itemsize
+    stride = n + (4096 + 16) // itemsize
+    block: np.ndarray = np.empty(stride * len(template) + 4096 // itemsize, dtype)
+    start = (-block.ctypes.data % 4096) // itemsize
+    out: dict[str, np.ndarray] = {}
+    for k, (name, a) in enumerate(template.items()):
+        view = block[start + k * stride : start + k * stride + n]
+        view[:] = a
+        out[name] = view
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [{}, {"momentum": 0.9, "centered": True}])
+def test_buffers_just_above_each_other_give_the_separate_buffers_bits(
+    dtype: type, options: dict[str, Any]
+) -> None:
+    n = 70_001
+    packed = shadowed_layout(n, dtype, options)
+    separate = {name: a.copy() for name, a in packed.items()}
+    run_steps(packed, options, "torch")
+    run_steps(separate, options, "torch")
+    assert as_bits(packed) == as_bits(separate)
+
+
+def test_unknown_staging_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="'auto', 'always' or 'never'"):
+        _core._set_write_staging("sometimes")
