@@ -266,10 +266,17 @@ _SHARED: dict[int, list[np.ndarray]] = {}
 CACHE_LINE_BYTES = 64
 
 
+PAGE_BYTES = 4096
+
+
 def _aligned(n: int) -> np.ndarray:
-    """n float32 starting on a cache line, as torch's allocator returns them."""
-    raw = np.empty(n + CACHE_LINE_BYTES // 4, dtype=np.float32)
-    skip = (-raw.ctypes.data % CACHE_LINE_BYTES) // 4
+    """n float32 starting one cache line into a page, as torch's allocator returns large tensors
+    (each mapped on its own). numpy's heap packs arrays allocated one after another a few bytes
+    apart beyond their size, and a written buffer that starts just above a read one slows every
+    kernel's loop (docs/storage_speed.md, "Buffers that start just above each other"): a layout
+    torch's tensors of this size never have, so the peers would not meet it."""
+    raw = np.empty(n + (PAGE_BYTES + CACHE_LINE_BYTES) // 4, dtype=np.float32)
+    skip = ((CACHE_LINE_BYTES - raw.ctypes.data) % PAGE_BYTES) // 4
     return raw[skip : skip + n]
 
 
