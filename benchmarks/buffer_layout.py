@@ -5,11 +5,12 @@
 param, grad and square_avg are slices of one array, each starting n * 4 + delta bytes after the
 one before, as numpy's heap places equal-sized arrays allocated one after another (delta 16) or
 torch's allocator with its 64-byte alignment (delta 64). Where a written buffer starts up to 96
-bytes above a read one, the kernel copies the written buffers through a block on the stack
-("auto"); "never" is the direct loop. Cases run interleaved in shuffled rounds; reported: median
-milliseconds per step and the median of the per-round ratios direct / auto with their range.
-Whether a layout slows the direct loop depends on the physical pages too (2 MiB pages, which numpy
-asks for, make it likely), so a delta can be slow in one process and not in the next.
+bytes above a read one, the avx2 kernel copies the written buffers through a block on the stack
+("auto"); "never" is the direct loop, "always" stages every layout. Cases run interleaved in
+shuffled rounds; reported: median milliseconds per step and the medians of the per-round ratios
+direct / auto and direct / always with their ranges. Whether a layout slows the direct loop
+depends on the physical pages too (2 MiB pages, which numpy asks for, make it likely), so a delta
+can be slow in one process and not in the next.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rmsprop_ext import _core
 from rmsprop_ext.__main__ import _torch_sqrt_line
 
 DELTAS = [0, 16, 64, 128]
-MODES = ["never", "auto"]
+MODES = ["never", "auto", "always"]
 
 
 def packed_buffers(n: int, delta: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -76,13 +77,16 @@ def main() -> None:
     if args.rounding == "torch":
         print(f"torch's square root: {_torch_sqrt_line(info['isa_active'])}")
     for delta in DELTAS:
-        direct, auto = times[(delta, "never")], times[(delta, "auto")]
-        ratios = sorted(d / a for d, a in zip(direct, auto, strict=True))
-        print(
-            f"  +{delta:<4d} B  direct {statistics.median(direct):.3f} ms  auto "
-            f"{statistics.median(auto):.3f} ms  direct/auto {statistics.median(ratios):.2f} "
-            f"[{ratios[0]:.2f}-{ratios[-1]:.2f}]"
-        )
+        direct = times[(delta, "never")]
+        cells = [f"  +{delta:<4d} B  direct {statistics.median(direct):.3f} ms"]
+        for mode in ("auto", "always"):
+            other = times[(delta, mode)]
+            ratios = sorted(d / o for d, o in zip(direct, other, strict=True))
+            cells.append(
+                f"{mode} {statistics.median(other):.3f} ms, direct/{mode} "
+                f"{statistics.median(ratios):.2f} [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
+            )
+        print("  ".join(cells))
 
 
 if __name__ == "__main__":
