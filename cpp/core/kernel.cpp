@@ -2,6 +2,7 @@
 // compiler flags and RMSPROP_KERNEL_NS set to scalar, avx2, avx512 or neon; nothing here may run
 // before the dispatcher has checked that the CPU supports the level.
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -311,18 +312,34 @@ inline bool starts_just_above(const void* written, const void* read) {
   return distance > 0 && distance <= kWriteShadowBytes;
 }
 
-// Whether variant V's update writes a buffer that starts just above one it reads. For buffers of
-// one element type (float32 or float64 parameters and state), where the distance is the same for
-// every element.
+// The buffers variant V writes, as members of ParamBuffers (float32 or float64 parameters and
+// state: one element type). The staged loop copies these; the test below compares them with the
+// buffers the update reads, which are these and the gradient.
+template <class V, typename T>
+constexpr auto written_buffers() {
+  using B = ParamBuffers<T, T>;
+  std::array<T * B::*, 2 + V::momentum + V::centered> members{&B::param, &B::square_avg};
+  std::size_t next = 2;
+  if constexpr (V::momentum) {
+    members[next++] = &B::momentum_buffer;
+  }
+  if constexpr (V::centered) {
+    members[next++] = &B::grad_avg;
+  }
+  return members;
+}
+
+// Whether variant V's update writes a buffer that starts just above one it reads. With one
+// element type the distance is the same for every element.
 template <class V, typename T>
 bool writes_shadow_reads(const ParamBuffers<T, T>& b) {
-  const void* written[] = {b.param, b.square_avg, V::momentum ? b.momentum_buffer : nullptr,
-                           V::centered ? b.grad_avg : nullptr};
-  const void* read[] = {b.param, b.grad, b.square_avg, V::momentum ? b.momentum_buffer : nullptr,
-                        V::centered ? b.grad_avg : nullptr};
-  for (const void* w : written) {
-    for (const void* r : read) {
-      if (w != nullptr && r != nullptr && starts_just_above(w, r)) {
+  constexpr auto kWritten = written_buffers<V, T>();
+  for (const auto written : kWritten) {
+    if (starts_just_above(b.*written, b.grad)) {
+      return true;
+    }
+    for (const auto read : kWritten) {
+      if (starts_just_above(b.*written, b.*read)) {
         return true;
       }
     }
@@ -333,7 +350,8 @@ bool writes_shadow_reads(const ParamBuffers<T, T>& b) {
 // Whether to stage: on the avx2 kernel where the buffers are shadowed. The avx512 kernel's vector
 // is a whole cache line; there the same layouts cost less and staging did not pay (0.94-0.95 of
 // the direct loop's speed at +16 and +64 bytes, benchmarks/buffer_layout.py).
-inline bool stage_writes(bool shadowed) {
+template <class V, typename T>
+bool stage_writes(const ParamBuffers<T, T>& b) {
   switch (write_staging()) {
     case WriteStaging::kAlways:
       return true;
@@ -342,7 +360,7 @@ inline bool stage_writes(bool shadowed) {
     case WriteStaging::kAuto:
       break;
   }
-  return kIsa == Isa::kAvx2 && shadowed;
+  return kIsa == Isa::kAvx2 && writes_shadow_reads<V>(b);
 }
 
 // Elements per block of the staged update: 4 KiB of float32 per written buffer.
@@ -357,51 +375,32 @@ constexpr std::int64_t kStageBlock = 1024;
 // times slower (2.6x faster staged; a copy of inductor's loop was as slow). Staged, the loop's
 // stores go to the stack and the copies' are short; the same lanes compute the same values, so
 // the bits are the same. It costs about a third where the layout does no harm, hence the test.
-template <class V, class Vector, typename P, typename S, typename Update>
-void for_each_staged_block(const ParamBuffers<P, S>& b, std::int64_t begin, std::int64_t end,
+template <class V, class Vector, typename T, typename Update>
+void for_each_staged_block(const ParamBuffers<T, T>& b, std::int64_t begin, std::int64_t end,
                            Update&& update) {
-  using C = Compute<P>;
+  constexpr auto kWritten = written_buffers<V, T>();
   // A block ends on a vector boundary, up to a vector's lanes past kStageBlock.
   constexpr auto kCapacity = static_cast<std::size_t>(kStageBlock + Vector::kWidth);
-  alignas(64) P param[kCapacity];
-  alignas(64) S square_avg[kCapacity];
-  alignas(64) S momentum_buffer[V::momentum ? kCapacity : 1];
-  alignas(64) S grad_avg[V::centered ? kCapacity : 1];
-  constexpr std::int64_t kGroup = kLineGroup<Vector, P>;
+  alignas(64) T stage[kWritten.size()][kCapacity];
+  constexpr std::int64_t kGroup = kLineGroup<Vector, T>;
+  constexpr std::int64_t kAhead = kAheadBytes / static_cast<std::int64_t>(sizeof(T));
   for (std::int64_t block = begin, block_end; block < end; block = block_end) {
     block_end = piece_end<Vector>(b.param, block, end, kStageBlock);
-    const std::int64_t n = block_end - block;
-    ParamBuffers<P, S> staged = b;
-    staged.param = param;
+    const auto bytes = static_cast<std::size_t>(block_end - block) * sizeof(T);
+    ParamBuffers<T, T> staged = b;
     staged.grad = b.grad + block;
-    staged.square_avg = square_avg;
-    staged.momentum_buffer = V::momentum ? momentum_buffer : nullptr;
-    staged.grad_avg = V::centered ? grad_avg : nullptr;
     staged.first_index = b.first_index + block;
-    staged.size = n;
-    const auto copy = [n](auto* to, const auto* from) {
-      std::memcpy(to, from, static_cast<std::size_t>(n) * sizeof(*from));
-    };
-    copy(param, b.param + block);
-    copy(square_avg, b.square_avg + block);
-    if constexpr (V::momentum) {
-      copy(momentum_buffer, b.momentum_buffer + block);
-    }
-    if constexpr (V::centered) {
-      copy(grad_avg, b.grad_avg + block);
+    staged.size = block_end - block;
+    for (std::size_t k = 0; k < kWritten.size(); ++k) {
+      staged.*kWritten[k] = stage[k];
+      std::memcpy(stage[k], b.*kWritten[k] + block, bytes);
     }
     // The gradient is read where it lies; ask for its next block, and the others', meanwhile.
-    constexpr std::int64_t kAhead = kAheadBytes / static_cast<std::int64_t>(sizeof(P));
-    for_each_lane_group_ahead<C, Vector, kGroup>(
-        staged.param, 0, n, [&](auto ops, std::int64_t j) { update(ops, staged, j); },
+    for_each_lane_group_ahead<T, Vector, kGroup>(
+        staged.param, 0, staged.size, [&](auto ops, std::int64_t j) { update(ops, staged, j); },
         [&b, block](std::int64_t j) { prefetch_buffers_ahead<V, kGroup>(b, block + j + kAhead); });
-    copy(b.param + block, param);
-    copy(b.square_avg + block, square_avg);
-    if constexpr (V::momentum) {
-      copy(b.momentum_buffer + block, momentum_buffer);
-    }
-    if constexpr (V::centered) {
-      copy(b.grad_avg + block, grad_avg);
+    for (std::size_t k = 0; k < kWritten.size(); ++k) {
+      std::memcpy(b.*kWritten[k] + block, stage[k], bytes);
     }
   }
 }
@@ -468,6 +467,11 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
       std::is_same_v<P, S> ? square_root_for(hp, static_cast<P*>(nullptr)) : SquareRoot::kIeee;
   const bool in_registers = root == V::root;
   if (in_registers) {
+    // Where the buffers lie decides it, once for the whole range (see for_each_staged_block).
+    bool staged_writes = false;
+    if constexpr (std::is_same_v<P, S>) {
+      staged_writes = stage_writes<V>(b);
+    }
     // Elements [from, to) with this variant: vector body, peel and tail, memory asked for ahead.
     const auto update = [&](std::int64_t from, std::int64_t to) {
       if constexpr (kSixteenBit<P> && !std::is_same_v<S, float>) {
@@ -477,7 +481,7 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
         });
       } else {
         if constexpr (std::is_same_v<P, S>) {
-          if (stage_writes(writes_shadow_reads<V>(b))) {
+          if (staged_writes) {
             for_each_staged_block<V, Vector>(
                 b, from, to, [&](auto ops, const ParamBuffers<P, S>& staged, std::int64_t j) {
                   update_lanes<decltype(ops), V>(coefficients(ops), staged, j);
