@@ -264,8 +264,6 @@ class Progress:
 _SHARED: dict[int, list[np.ndarray]] = {}
 
 CACHE_LINE_BYTES = 64
-
-
 PAGE_BYTES = 4096
 
 
