@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import rmsprop_ext
 from conftest import HAS_TORCH
+from helpers import cpu_vendor
 
 pytestmark = [
     pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch"),
@@ -31,17 +32,6 @@ PATHS = {
     # MKL's VML code for its CPU type 1, whose estimate comes from IEEE operations.
     "MKL_VML_DEBUG_CPU_TYPE=1": "mkl_portable",
 }
-
-
-def cpu_vendor() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def run_child(setting: str, isa: str) -> dict:
