@@ -37,8 +37,13 @@ namespace rmsprop_ext {
 // lanes whose radicand is not a positive normal float, or (the unfused paths, where s' * s' could
 // overflow) lies above 0x7F7FF000: it computes them in double and rounds, which gives the IEEE
 // square root's bits (checked on each of them), +0 and -0 stay, and a negative radicand gives
-// +qNaN where the CPU's square root gives -qNaN.
-// The lane operations of mkl_refined_root, on 8 lanes here and on 16 in the avx512 kernel.
+// +qNaN where the CPU's square root gives -qNaN. The steps after r are mkl_refined_root's, the
+// estimate mkl_estimate's and the test mkl_ordinary_lanes', on 8 lanes here; the avx512 kernel
+// runs the same steps on 16 (mkl_sqrt_avx512).
+
+// The lane operations of mkl_refined_root, one overload per vector width, declared before it: the
+// template is written once for both widths, and compiler vector types are found by no
+// argument-dependent lookup, so only overloads visible here serve it.
 RMSPROP_EXT_INLINE_ALWAYS __m256 lane_mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
 RMSPROP_EXT_INLINE_ALWAYS __m256 lane_sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
 RMSPROP_EXT_INLINE_ALWAYS __m256 lane_fmadd(__m256 a, __m256 b, __m256 c) {
