@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rmsprop_ext
 
 # Agreement with the float64 reference after 50 steps, as |native - ref| <= tol * (1 + |ref|)
 # (values are of order 1). Worst measured on every ISA: float32 2.4e-5 when centered (s - a^2
@@ -133,3 +134,53 @@ sys.meta_path.insert(0, BlockTorch())
 sys.modules["torch"] = None
 """,
 }
+
+
+# Option sets of the float32/float64 loop tests: every buffer the update can write, each option
+# that changes the arithmetic.
+OPTION_SETS: list[dict[str, Any]] = [
+    {},
+    {"momentum": 0.9},
+    {"centered": True},
+    {"momentum": 0.9, "centered": True, "nesterov": True},
+    {"weight_decay": 0.01, "maximize": True},
+    {"weight_decay": 0.01, "decoupled_weight_decay": True, "bias_correction": True},
+    {"eps_in_sqrt": True, "momentum": 0.5, "lr_in_momentum": True},
+]
+
+
+def step_buffers(n: int, dtype: type, options: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """param, grad, square_avg and the option's other state, of order 1, from `seed`."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {
+        "param": rng.standard_normal(n).astype(dtype),
+        "grad": rng.standard_normal(n).astype(dtype),
+        "square_avg": np.abs(rng.standard_normal(n)).astype(dtype),
+    }
+    if options.get("momentum"):
+        out["momentum_buffer"] = rng.standard_normal(n).astype(dtype)
+    if options.get("centered"):
+        out["grad_avg"] = (0.1 * rng.standard_normal(n)).astype(dtype)
+    return out
+
+
+def three_steps(bufs: dict[str, np.ndarray], options: dict[str, Any], rounding: str) -> None:
+    """Three steps of rmsprop_step on `bufs`, each with a new gradient, the same in every run."""
+    for step in range(1, 4):
+        bufs["grad"] *= -1.01  # a new gradient each step, the same in every run
+        rmsprop_ext.rmsprop_step(
+            bufs["param"],
+            bufs["grad"],
+            bufs["square_avg"],
+            lr=1e-2,
+            momentum_buffer=bufs.get("momentum_buffer"),
+            grad_avg=bufs.get("grad_avg"),
+            rounding=rounding,
+            step=step,
+            **options,
+        )
+
+
+def as_bits(bufs: dict[str, np.ndarray]) -> dict[str, bytes]:
+    """Each buffer's bytes, to compare runs bit for bit."""
+    return {name: a.tobytes() for name, a in bufs.items()}

@@ -8,18 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rmsprop_ext
+from helpers import OPTION_SETS, as_bits, step_buffers, three_steps
 from rmsprop_ext import _core
-
-OPTION_SETS: list[dict[str, Any]] = [
-    {},
-    {"momentum": 0.9},
-    {"centered": True},
-    {"momentum": 0.9, "centered": True, "nesterov": True},
-    {"weight_decay": 0.01, "maximize": True},
-    {"weight_decay": 0.01, "decoupled_weight_decay": True, "bias_correction": True},
-    {"eps_in_sqrt": True, "momentum": 0.5, "lr_in_momentum": True},
-]
 
 # Lengths below and above a staging block (1,024 elements), with vector tails, and one above the
 # serial threshold so that two threads split it.
@@ -32,40 +22,6 @@ def automatic_staging() -> Iterator[None]:
     _core._set_write_staging("auto")
 
 
-def buffers(n: int, dtype: type, options: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {
-        "param": rng.standard_normal(n).astype(dtype),
-        "grad": rng.standard_normal(n).astype(dtype),
-        "square_avg": np.abs(rng.standard_normal(n)).astype(dtype),
-    }
-    if options.get("momentum"):
-        out["momentum_buffer"] = rng.standard_normal(n).astype(dtype)
-    if options.get("centered"):
-        out["grad_avg"] = (0.1 * rng.standard_normal(n)).astype(dtype)
-    return out
-
-
-def run_steps(bufs: dict[str, np.ndarray], options: dict[str, Any], rounding: str) -> None:
-    for step in range(1, 4):
-        bufs["grad"] *= -1.01  # a new gradient each step, the same in every run
-        rmsprop_ext.rmsprop_step(
-            bufs["param"],
-            bufs["grad"],
-            bufs["square_avg"],
-            lr=1e-2,
-            momentum_buffer=bufs.get("momentum_buffer"),
-            grad_avg=bufs.get("grad_avg"),
-            rounding=rounding,
-            step=step,
-            **options,
-        )
-
-
-def as_bits(bufs: dict[str, np.ndarray]) -> dict[str, bytes]:
-    return {name: a.tobytes() for name, a in bufs.items()}
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("options", OPTION_SETS)
 @pytest.mark.parametrize("rounding", ["torch", "fused"])
@@ -76,17 +32,17 @@ def test_staged_update_gives_the_direct_loops_bits(
         results = {}
         for mode in ("never", "always"):
             _core._set_write_staging(mode)
-            bufs = buffers(n, dtype, options, seed=n)
-            run_steps(bufs, options, rounding)
+            bufs = step_buffers(n, dtype, options, seed=n)
+            three_steps(bufs, options, rounding)
             results[mode] = as_bits(bufs)
         assert results["always"] == results["never"], (n, options)
 
 
 def shadowed_layout(n: int, dtype: type, options: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The buffers of `buffers` as slices of one array, each starting 16 bytes past the one before
-    modulo 4 KiB (numpy's heap puts equal-sized arrays so), so that written buffers start just
-    above read ones."""
-    template = buffers(n, dtype, options, seed=7)
+    """The buffers of `step_buffers` as slices of one array, each starting 16 bytes past the one
+    before modulo 4 KiB (numpy's heap puts equal-sized arrays so), so that written buffers start
+    just above read ones."""
+    template = step_buffers(n, dtype, options, seed=7)
     itemsize = np.dtype(dtype).itemsize
     stride = n + (4096 + 16) // itemsize
     block: np.ndarray = np.empty(stride * len(template) + 4096 // itemsize, dtype)
@@ -107,8 +63,8 @@ def test_buffers_just_above_each_other_give_the_separate_buffers_bits(
     n = 70_001
     packed = shadowed_layout(n, dtype, options)
     separate = {name: a.copy() for name, a in packed.items()}
-    run_steps(packed, options, "torch")
-    run_steps(separate, options, "torch")
+    three_steps(packed, options, "torch")
+    three_steps(separate, options, "torch")
     assert as_bits(packed) == as_bits(separate)
 
 

@@ -195,6 +195,16 @@ bits as without). Returns False, changing nothing, when enabling on a CPU withou
       R"doc(Whether float32/float64 updates write through a block on the stack: where a written buffer
 starts just above a read one ("auto"), "always" or "never". The same bits either way.)doc");
   m.def(
+      "_set_split_writes",
+      [](const std::string& mode) {
+        rmsprop_ext::set_split_writes(rmsprop_ext::parse_split_writes(mode));
+      },
+      py::arg("mode"),
+      R"doc(Whether updates run in two passes per block, the state's then the parameter's: on AMD's
+Zen cores ("auto"), "always" or "never". The same bits either way.)doc");
+  m.def("_cpu_has_zen_l1_utags", &rmsprop_ext::cpu_has_zen_l1_utags,
+        R"doc(True on AMD Zen cores, whose L1 data cache picks ways by a hash of the address.)doc");
+  m.def(
       "build_info", &rmsprop_ext::binding::build_info,
       R"doc(Compiled, CPU-supported, available and active instruction sets; OpenMP version; threads.)doc");
 }

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -68,6 +69,26 @@ CpuFeatures detect_features() {
 #endif
 
 #if RMSPROP_EXT_X86
+// AMD's family 17h (Zen, Zen 2), 19h (Zen 3, Zen 4) and 1Ah (Zen 5); Hygon's 18h is Zen.
+bool detect_zen_l1_utags() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) {
+    return false;
+  }
+  char vendor[13] = {};
+  std::memcpy(vendor, &ebx, 4);
+  std::memcpy(vendor + 4, &edx, 4);
+  std::memcpy(vendor + 8, &ecx, 4);
+  const bool amd = std::strcmp(vendor, "AuthenticAMD") == 0;
+  const bool hygon = std::strcmp(vendor, "HygonGenuine") == 0;
+  if ((!amd && !hygon) || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+    return false;
+  }
+  const unsigned base_family = (eax >> 8) & 0xfu;
+  const unsigned family = base_family == 0xfu ? base_family + ((eax >> 20) & 0xffu) : base_family;
+  return family >= 0x17u;
+}
+
 const CpuFeatures& features() {
   static const CpuFeatures detected = detect_features();
   return detected;
@@ -194,6 +215,15 @@ bool set_bf16_instructions(bool enabled) {
   }
   bf16_slot().store(enabled, std::memory_order_relaxed);
   return true;
+}
+
+bool cpu_has_zen_l1_utags() {
+#if RMSPROP_EXT_X86
+  static const bool detected = detect_zen_l1_utags();
+  return detected;
+#else
+  return false;
+#endif
 }
 
 void set_active_isa(Isa isa) {

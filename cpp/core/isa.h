@@ -37,6 +37,11 @@ bool cpu_has_avx512_bf16();
 bool bf16_instructions();
 bool set_bf16_instructions(bool enabled);
 
+// Whether the CPU's L1 data cache picks ways by a hash of the linear address (AMD's Zen cores, and
+// Hygon's built on them): there two lines of one set with the same hash evict each other, which
+// decides how the kernels walk their buffers (two_pass_blocks in kernel.cpp).
+bool cpu_has_zen_l1_utags();
+
 // Applies RMSPROP_EXT_ISA when it is set; throws (invalid_argument / runtime_error) when it names
 // an unknown level or one this CPU or build lacks.
 void apply_isa_from_environment();

@@ -449,6 +449,28 @@ void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::
   }
 }
 
+// Whether the one-pass loops (float32 and float64, 16-bit parameters with float32 state, and their
+// roofline) run in two passes per block instead, the state's buffers then the parameter's: on
+// AMD's Zen cores unless tests say otherwise. Their L1 data cache picks a line's way by an 8-bit
+// hash of address bits 12-27 (a "utag"), and two lines of one set with the same utag cannot both
+// be held. Where the parameter's line and square_avg's line of the same elements share one
+// (buffers 2^26 + 2^13 bytes apart, as two 32 MiB tensors allocated with one between them are),
+// each store finds its line evicted by the other buffer's access and fetches it again: the one-pass
+// loop ran up to 3x slower. Two passes never need both lines at once, and on a Zen 4 core they
+// were as fast as one pass or faster in every layout, size and option set measured, so they are
+// taken there whatever the layout (docs/storage_speed.md).
+inline bool two_pass_blocks() {
+  switch (split_writes()) {
+    case SplitWrites::kAlways:
+      return true;
+    case SplitWrites::kNever:
+      return false;
+    case SplitWrites::kAuto:
+      break;
+  }
+  return cpu_has_zen_l1_utags();
+}
+
 // Elements whose indices share their high 32 bits, so one stochastic-rounding key serves them.
 constexpr std::int64_t kKeyChunk = std::int64_t{1} << 32;
 
@@ -472,6 +494,7 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
     if constexpr (std::is_same_v<P, S>) {
       staged_writes = stage_writes<V>(b);
     }
+    const bool two_passes = two_pass_blocks();
     // Elements [from, to) with this variant: vector body, peel and tail, memory asked for ahead.
     const auto update = [&](std::int64_t from, std::int64_t to) {
       if constexpr (kSixteenBit<P> && !std::is_same_v<S, float>) {
@@ -488,6 +511,12 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
                 });
             return;
           }
+        }
+        if (two_passes) {
+          // No memory asked for ahead: a request brings both colliding lines into L1 at once.
+          update_in_two_passes<V, Vector, kPassBlock, true>(b, from, to, coefficients,
+                                                            [](auto...) {});
+          return;
         }
         for_each_lane_group_prefetched<V, C, Vector>(b, from, to, [&](auto ops, std::int64_t i) {
           update_lanes<decltype(ops), V>(coefficients(ops), b, i);
@@ -690,9 +719,28 @@ void traffic_range_variant(const ParamBuffers<P, S>& b, std::int64_t begin, std:
     }
   } else {
     static_cast<void>(hp);
+    using Vector = VectorOps<Compute<P>>;
+    // Where the step takes two passes, so does its roofline: the state's traffic, then the
+    // parameter's, a few lines at a time.
+    if (two_pass_blocks()) {
+      for (std::int64_t block = begin, block_end; block < end; block = block_end) {
+        block_end = piece_end<Vector>(b.param, block, end, kPassBlock);
+        for_each_lane_group<Compute<P>, Vector>(
+            b.param, block, block_end,
+            [&](auto ops, std::int64_t i) __attribute__((always_inline)) {
+              traffic_lanes<decltype(ops), V, ParamBuffers<P, S>, true, 1>(b, i);
+            });
+        for_each_lane_group<Compute<P>, Vector>(
+            b.param, block, block_end,
+            [&](auto ops, std::int64_t i) __attribute__((always_inline)) {
+              traffic_lanes<decltype(ops), V, ParamBuffers<P, S>, true, 2>(b, i);
+            });
+      }
+      return;
+    }
     // Inlined by force: with a group of vectors per cache line, GCC called this lambda once per
     // vector for 16-bit forms of four or five buffers, in a loop meant to time memory alone.
-    for_each_lane_group_prefetched<V, Compute<P>, VectorOps<Compute<P>>>(
+    for_each_lane_group_prefetched<V, Compute<P>, Vector>(
         b, begin, end, [&](auto ops, std::int64_t i) __attribute__((always_inline)) {
           traffic_lanes<decltype(ops), V>(b, i);
         });

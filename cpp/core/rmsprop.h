@@ -199,6 +199,17 @@ WriteStaging write_staging();
 // Parses "auto", "always" or "never"; throws std::invalid_argument for anything else.
 WriteStaging parse_write_staging(const std::string& mode);
 
+// Whether the float32 and float64 updates (and those of 16-bit parameters with float32 state, and
+// the roofline kernel) run in two passes per block, the state's buffers then the parameter's
+// (kAuto: on AMD's Zen cores, whose L1 data cache can evict the parameter's line and the state's
+// for each other; see two_pass_blocks in kernel.cpp), always, or never. The same bits either way;
+// tests switch it to run both loops.
+enum class SplitWrites { kAuto = 0, kAlways = 1, kNever = 2 };
+void set_split_writes(SplitWrites mode);
+SplitWrites split_writes();
+// Parses "auto", "always" or "never"; throws std::invalid_argument for anything else.
+SplitWrites parse_split_writes(const std::string& mode);
+
 // Threads used by step(): the value given to set_num_threads, else OpenMP's default (which honours
 // OMP_NUM_THREADS). set_num_threads(0) returns to OpenMP's default.
 void set_num_threads(int num_threads);

@@ -30,6 +30,7 @@ constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
 
 std::atomic<int> requested_threads{0};
 std::atomic<int> write_staging_mode{static_cast<int>(WriteStaging::kAuto)};
+std::atomic<int> split_writes_mode{static_cast<int>(SplitWrites::kAuto)};
 // Per calling thread: OpenMP makes the caller the team's thread 0, so it records its own team.
 thread_local int last_team_size = 0;
 // Updates running right now, from any number of caller threads.
@@ -360,6 +361,28 @@ WriteStaging parse_write_staging(const std::string& mode) {
 
 WriteStaging write_staging() {
   return static_cast<WriteStaging>(write_staging_mode.load(std::memory_order_relaxed));
+}
+
+void set_split_writes(SplitWrites mode) {
+  split_writes_mode.store(static_cast<int>(mode), std::memory_order_relaxed);
+}
+
+SplitWrites parse_split_writes(const std::string& mode) {
+  if (mode == "auto") {
+    return SplitWrites::kAuto;
+  }
+  if (mode == "always") {
+    return SplitWrites::kAlways;
+  }
+  if (mode == "never") {
+    return SplitWrites::kNever;
+  }
+  throw std::invalid_argument("split writes must be 'auto', 'always' or 'never', got '" + mode +
+                              "'");
+}
+
+SplitWrites split_writes() {
+  return static_cast<SplitWrites>(split_writes_mode.load(std::memory_order_relaxed));
 }
 
 void set_num_threads(int num_threads) {

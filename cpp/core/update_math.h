@@ -311,32 +311,45 @@ template <class Ops, class V, class B>
   param_lanes<Ops, V>(c, b, i, lanes.param, lanes.grad, square_root<Ops, V>(lanes.radicand));
 }
 
+// One buffer's traffic in traffic_lanes: its lanes read and written back plus zero.
+template <class Ops, typename T>
+[[gnu::always_inline]] inline void rewrite_lanes(T* buffer, std::int64_t i,
+                                                 typename Ops::Vec zero_grad) {
+  Ops::store(buffer + i, Ops::add(Ops::load(buffer + i), zero_grad));
+}
+
 // The roofline companion of update_lanes: the same loads and stores, in the same order, for the
 // same variant, with one add per buffer instead of the RMSProp arithmetic, so that the two differ
 // in arithmetic only. It writes back buffer + 0 * grad, which IEEE rules forbid the compiler to
 // fold away, so the buffers keep their values (for finite grads) and the kernel can be timed on
 // the very buffers the real update uses. kState false leaves the state to the caller (8-bit state,
-// whose bytes are not vectors of the parameter's type). Always inlined: with a group of vectors per
-// cache line GCC called it out of line for bf16 on avx512, a call per vector in a loop meant to
-// time memory alone.
-template <class Ops, class V, class B, bool kState = true>
+// whose bytes are not vectors of the parameter's type). kPass 1 and 2 split the traffic as the
+// update's two passes split it: square_avg and grad_avg, then the parameter, the momentum buffer
+// and the compensation (kPass 0: all of it). Always inlined: with a group of vectors per cache line
+// GCC called it out of line for bf16 on avx512, a call per vector in a loop meant to time memory
+// alone.
+template <class Ops, class V, class B, bool kState = true, int kPass = 0>
 [[gnu::always_inline]] inline void traffic_lanes(const B& b, std::int64_t i) {
   using Vec = typename Ops::Vec;
-  const Vec param = Ops::load(b.param + i);
+  constexpr bool kFirst = kPass != 2;
+  constexpr bool kSecond = kPass != 1;
+  const Vec param = kSecond ? Ops::load(b.param + i) : Ops::broadcast(0);
   const Vec zero_grad = Ops::mul(Ops::load(b.grad + i), Ops::broadcast(0));
-  if constexpr (V::compensation == Compensation::kKahan) {
-    Ops::store(b.compensation + i, Ops::add(Ops::load(b.compensation + i), zero_grad));
+  if constexpr (kSecond && V::compensation == Compensation::kKahan) {
+    rewrite_lanes<Ops>(b.compensation, i, zero_grad);
   }
-  if constexpr (kState) {
-    Ops::store(b.square_avg + i, Ops::add(Ops::load(b.square_avg + i), zero_grad));
+  if constexpr (kState && kFirst) {
+    rewrite_lanes<Ops>(b.square_avg, i, zero_grad);
     if constexpr (V::centered) {
-      Ops::store(b.grad_avg + i, Ops::add(Ops::load(b.grad_avg + i), zero_grad));
-    }
-    if constexpr (V::momentum) {
-      Ops::store(b.momentum_buffer + i, Ops::add(Ops::load(b.momentum_buffer + i), zero_grad));
+      rewrite_lanes<Ops>(b.grad_avg, i, zero_grad);
     }
   }
-  Ops::store(b.param + i, Ops::add(param, zero_grad));
+  if constexpr (kState && kSecond && V::momentum) {
+    rewrite_lanes<Ops>(b.momentum_buffer, i, zero_grad);
+  }
+  if constexpr (kSecond) {
+    Ops::store(b.param + i, Ops::add(param, zero_grad));
+  }
 }
 
 }  // namespace rmsprop_ext
