@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,23 @@ def three_steps(bufs: dict[str, np.ndarray], options: dict[str, Any], rounding: 
 def as_bits(bufs: dict[str, np.ndarray]) -> dict[str, bytes]:
     """Each buffer's bytes, to compare runs bit for bit."""
     return {name: a.tobytes() for name, a in bufs.items()}
+
+
+# Lengths below and above the loops' blocks (256 and 1,024 elements), with vector tails, and one
+# above the serial threshold so that two threads split it.
+LOOP_SIZES = [1, 13, 1031, 3000, 70_001]
+
+
+def assert_loop_modes_agree(
+    set_mode: Callable[[str], None], dtype: type, options: dict[str, Any], rounding: str
+) -> None:
+    """Three steps with the loop switch `set_mode` at "never" and at "always" give the same bits,
+    for every length of LOOP_SIZES. The caller puts the switch back."""
+    for n in LOOP_SIZES:
+        results = {}
+        for mode in ("never", "always"):
+            set_mode(mode)
+            bufs = step_buffers(n, dtype, options, seed=n)
+            three_steps(bufs, options, rounding)
+            results[mode] = as_bits(bufs)
+        assert results["always"] == results["never"], (n, options)

@@ -10,12 +10,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import OPTION_SETS, as_bits, cpu_vendor, step_buffers, three_steps
+import rmsprop_ext
+from helpers import (
+    OPTION_SETS,
+    as_bits,
+    assert_loop_modes_agree,
+    cpu_vendor,
+    step_buffers,
+    three_steps,
+)
 from rmsprop_ext import _core
-
-# Lengths below and above a block (256 elements), with vector tails, and one above the serial
-# threshold so that two threads split it.
-SIZES = [1, 13, 1031, 3000, 70_001]
 
 # Byte offsets from the parameter, within one allocation, where a one-pass loop is slowest on a
 # Zen core. The parameter sits where bits 12-27 of its address are clear, so each offset flips
@@ -44,14 +48,7 @@ def automatic_split() -> Iterator[None]:
 def test_two_pass_blocks_give_the_one_pass_loops_bits(
     dtype: type, options: dict[str, Any], rounding: str
 ) -> None:
-    for n in SIZES:
-        results = {}
-        for mode in ("never", "always"):
-            _core._set_split_writes(mode)
-            bufs = step_buffers(n, dtype, options, seed=n)
-            three_steps(bufs, options, rounding)
-            results[mode] = as_bits(bufs)
-        assert results["always"] == results["never"], (n, options)
+    assert_loop_modes_agree(_core._set_split_writes, dtype, options, rounding)
 
 
 @pytest.mark.parametrize("param_dtype", ["bfloat16", "float16"])
@@ -59,8 +56,6 @@ def test_two_pass_blocks_of_16_bit_parameters_with_float32_state_give_the_one_pa
     param_dtype: str,
 ) -> None:
     torch = pytest.importorskip("torch")
-    import rmsprop_ext
-
     results = {}
     for mode in ("never", "always"):
         _core._set_split_writes(mode)
@@ -147,6 +142,7 @@ def cpu_family() -> int:
 def test_zen_cores_and_only_they_are_told_apart() -> None:
     zen = cpu_vendor() in ("AuthenticAMD", "HygonGenuine") and cpu_family() >= 0x17
     assert _core._cpu_has_zen_l1_utags() == zen
+    assert rmsprop_ext.build_info()["two_pass_loops"] == zen
 
 
 def test_unknown_split_mode_is_refused() -> None:

@@ -8,12 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import OPTION_SETS, as_bits, step_buffers, three_steps
+from helpers import OPTION_SETS, as_bits, assert_loop_modes_agree, step_buffers, three_steps
 from rmsprop_ext import _core
-
-# Lengths below and above a staging block (1,024 elements), with vector tails, and one above the
-# serial threshold so that two threads split it.
-SIZES = [1, 13, 1031, 3000, 70_001]
 
 
 @pytest.fixture(autouse=True)
@@ -28,14 +24,7 @@ def automatic_staging() -> Iterator[None]:
 def test_staged_update_gives_the_direct_loops_bits(
     dtype: type, options: dict[str, Any], rounding: str
 ) -> None:
-    for n in SIZES:
-        results = {}
-        for mode in ("never", "always"):
-            _core._set_write_staging(mode)
-            bufs = step_buffers(n, dtype, options, seed=n)
-            three_steps(bufs, options, rounding)
-            results[mode] = as_bits(bufs)
-        assert results["always"] == results["never"], (n, options)
+    assert_loop_modes_agree(_core._set_write_staging, dtype, options, rounding)
 
 
 def shadowed_layout(n: int, dtype: type, options: dict[str, Any]) -> dict[str, np.ndarray]:

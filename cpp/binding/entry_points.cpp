@@ -98,6 +98,8 @@ py::dict build_info() {
   info["isa_available"] = names(available_isas());
   info["isa_active"] = isa_name(active_isa());
   info["avx512_bf16"] = cpu_has_avx512_bf16();
+  // A Zen core: the float32/float64 loops run in two passes per block (kernel.cpp).
+  info["two_pass_loops"] = cpu_has_zen_l1_utags();
   info["openmp"] = openmp_version();
   info["num_threads"] = get_num_threads();
   info["compiler"] = __VERSION__;
