@@ -205,3 +205,34 @@ def assert_loop_modes_agree(
             three_steps(bufs, options, rounding)
             results[mode] = as_bits(bufs)
         assert results["always"] == results["never"], (n, options)
+
+
+def views_at_offsets(
+    template: dict[str, np.ndarray], offsets: dict[str, int], align: int
+) -> dict[str, np.ndarray]:
+    """template's buffers copied into views of one array, buffer `name` starting offsets[name]
+    bytes after an `align`-byte boundary, so that a test can place buffers against each other
+    (pages of the array never touched cost no memory)."""
+    first = next(iter(template.values()))
+    itemsize = first.dtype.itemsize
+    span = align + max(offsets.values()) + first.nbytes
+    block: np.ndarray = np.empty(span // itemsize + 1, first.dtype)
+    start = (-block.ctypes.data % align) // itemsize
+    out: dict[str, np.ndarray] = {}
+    for name, values in template.items():
+        begin = start + offsets[name] // itemsize
+        view = block[begin : begin + values.size]
+        view[:] = values
+        out[name] = view
+    return out
+
+
+def assert_layout_gives_separate_buffers_bits(
+    placed: dict[str, np.ndarray], options: dict[str, Any]
+) -> None:
+    """Three steps on buffers placed against each other give the bits of the same steps on
+    separate copies of them."""
+    separate = {name: a.copy() for name, a in placed.items()}
+    three_steps(placed, options, "torch")
+    three_steps(separate, options, "torch")
+    assert as_bits(placed) == as_bits(separate)

@@ -14,10 +14,11 @@ import rmsprop_ext
 from helpers import (
     OPTION_SETS,
     as_bits,
+    assert_layout_gives_separate_buffers_bits,
     assert_loop_modes_agree,
     cpu_vendor,
     step_buffers,
-    three_steps,
+    views_at_offsets,
 )
 from rmsprop_ext import _core
 
@@ -81,19 +82,9 @@ def test_two_pass_blocks_of_16_bit_parameters_with_float32_state_give_the_one_pa
 
 
 def colliding_layout(n: int, dtype: type, options: dict[str, Any]) -> dict[str, np.ndarray]:
-    """step_buffers' values in views of one array at COLLIDING_OFFSETS (untouched pages of the
-    array cost no memory)."""
+    """step_buffers' values in views of one array at COLLIDING_OFFSETS."""
     template = step_buffers(n, dtype, options, seed=11)
-    itemsize = np.dtype(dtype).itemsize
-    block: np.ndarray = np.empty(((1 << 29) + (1 << 28)) // itemsize, dtype)
-    start = (-block.ctypes.data % (1 << 28)) // itemsize
-    out: dict[str, np.ndarray] = {}
-    for name, values in template.items():
-        offset = start + COLLIDING_OFFSETS[name] // itemsize
-        view = block[offset : offset + n]
-        view[:] = values
-        out[name] = view
-    return out
+    return views_at_offsets(template, COLLIDING_OFFSETS, align=1 << 28)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -101,12 +92,7 @@ def colliding_layout(n: int, dtype: type, options: dict[str, Any]) -> dict[str, 
 def test_colliding_buffers_give_the_separate_buffers_bits(
     dtype: type, options: dict[str, Any]
 ) -> None:
-    n = 70_001
-    colliding = colliding_layout(n, dtype, options)
-    separate = {name: a.copy() for name, a in colliding.items()}
-    three_steps(colliding, options, "torch")
-    three_steps(separate, options, "torch")
-    assert as_bits(colliding) == as_bits(separate)
+    assert_layout_gives_separate_buffers_bits(colliding_layout(70_001, dtype, options), options)
 
 
 @pytest.mark.parametrize("variant", ["plain", "both"])

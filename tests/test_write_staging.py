@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import OPTION_SETS, as_bits, assert_loop_modes_agree, step_buffers, three_steps
+from helpers import (
+    OPTION_SETS,
+    assert_layout_gives_separate_buffers_bits,
+    assert_loop_modes_agree,
+    step_buffers,
+    views_at_offsets,
+)
 from rmsprop_ext import _core
 
 
@@ -32,16 +38,9 @@ def shadowed_layout(n: int, dtype: type, options: dict[str, Any]) -> dict[str, n
     before modulo 4 KiB (numpy's heap puts equal-sized arrays so), so that written buffers start
     just above read ones."""
     template = step_buffers(n, dtype, options, seed=7)
-    itemsize = np.dtype(dtype).itemsize
-    stride = n + (4096 + 16) // itemsize
-    block: np.ndarray = np.empty(stride * len(template) + 4096 // itemsize, dtype)
-    start = (-block.ctypes.data % 4096) // itemsize
-    out: dict[str, np.ndarray] = {}
-    for k, (name, a) in enumerate(template.items()):
-        view = block[start + k * stride : start + k * stride + n]
-        view[:] = a
-        out[name] = view
-    return out
+    stride = n * np.dtype(dtype).itemsize + 4096 + 16
+    offsets = {name: k * stride for k, name in enumerate(template)}
+    return views_at_offsets(template, offsets, align=4096)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -49,12 +48,7 @@ def shadowed_layout(n: int, dtype: type, options: dict[str, Any]) -> dict[str, n
 def test_buffers_just_above_each_other_give_the_separate_buffers_bits(
     dtype: type, options: dict[str, Any]
 ) -> None:
-    n = 70_001
-    packed = shadowed_layout(n, dtype, options)
-    separate = {name: a.copy() for name, a in packed.items()}
-    three_steps(packed, options, "torch")
-    three_steps(separate, options, "torch")
-    assert as_bits(packed) == as_bits(separate)
+    assert_layout_gives_separate_buffers_bits(shadowed_layout(70_001, dtype, options), options)
 
 
 def test_unknown_staging_mode_is_refused() -> None:
