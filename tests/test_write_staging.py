@@ -1,5 +1,6 @@
 """The staged float32/float64 update (its written buffers copied through a block on the stack,
-chosen where a written buffer starts just above a read one) gives the direct loop's bits."""
+chosen where a written buffer starts just above a read one) gives the direct loop's bits. Only the
+avx2 kernel has the staged loop; on the others "always" leaves their loop as it is."""
 
 from __future__ import annotations
 

@@ -347,9 +347,13 @@ bool writes_shadow_reads(const ParamBuffers<T, T>& b) {
   return false;
 }
 
-// Whether to stage: on the avx2 kernel where the buffers are shadowed. The avx512 kernel's vector
-// is a whole cache line; there the same layouts cost less and staging did not pay (0.94-0.95 of
-// the direct loop's speed at +16 and +64 bytes, benchmarks/buffer_layout.py).
+// Whether this kernel has the staged loop: the avx2 kernel alone. The avx512 kernel's vector is a
+// whole cache line; there the same layouts cost less and staging did not pay (0.94-0.95 of the
+// direct loop's speed at +16 and +64 bytes, benchmarks/buffer_layout.py), so the other kernels do
+// not compile it for each of their hundreds of variants, and "always" leaves their loop as it is.
+constexpr bool kHasStagedLoop = kIsa == Isa::kAvx2;
+
+// Whether to stage: on the avx2 kernel where the buffers are shadowed.
 template <class V, typename T>
 bool stage_writes(const ParamBuffers<T, T>& b) {
   switch (write_staging()) {
@@ -405,31 +409,94 @@ void for_each_staged_block(const ParamBuffers<T, T>& b, std::int64_t begin, std:
   }
 }
 
+// Calls f with `root` as a compile-time constant when this kernel computes it for T (each kernel
+// instantiates only the forms it has), else with kIeee: the update then calls the outside
+// function between its halves.
+template <typename T, typename F>
+void with_square_root(SquareRoot root, F&& f) {
+  const auto take = [&](auto form) {
+    if constexpr (computes_square_root<T>(kIsa, decltype(form)::value)) {
+      if (root == decltype(form)::value) {
+        f(form);
+        return true;
+      }
+    }
+    return false;
+  };
+  using R = SquareRoot;
+  if (!(take(std::integral_constant<R, R::kMklAvx512>{}) ||
+        take(std::integral_constant<R, R::kMklAvx2>{}) ||
+        take(std::integral_constant<R, R::kMklSse42>{}) ||
+        take(std::integral_constant<R, R::kMklPortable>{}))) {
+    f(std::integral_constant<R, R::kIeee>{});
+  }
+}
+
+// MKL's square root `kForm` over [0, n), with the body's vectors and the tail's lanes.
+template <SquareRoot kForm, typename T>
+void mkl_sqrt_form(std::int64_t n, const T* in, T* out) {
+  for_each_lane_group<T>(in, 0, n, [&](auto ops, std::int64_t i) {
+    using Ops = decltype(ops);
+    Ops::store(out + i, Ops::template mkl_sqrt<kForm>(Ops::load(in + i)));
+  });
+}
+
+// The IEEE square root over [0, n), as the lanes take it.
+template <typename T>
+void ieee_sqrt_form(std::int64_t n, const T* in, T* out) {
+  for_each_lane_group<T>(in, 0, n, [&](auto ops, std::int64_t i) {
+    using Ops = decltype(ops);
+    Ops::store(out + i, Ops::sqrt(Ops::load(in + i)));
+  });
+}
+
+// This kernel's function for the square root `root` of a block of T, or nullptr where it does not
+// compute that form (an outside function does).
+template <typename T>
+SqrtBlockFn<T> own_sqrt_block(SquareRoot root) {
+  SqrtBlockFn<T> block = nullptr;
+  with_square_root<T>(root, [&](auto form) {
+    constexpr SquareRoot kForm = decltype(form)::value;
+    if constexpr (kForm == SquareRoot::kIeee) {
+      if (root == SquareRoot::kIeee) {
+        block = &ieee_sqrt_form<T>;
+      }
+    } else {
+      block = &mkl_sqrt_form<kForm, T>;
+    }
+  });
+  return block;
+}
+
 // Elements per block of the two-pass update of 16-bit parameters: the block's gradients and
 // roots (as float32) stay in L1 between the passes.
 constexpr std::int64_t kPassBlock = 256;
 
-// update_lanes over [first, last) in blocks of about kBlock elements, each in two passes: the
-// state up to the radicand (and its square root, where kRootInFirstPass), then `between(block,
-// block_end, roots)`, then the division and the parameter. The same operations on the same
-// values, so the same bits.
-// It serves two ends. An outside square root (MKL's function) runs between the passes, on the
-// whole block. And for 16-bit parameters the square root stays in the first pass: in one pass each
-// vector's chain of dependent operations (conversions and roundings around the square root and
-// the division) is so long that the CPU's scheduler fills with waiting operations before the
-// divider is busy; each pass's chain is about half of it, so more vectors are in flight (in cache
-// up to 1.7x faster, see docs/storage_speed.md). Where the state is float32 or float64 the chain
-// is short enough: two passes gained nothing there, or lost (bf16 parameters with float32 state).
-template <class V, class Vector, std::int64_t kBlock, bool kRootInFirstPass, typename P, typename S,
-          class Coefficients, class Between>
+// update_lanes over [first, last) in blocks of about `block_length` elements (at most kMaxBlock),
+// each in two passes: the state up to the radicand (and its square root, where kRootInFirstPass),
+// then `between(block, block_end, roots)`, then the division and the parameter. The same
+// operations on the same values, so the same bits.
+// It serves three ends. A square root taken apart (BlockRoots) runs between the passes, on the
+// whole block: an outside function (MKL's), or this kernel's own where the passes are split on Zen
+// cores (see two_pass_blocks). And for 16-bit parameters the square root stays in the first pass:
+// in one pass each vector's chain of dependent operations (conversions and roundings around the
+// square root and the division) is so long that the CPU's scheduler fills with waiting operations
+// before the divider is busy; each pass's chain is about half of it, so more vectors are in flight
+// (in cache up to 1.7x faster, see docs/storage_speed.md). Where the state is float32 or float64
+// the chain is short enough: two passes gained nothing there, or lost (bf16 parameters with float32
+// state).
+template <class V, class Vector, std::int64_t kMaxBlock, bool kRootInFirstPass, typename P,
+          typename S, class Coefficients, class Between>
 void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::int64_t last,
-                          const Coefficients& coefficients, Between&& between) {
+                          std::int64_t block_length, const Coefficients& coefficients,
+                          Between&& between) {
   using C = Compute<P>;
-  // A block ends on a vector boundary, up to a vector's lanes past kBlock.
-  alignas(64) C grads[kBlock + Vector::kWidth];
-  alignas(64) C roots[kBlock + Vector::kWidth];
+  block_length = std::min(block_length, kMaxBlock);
+  // A block ends on a vector boundary, up to a vector's lanes past its length.
+  alignas(64) C grads[kMaxBlock + Vector::kWidth];
+  alignas(64) C roots[kMaxBlock + Vector::kWidth];
   for (std::int64_t block = first, block_end; block < last; block = block_end) {
-    block_end = piece_end<Vector>(b.param, block, last, kBlock);
+    block_end = piece_end<Vector>(b.param, block, last, block_length);
     const auto state_pass = [b, block, &coefficients, &grads, &roots](auto ops, std::int64_t i) {
       using Ops = decltype(ops);
       const StateLanes<Ops> lanes = state_lanes<Ops, V>(coefficients(ops), b, i);
@@ -448,6 +515,25 @@ void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::
     for_each_lane_group<C, Vector>(b.param, block, block_end, param_pass);
   }
 }
+
+// The `between` of update_in_two_passes for a root taken apart: `sqrt_block` over the block's
+// radicands, in place. Where memory may be asked for ahead (not on Zen cores, see
+// two_pass_blocks), the next block's is asked for first, so that its loads are in flight while
+// the roots are computed.
+template <typename P, typename S>
+struct BlockRoots {
+  const ParamBuffers<P, S>& buffers;
+  std::int64_t end;
+  SqrtBlockFn<P> sqrt_block;
+  bool ask_ahead;
+
+  void operator()(std::int64_t block, std::int64_t block_end, P* roots) const {
+    if (ask_ahead) {
+      prefetch_block(buffers, block_end, std::min(end, block_end + (block_end - block)));
+    }
+    sqrt_block(block_end - block, roots, roots);
+  }
+};
 
 // Whether the one-pass loops (float32 and float64, 16-bit parameters with float32 state, and their
 // roofline) run in two passes per block instead, the state's buffers then the parameter's: on
@@ -474,6 +560,65 @@ inline bool two_pass_blocks() {
 // Elements whose indices share their high 32 bits, so one stochastic-rounding key serves them.
 constexpr std::int64_t kKeyChunk = std::int64_t{1} << 32;
 
+// Whether variant V of P has a two-pass loop of its own, with its square root in the first pass,
+// for Zen cores (see two_pass_blocks). A loop per variant and root form costs compile time (the
+// kernels hold hundreds of variants), so only the step most runs take has one: float32 with
+// torch's options on an x86 vector kernel, with a multiply-add that rounds once and any root but
+// MKL's AVX-512 one (Intel's). The other variants run the loop of V::RootApart, whose root
+// between the passes, in a loop of its own, made the two passes 1.2-1.3x slower at 16M elements on
+// a Zen 4 core (docs/storage_speed.md): still free of the evictions.
+template <typename P, class V>
+constexpr bool kOwnTwoPassLoop =
+    std::is_same_v<P, float> && (kIsa == Isa::kAvx2 || kIsa == Isa::kAvx512) && V::fused &&
+    !V::extended && (V::fused_decay || !V::coupled_decay) && V::root != SquareRoot::kMklAvx512;
+
+// float32 or float64 parameters and state (P): one pass over the buffers with the variant's square
+// root in registers, or two passes per block, with the root in the first or taken apart between
+// them.
+template <typename P, class V, class Vector>
+void update_range_float(const ParamBuffers<P, P>& b, std::int64_t begin, std::int64_t end,
+                        const LaneCoefficients<Vector, P>& coefficients, const Hyperparams& hp) {
+  const SquareRoot root = square_root_for(hp, static_cast<P*>(nullptr));
+  // The dispatch gives V this root where this kernel computes it, else the IEEE form.
+  const bool in_registers = root == V::root;
+  if constexpr (kHasStagedLoop) {
+    // Where the buffers lie decides it, once for the whole range (see for_each_staged_block).
+    if (in_registers && stage_writes<V>(b)) {
+      for_each_staged_block<V, Vector>(
+          b, begin, end, [&](auto ops, const ParamBuffers<P, P>& staged, std::int64_t j) {
+            update_lanes<decltype(ops), V>(coefficients(ops), staged, j);
+          });
+      return;
+    }
+  }
+  const bool two_passes = two_pass_blocks();
+  if (in_registers) {
+    if (!two_passes) {
+      for_each_lane_group_prefetched<V, P, Vector>(b, begin, end, [&](auto ops, std::int64_t i) {
+        update_lanes<decltype(ops), V>(coefficients(ops), b, i);
+      });
+      return;
+    }
+    if constexpr (kOwnTwoPassLoop<P, V>) {
+      // No memory asked for ahead: a request brings both colliding lines into L1 at once.
+      update_in_two_passes<V, Vector, kPassBlock, true>(b, begin, end, kPassBlock, coefficients,
+                                                        [](auto...) {});
+      return;
+    }
+  }
+  // The root taken apart, between the two passes: with the outside function, in blocks long
+  // enough to spread the cost of its call, or on Zen cores (the variants without a loop of their
+  // own) with this kernel's function in short blocks and, as above, nothing asked for ahead. The
+  // memory is still read and written once, the block's intermediates stay in cache. Every root
+  // form of the variant runs the one instantiation of V::RootApart.
+  const SqrtBlockFn<P> own_root = own_sqrt_block<P>(root);
+  const BlockRoots<P, P> roots{
+      b, end, own_root != nullptr ? own_root : sqrt_block_for(hp, static_cast<P*>(nullptr)),
+      !two_passes};
+  update_in_two_passes<typename V::RootApart, Vector, kSqrtBlock, false>(
+      b, begin, end, two_passes ? kPassBlock : kSqrtBlock, coefficients, roots);
+}
+
 // Vector: the vector arithmetic, VectorOps<C> or an equivalent (Avx512Bf16Ops).
 template <typename P, typename S, class V, class Vector = VectorOps<Compute<P>>>
 void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin, std::int64_t end,
@@ -484,37 +629,22 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
   // after every store, three loads per vector for nothing.
   const ParamBuffers<P, S> b = buffers;
   LaneCoefficients<Vector, C> coefficients(scalars_as_rounded<P, V>(hp), b.step);
-  // Storage pairs other than float32/float64 alone take the CPU's square root.
-  const SquareRoot root =
-      std::is_same_v<P, S> ? square_root_for(hp, static_cast<P*>(nullptr)) : SquareRoot::kIeee;
-  const bool in_registers = root == V::root;
-  if (in_registers) {
-    // Where the buffers lie decides it, once for the whole range (see for_each_staged_block).
-    bool staged_writes = false;
-    if constexpr (std::is_same_v<P, S>) {
-      staged_writes = stage_writes<V>(b);
-    }
+  if constexpr (std::is_same_v<P, S> && !kSixteenBit<P>) {
+    update_range_float<P, V, Vector>(b, begin, end, coefficients, hp);
+  } else {
+    // The other storage pairs take the CPU's square root, in registers.
     const bool two_passes = two_pass_blocks();
     // Elements [from, to) with this variant: vector body, peel and tail, memory asked for ahead.
     const auto update = [&](std::int64_t from, std::int64_t to) {
       if constexpr (kSixteenBit<P> && !std::is_same_v<S, float>) {
         for_each_prefetched_stretch(b, from, to, [&](std::int64_t first, std::int64_t last) {
-          update_in_two_passes<V, Vector, kPassBlock, true>(b, first, last, coefficients,
-                                                            [](auto...) {});
+          update_in_two_passes<V, Vector, kPassBlock, true>(b, first, last, kPassBlock,
+                                                            coefficients, [](auto...) {});
         });
       } else {
-        if constexpr (std::is_same_v<P, S>) {
-          if (staged_writes) {
-            for_each_staged_block<V, Vector>(
-                b, from, to, [&](auto ops, const ParamBuffers<P, S>& staged, std::int64_t j) {
-                  update_lanes<decltype(ops), V>(coefficients(ops), staged, j);
-                });
-            return;
-          }
-        }
         if (two_passes) {
           // No memory asked for ahead: a request brings both colliding lines into L1 at once.
-          update_in_two_passes<V, Vector, kPassBlock, true>(b, from, to, coefficients,
+          update_in_two_passes<V, Vector, kPassBlock, true>(b, from, to, kPassBlock, coefficients,
                                                             [](auto...) {});
           return;
         }
@@ -545,21 +675,6 @@ void update_range_variant(const ParamBuffers<P, S>& buffers, std::int64_t begin,
       return;
     }
     update(begin, end);
-    return;
-  }
-  // A variant with a kMkl* root is dispatched only where this kernel computes that root, so it
-  // always runs in registers: the blocks are instantiated for the IEEE variants alone.
-  if constexpr (!kSixteenBit<P> && V::root == SquareRoot::kIeee) {
-    // The same two halves with the outside square root between them, block by block: the memory
-    // is still read and written once, the block's intermediates stay in cache.
-    const SqrtBlockFn<P> sqrt_block = sqrt_block_for(hp, static_cast<P*>(nullptr));
-    update_in_two_passes<V, Vector, kSqrtBlock, false>(
-        b, begin, end, coefficients, [&](std::int64_t block, std::int64_t block_end, P* roots) {
-          // The outside call is a stretch of pure arithmetic; ask for the next block's memory
-          // first so that its loads are in flight meanwhile.
-          prefetch_block(b, block_end, std::min(end, block_end + kSqrtBlock));
-          sqrt_block(block_end - block, roots, roots);
-        });
   }
 }
 
@@ -786,29 +901,6 @@ void with_decay(const Hyperparams& hp, bool complex_pairs, F&& f) {
   f(std::integral_constant<Decay, Decay::kSeparate>{});
 }
 
-// Calls f with `root` as a compile-time constant when this kernel computes it for T (each kernel
-// instantiates only the forms it has), else with kIeee: the update then calls the outside
-// function between its halves.
-template <typename T, typename F>
-void with_square_root(SquareRoot root, F&& f) {
-  const auto take = [&](auto form) {
-    if constexpr (computes_square_root<T>(kIsa, decltype(form)::value)) {
-      if (root == decltype(form)::value) {
-        f(form);
-        return true;
-      }
-    }
-    return false;
-  };
-  using R = SquareRoot;
-  if (!(take(std::integral_constant<R, R::kMklAvx512>{}) ||
-        take(std::integral_constant<R, R::kMklAvx2>{}) ||
-        take(std::integral_constant<R, R::kMklSse42>{}) ||
-        take(std::integral_constant<R, R::kMklPortable>{}))) {
-    f(std::integral_constant<R, R::kIeee>{});
-  }
-}
-
 // Calls f(V{}) with the Variant that matches the hyperparameters and the parameter: every option
 // compile-time for float32 and float64 (whose results follow torch's bit for bit).
 template <typename T, typename F>
@@ -1005,15 +1097,6 @@ void sqrt_divide(SquareRoot root, std::int64_t n, const double* numerator, const
 }
 
 namespace {
-// MKL's square root `kForm` over [0, n), with the body's vectors and the tail's lanes.
-template <SquareRoot kForm, typename T>
-void mkl_sqrt_form(std::int64_t n, const T* in, T* out) {
-  for_each_lane_group<T>(in, 0, n, [&](auto ops, std::int64_t i) {
-    using Ops = decltype(ops);
-    Ops::store(out + i, Ops::template mkl_sqrt<kForm>(Ops::load(in + i)));
-  });
-}
-
 template <typename T>
 void mkl_sqrt_any(SquareRoot form, std::int64_t n, const T* in, T* out) {
   with_square_root<T>(form, [&](auto root) {

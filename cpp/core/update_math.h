@@ -58,6 +58,11 @@ struct Variant {
   // The same variant in the elements after torch's vector loops.
   using TorchScalar = Variant<kCentered, kMomentum, kOptions, kDecay, kFused, kRoot, kCompensation,
                               Rounding::kTorchScalar>;
+  // The same variant for loops that take the square root apart from the lanes (between two
+  // passes, by one function for the whole block): there the root form changes nothing, so every
+  // form of a variant shares the instantiation of its IEEE form.
+  using RootApart = Variant<kCentered, kMomentum, kOptions, kDecay, kFused, SquareRoot::kIeee,
+                            kCompensation, kRounding>;
 };
 
 // The result v of one of torch's operations as torch's 16-bit kernels leave it: rounded to the
