@@ -57,7 +57,7 @@ def test_bench_writes_tables_json_and_plot(
     assert titles and all(f"[{get_isa()} kernel" in title for title in titles)
     from rmsprop_ext import bench
 
-    can_choose_pages = bench._numpy_hugepage_switch() is not None
+    can_choose_pages = bench.cases._numpy_hugepage_switch() is not None
     assert ("Memory pages" in printed) == (
         can_choose_pages and bench.transparent_huge_pages() != "never"
     )
@@ -134,7 +134,7 @@ def test_every_implementation_of_a_group_steps_on_the_same_memory(variant: str) 
         }
         if variant == "plain":
             steps["fused Adagrad"] = bench.torch_fused_adagrad(1, n, variant)
-        arrays = bench._arrays(n, 3 + len(bench.VARIANTS[variant][0]))
+        arrays = bench.cases._arrays(n, 3 + len(bench.VARIANTS[variant][0]))
         expected = [a.ctypes.data for a in arrays]
         for name, step in steps.items():
             opt = step.__self__
@@ -170,7 +170,7 @@ def test_each_round_runs_every_case_once_in_a_new_order() -> None:
 
 def test_ratios_are_taken_round_by_round() -> None:
     from rmsprop_ext.bench import Measurement
-    from rmsprop_ext.bench_report import _ratio
+    from rmsprop_ext.bench.report import _ratio
 
     def row(samples: list[float]) -> Measurement:
         ordered = sorted(samples)

@@ -8,8 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from . import build_info
-from .bench import SECTIONS, BenchConfig, machine_info, run_benchmark, torch_available
-from .bench_report import format_report, summary_lines
+from .bench import (
+    SECTIONS,
+    BenchConfig,
+    format_report,
+    machine_info,
+    run_benchmark,
+    summary_lines,
+    torch_available,
+)
 from .converge.charlm import CharLMConfig
 
 CHARLM_STEPS = CharLMConfig.steps
@@ -114,7 +121,7 @@ def _bench(args: argparse.Namespace) -> int:
             )
         print(f"wrote {args.json}")
     if args.plot:
-        from .bench_plot import write_plot
+        from .bench.plot import write_plot
 
         write_plot(rows, args.plot, headline)
         print(f"wrote {args.plot}")

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .cases import compiled_step, inductor_available
+from .config import ALPHA, LR
+
 __all__ = [
     "BASELINE",
     "FORMS",
@@ -23,7 +26,6 @@ __all__ = [
     "roofline_of",
 ]
 
-LR, ALPHA = 1e-4, 0.99
 # Bytes per element of each storage; 8-bit state adds one exponent byte per 32 elements.
 SIZES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "8bit": 1.0 + 1.0 / 32}
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "8bit": "8bit"}
@@ -118,7 +120,7 @@ def roofline_of(label: str) -> str | None:
 def _buffers(n: int, form: PrecisionForm) -> dict[str, Any]:
     import torch
 
-    from .quantized_state import quantize
+    from ..quantized_state import quantize
 
     gen = torch.Generator().manual_seed(0)
     param_dtype = getattr(torch, form.param)
@@ -143,7 +145,7 @@ def _buffers(n: int, form: PrecisionForm) -> dict[str, Any]:
 def precision_step(n: int, form: PrecisionForm, threads: int) -> Callable[[], None]:
     """One native rmsprop_step of `form` on n elements (the stochastic rounding's step number
     advances with every call, as in training)."""
-    from .functional import rmsprop_step
+    from ..functional import rmsprop_step
 
     buffers = _buffers(n, form)
     counter = [0]
@@ -166,8 +168,8 @@ def precision_step(n: int, form: PrecisionForm, threads: int) -> Callable[[], No
 
 def precision_roofline(n: int, form: PrecisionForm, threads: int) -> Callable[[], None]:
     """The memory roofline of `form`: its buffers read and written, no RMSProp arithmetic."""
-    from . import _core
-    from .functional import as_state_array
+    from .. import _core
+    from ..functional import as_state_array
 
     b = {k: as_state_array(v, k) for k, v in _buffers(n, form).items()}
     kahan = [b["compensation_buffer"]] if form.compensation == "kahan" else None
@@ -200,8 +202,6 @@ def torch_low_precision(
     opt = torch.optim.RMSprop([p], lr=LR, alpha=ALPHA, foreach=foreach, **VARIANT_OPTIONS[variant])
     if not compiled:
         return opt.step
-    from .bench import compiled_step
-
     return compiled_step(opt.step)
 
 
@@ -247,8 +247,6 @@ def precision_cases(n: int, threads: int, case: Callable[..., Any]) -> list[Any]
                 bytes_per_element=form.bytes_per_element,
             )
         )
-    from .bench import inductor_available
-
     for label, variant, compiled, native in TORCH_PEERS:
         if compiled and not inductor_available():
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .bench import Measurement
+from .config import Measurement
 
 __all__ = ["write_plot"]
 

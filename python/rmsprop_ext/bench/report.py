@@ -5,9 +5,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 
-from .bench import COMPILED_TORCH, IEEE_NATIVE, SMALL_MODEL_STEPS_PER_ROUND, Measurement
-from .bench_precision import BASELINE as PRECISION_BASELINE
-from .bench_precision import TORCH_PEERS, roofline_of
+from .config import SMALL_MODEL_STEPS_PER_ROUND, Measurement
+from .precision import BASELINE as PRECISION_BASELINE
+from .precision import TORCH_PEERS, roofline_of
+from .runner import COMPILED_TORCH, IEEE_NATIVE
 
 __all__ = ["format_report", "summary_lines"]
 
