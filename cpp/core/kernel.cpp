@@ -432,21 +432,17 @@ void with_square_root(SquareRoot root, F&& f) {
   }
 }
 
-// MKL's square root `kForm` over [0, n), with the body's vectors and the tail's lanes.
-template <SquareRoot kForm, typename T>
-void mkl_sqrt_form(std::int64_t n, const T* in, T* out) {
-  for_each_lane_group<T>(in, 0, n, [&](auto ops, std::int64_t i) {
-    using Ops = decltype(ops);
-    Ops::store(out + i, Ops::template mkl_sqrt<kForm>(Ops::load(in + i)));
-  });
-}
+// A variant that only names a square root, for square_root<Ops, RootOnly<kForm>>.
+template <SquareRoot kForm>
+using RootOnly = Variant<false, Momentum::kNone, Options::kTorch, Decay::kNone, true, kForm>;
 
-// The IEEE square root over [0, n), as the lanes take it.
-template <typename T>
-void ieee_sqrt_form(std::int64_t n, const T* in, T* out) {
+// The square root `kForm` (IEEE or one of MKL's) over [0, n), as the update's lanes take it: the
+// body's vectors and the tail's lanes.
+template <SquareRoot kForm, typename T>
+void sqrt_form(std::int64_t n, const T* in, T* out) {
   for_each_lane_group<T>(in, 0, n, [&](auto ops, std::int64_t i) {
     using Ops = decltype(ops);
-    Ops::store(out + i, Ops::sqrt(Ops::load(in + i)));
+    Ops::store(out + i, square_root<Ops, RootOnly<kForm>>(Ops::load(in + i)));
   });
 }
 
@@ -457,12 +453,9 @@ SqrtBlockFn<T> own_sqrt_block(SquareRoot root) {
   SqrtBlockFn<T> block = nullptr;
   with_square_root<T>(root, [&](auto form) {
     constexpr SquareRoot kForm = decltype(form)::value;
-    if constexpr (kForm == SquareRoot::kIeee) {
-      if (root == SquareRoot::kIeee) {
-        block = &ieee_sqrt_form<T>;
-      }
-    } else {
-      block = &mkl_sqrt_form<kForm, T>;
+    // with_square_root falls back to kIeee for a form this kernel does not compute.
+    if (kForm == root) {
+      block = &sqrt_form<kForm, T>;
     }
   });
   return block;
@@ -1078,8 +1071,7 @@ void sqrt_divide_any(SquareRoot root, std::int64_t n, const T* numerator, const 
   with_square_root<T>(root, [&](auto form) {
     for_each_lane_group<T>(out, 0, n, [&](auto ops, std::int64_t i) {
       using Ops = decltype(ops);
-      using V = Variant<false, Momentum::kNone, Options::kTorch, Decay::kNone, true,
-                        decltype(form)::value>;
+      using V = RootOnly<decltype(form)::value>;
       Ops::store(out + i,
                  Ops::div(Ops::load(numerator + i), square_root<Ops, V>(Ops::load(radicand + i))));
     });
@@ -1101,7 +1093,7 @@ template <typename T>
 void mkl_sqrt_any(SquareRoot form, std::int64_t n, const T* in, T* out) {
   with_square_root<T>(form, [&](auto root) {
     if constexpr (decltype(root)::value != SquareRoot::kIeee) {
-      mkl_sqrt_form<decltype(root)::value>(n, in, out);
+      sqrt_form<decltype(root)::value>(n, in, out);
     }
   });
 }
