@@ -189,6 +189,7 @@ def suite_train(mesh: DeviceMesh) -> dict[str, Any]:
                 "differing": differing(full(ours), full(theirs)),
                 "state_differing": differing(full_state(our_opt), full_state(torch_opt)),
                 "single_process_differing": differing(full(ours), full(single)),
+                "torch_single_process_differing": differing(full(theirs), full(single)),
                 "gap_to_one_forward": relative_gap(full(ours), full(whole)),
                 "torch_gap_to_one_forward": relative_gap(full(theirs), full(whole)),
                 "in_place_and_native": in_place_and_native(ours, our_opt, before),

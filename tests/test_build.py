@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import rmsprop_ext
+from conftest import HAS_TORCH
 from helpers import HIDE_TORCH
 
 
@@ -105,6 +107,40 @@ except ImportError as e:
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert "ImportError: rmsprop_ext.RMSprop needs PyTorch" in result.stdout
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+@pytest.mark.parametrize("release", ["2.6.0+cpu", "2.7.0", "2.15.0+cu132"])
+def test_a_torch_older_than_the_oldest_tested_is_named_in_a_warning(release: str) -> None:
+    """In a fresh process, whose torch reports `release`: a warning when the optimizer is first
+    taken from the package, naming both releases, only where torch is older than the tested."""
+    result = run_python(
+        f"""
+import warnings, torch
+torch.__version__ = "{release}"
+import rmsprop_ext
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    rmsprop_ext.RMSprop
+    rmsprop_ext.RMSprop
+for warning in caught:
+    print(warning.category.__name__, warning.message)
+"""
+    )
+    assert result.returncode == 0, result.stderr
+    oldest = ".".join(map(str, rmsprop_ext.OLDEST_TORCH))
+    if release.startswith("2.6"):
+        assert result.stdout.count("RuntimeWarning") == 1, result.stdout  # once per process
+        assert f"tested with torch {oldest} and newer, and torch {release}" in result.stdout
+    else:
+        assert result.stdout == "", result.stdout
+
+
+def test_oldest_torch_is_the_one_pyproject_claims() -> None:
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")) as file:
+        claims = re.findall(r'"torch>=([0-9.]+)"', file.read())
+    assert len(claims) >= 4  # the torch, test, bench and dev extras
+    assert set(claims) == {".".join(map(str, rmsprop_ext.OLDEST_TORCH))}
 
 
 def test_stub_lists_every_public_function_of_the_extension() -> None:

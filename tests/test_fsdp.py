@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 pytestmark = pytest.mark.spread_over_isas  # two torchrun ranks per test
 
 CHILD = Path(__file__).resolve().parent / "fsdp_child.py"
+TORCH_VERSION = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fsdp_train.py"
 
 
@@ -45,8 +46,12 @@ def test_fsdp2_float32_on_two_ranks_matches_torch_and_one_process(tmp_path: Path
     for case in cases:
         assert case["differing"] == 0, case  # parameters bit for bit torch.optim.RMSprop's
         assert case["state_differing"] == 0, case  # and so is the sharded state
-        # bit for bit one process stepping on the same global batch (as two accumulated halves)
-        assert case["single_process_differing"] == 0, case
+        # bit for bit one process stepping on the same global batch (as two accumulated halves),
+        # where FSDP2's gradient reduction sums as one process accumulates: from torch 2.9 on
+        # (torch 2.8's differs in some elements, for torch.optim.RMSprop as for this optimizer)
+        assert case["single_process_differing"] == case["torch_single_process_differing"], case
+        if TORCH_VERSION >= (2, 9):
+            assert case["single_process_differing"] == 0, case
         # one forward of the whole batch rounds the gradient differently, as it does for torch
         assert case["gap_to_one_forward"] == case["torch_gap_to_one_forward"], case
         assert case["in_place_and_native"], case  # no gather, no copy, no torch path

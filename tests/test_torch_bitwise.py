@@ -220,7 +220,9 @@ def check_table_in_child(dtypes: list[str], **environment: str) -> str:
 @pytest.mark.parametrize("capability", ["default", "avx2"])
 def test_torch_table_under_each_torch_cpu_capability(capability: str, isa: str) -> None:
     output = check_table_in_child(DTYPES, ATEN_CPU_CAPABILITY=capability, RMSPROP_EXT_ISA=isa)
-    assert capability.upper() in output  # torch really ran with that capability
+    # torch really ran with that capability (which torch before 2.9 names "NO AVX" for default)
+    names = {"default": ("DEFAULT", "NO AVX"), "avx2": ("AVX2",)}[capability]
+    assert any(name in output for name in names), output
 
 
 @pytest.mark.parametrize("mkl_path", ["AVX2", "SSE4_2"])

@@ -476,8 +476,9 @@ constexpr std::int64_t kPassBlock = 256;
 // square root and the division) is so long that the CPU's scheduler fills with waiting operations
 // before the divider is busy; each pass's chain is about half of it, so more vectors are in flight
 // (in cache up to 1.7x faster, see docs/storage_speed.md). Where the state is float32 or float64
-// the chain is short enough: two passes gained nothing there, or lost (bf16 parameters with float32
-// state).
+// the chain is short enough, and two passes gained nothing for that reason on Intel's cores (or
+// lost: bf16 parameters with float32 state); float32 on Zen cores takes them for the L1's reason
+// (two_pass_blocks).
 template <class V, class Vector, std::int64_t kMaxBlock, bool kRootInFirstPass, typename P,
           typename S, class Coefficients, class Between>
 void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::int64_t last,

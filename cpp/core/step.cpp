@@ -345,18 +345,29 @@ void set_write_staging(WriteStaging mode) {
   write_staging_mode.store(static_cast<int>(mode), std::memory_order_relaxed);
 }
 
-WriteStaging parse_write_staging(const std::string& mode) {
+namespace {
+
+// "auto", "always" or "never" as the switch Mode (WriteStaging, SplitWrites), named `what` in the
+// error.
+template <typename Mode>
+Mode parse_auto_always_never(const std::string& mode, const char* what) {
   if (mode == "auto") {
-    return WriteStaging::kAuto;
+    return Mode::kAuto;
   }
   if (mode == "always") {
-    return WriteStaging::kAlways;
+    return Mode::kAlways;
   }
   if (mode == "never") {
-    return WriteStaging::kNever;
+    return Mode::kNever;
   }
-  throw std::invalid_argument("write staging must be 'auto', 'always' or 'never', got '" + mode +
-                              "'");
+  throw std::invalid_argument(std::string(what) + " must be 'auto', 'always' or 'never', got '" +
+                              mode + "'");
+}
+
+}  // namespace
+
+WriteStaging parse_write_staging(const std::string& mode) {
+  return parse_auto_always_never<WriteStaging>(mode, "write staging");
 }
 
 WriteStaging write_staging() {
@@ -368,17 +379,7 @@ void set_split_writes(SplitWrites mode) {
 }
 
 SplitWrites parse_split_writes(const std::string& mode) {
-  if (mode == "auto") {
-    return SplitWrites::kAuto;
-  }
-  if (mode == "always") {
-    return SplitWrites::kAlways;
-  }
-  if (mode == "never") {
-    return SplitWrites::kNever;
-  }
-  throw std::invalid_argument("split writes must be 'auto', 'always' or 'never', got '" + mode +
-                              "'");
+  return parse_auto_always_never<SplitWrites>(mode, "split writes");
 }
 
 SplitWrites split_writes() {

@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import re
+import warnings
 from typing import Any
 
 from . import reference
@@ -55,6 +58,28 @@ def build_info() -> dict[str, Any]:
     return {"version": __version__, **_core_build_info()}
 
 
+# The oldest torch release the torch-facing tests pass on (pyproject's torch extra says the same;
+# .ci/torch_releases tests it): older ones round some ops otherwise (torch 2.2's lerp) or lack what
+# the optimizer's sharded and compiled paths use (FSDP2 on the CPU, before 2.7).
+OLDEST_TORCH = (2, 7)
+
+
+@functools.cache
+def _check_torch_release() -> None:
+    import torch
+
+    release = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    if release < OLDEST_TORCH:
+        oldest = ".".join(map(str, OLDEST_TORCH))
+        warnings.warn(
+            f"rmsprop_ext is tested with torch {oldest} and newer, and torch {torch.__version__} "
+            "is older: its results may not be torch.optim.RMSprop's bit for bit, and sharded "
+            f"training may fail (pip install 'torch>={oldest}')",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def __getattr__(name: str) -> Any:
     # RMSprop subclasses torch.optim.Optimizer; importing it lazily keeps torch optional.
     if name in _NEEDS_TORCH:
@@ -65,8 +90,10 @@ def __getattr__(name: str) -> Any:
             if error.name != "torch":
                 raise
             raise ImportError(
-                f"rmsprop_ext.{name} needs PyTorch (pip install 'torch>=2.2'); "
+                f"rmsprop_ext.{name} needs PyTorch "
+                f"(pip install 'torch>={'.'.join(map(str, OLDEST_TORCH))}'); "
                 "the numpy API (rmsprop_step, NumpyRMSprop) works without it"
             ) from error
+        _check_torch_release()
         return getattr(module, attribute)
     raise AttributeError(f"module 'rmsprop_ext' has no attribute '{name}'")
