@@ -179,8 +179,8 @@ def test_gradient_of_another_dtype_changes_nothing() -> None:
     train(opt, params, range(2))
     before = checksum(*(p.detach() for p in params), *opt.state[params[0]].values())
     set_grads(params, 9)
-    # torch's .grad setter refuses such a gradient (since 2.10 unless told to allow it through
-    # grad_dtype); its .data, on every release, does not.
+    # torch's .grad setter refuses such a gradient (torch 2.13 allows it when told through
+    # grad_dtype, 2.9 never); its .data, on every release, does not.
     params[1].grad.data = params[1].grad.float()
     assert params[1].grad.dtype == torch.float32
     with pytest.raises((TypeError, RuntimeError), match="dtype"):
