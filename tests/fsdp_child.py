@@ -19,7 +19,7 @@ import rmsprop_ext
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from helpers import leave_when_every_rank_is_done
+from helpers import leave_when_every_rank_is_done, torch_bits
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
@@ -131,8 +131,7 @@ def differing(a: list[torch.Tensor], b: list[torch.Tensor]) -> int:
     count = 0
     for x, y in zip(a, b):
         assert x.shape == y.shape and x.dtype == y.dtype, (x.shape, y.shape, x.dtype, y.dtype)
-        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
-        count += int((x.view(bits) != y.view(bits)).sum())
+        count += int((torch_bits(x) != torch_bits(y)).sum())
     return count
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import rmsprop_ext
 
 # Agreement with the float64 reference after 50 steps, as |native - ref| <= tol * (1 + |ref|)
@@ -33,6 +35,24 @@ def cpu_vendor() -> str:
     except OSError:
         pass
     return ""
+
+
+def needs(module: str, extra: str) -> Any:
+    """A skip mark for a test that needs `module` (of pyproject's `extra`) where it is missing; an
+    error instead where RMSPROP_EXT_REQUIRE_PEERS is set (CI installs the extras)."""
+    missing = importlib.util.find_spec(module) is None
+    if missing and os.environ.get("RMSPROP_EXT_REQUIRE_PEERS"):
+        raise RuntimeError(f"RMSPROP_EXT_REQUIRE_PEERS is set but {module} is not installed")
+    return pytest.mark.skipif(missing, reason=f"needs {module} (pip install '.[{extra}]')")
+
+
+def torch_bits(tensor: Any) -> Any:
+    """A torch tensor's bit patterns as integers of its element's width (complex as pairs of
+    reals), so that comparisons tell -0 from +0 and compare NaNs by their bits."""
+    import torch
+
+    tensor = torch.view_as_real(tensor) if tensor.is_complex() else tensor
+    return tensor.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()])
 
 
 def checksum(*arrays: Any) -> list[int]:

@@ -11,14 +11,14 @@ the final parameters must be torch's bit for bit.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import rmsprop_ext
 from conftest import HAS_TORCH
+from helpers import needs as needs_extra
+from helpers import torch_bits
 
 pytestmark = [
     pytest.mark.needs_torch,
@@ -32,10 +32,7 @@ CHECKPOINT_STEP = 6
 
 
 def needs(module: str) -> Any:
-    missing = importlib.util.find_spec(module) is None
-    if missing and os.environ.get("RMSPROP_EXT_REQUIRE_PEERS"):
-        raise RuntimeError(f"RMSPROP_EXT_REQUIRE_PEERS is set but {module} is not installed")
-    return pytest.mark.skipif(missing, reason=f"needs {module} (pip install '.[frameworks]')")
+    return needs_extra(module, "frameworks")
 
 
 def optimizer_classes() -> dict[str, Callable[..., Any]]:
@@ -45,15 +42,13 @@ def optimizer_classes() -> dict[str, Callable[..., Any]]:
 
 
 def assert_same_bits(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
-    """Every tensor of two state dicts equal bit for bit (the views make -0 differ from +0)."""
+    """Every tensor of two state dicts equal bit for bit."""
     import torch
 
     assert ours.keys() == theirs.keys()
     for name, tensor in ours.items():
-        other = theirs[name]
-        assert tensor.dtype == other.dtype, name
-        integers = {2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
-        assert torch.equal(tensor.view(integers), other.view(integers)), name
+        assert tensor.dtype == theirs[name].dtype, name
+        assert torch.equal(torch_bits(tensor), torch_bits(theirs[name])), name
 
 
 # Hugging Face transformers.Trainer
@@ -91,7 +86,6 @@ def run_trainer(
     tmp_path: Path,
     optimizer: str,
     bf16: bool,
-    max_steps: int = STEPS,
     resume_from: Path | None = None,
 ) -> tuple[list[float], dict[str, Any]]:
     """Trains the tiny GPT-2 and returns the logged losses and the final parameters."""
@@ -104,7 +98,7 @@ def run_trainer(
         output_dir=str(tmp_path / optimizer),
         per_device_train_batch_size=4,
         gradient_accumulation_steps=2,
-        max_steps=max_steps,
+        max_steps=STEPS,
         logging_steps=1,
         save_steps=CHECKPOINT_STEP,
         save_strategy="steps",

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import rmsprop_ext
 from conftest import HAS_TORCH
+from helpers import needs as needs_extra
 
 STEPS = 200
 SIZE = 1031
@@ -26,15 +27,8 @@ BASE_LR = 1e-2
 F32_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 
 
-def have(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
 def needs(module: str) -> Any:
-    missing = not have(module)
-    if missing and os.environ.get("RMSPROP_EXT_REQUIRE_PEERS"):
-        raise RuntimeError(f"RMSPROP_EXT_REQUIRE_PEERS is set but {module} is not installed")
-    return pytest.mark.skipif(missing, reason=f"needs {module} (pip install '.[peers]')")
+    return needs_extra(module, "peers")
 
 
 def cosine_lr(step: int) -> float:

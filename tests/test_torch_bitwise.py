@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import rmsprop_ext
 from conftest import HAS_TORCH
+from helpers import torch_bits
 
 pytestmark = [
     pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch"),
@@ -85,15 +86,10 @@ def torch_paths_disagree(kwargs: dict[str, Any], dtype: Any) -> bool:
 
 
 def differing_elements(theirs: list[Any], ours: list[Any]) -> int:
-    import torch
-
-    def bits(t: Any) -> Any:  # NaNs compare by their bits too (float16 with eps=1e-8 makes 0/0)
-        t = torch.view_as_real(t) if t.is_complex() else t
-        return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-
+    # NaNs compare by their bits too (float16 with eps=1e-8 makes 0/0)
     for a, b in zip(theirs, ours):
         assert a.dtype == b.dtype
-    return sum(int((bits(a) != bits(b)).sum()) for a, b in zip(theirs, ours))
+    return sum(int((torch_bits(a) != torch_bits(b)).sum()) for a, b in zip(theirs, ours))
 
 
 def differing_from_torch_loop(kwargs: dict[str, Any], dtype: Any) -> int:

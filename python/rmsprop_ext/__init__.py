@@ -62,6 +62,7 @@ def build_info() -> dict[str, Any]:
 # .ci/torch_releases tests it): older ones round some ops otherwise (torch 2.2's lerp) or lack what
 # the optimizer's sharded and compiled paths use (FSDP2 on the CPU, before 2.7).
 OLDEST_TORCH = (2, 7)
+_OLDEST_TORCH_NAME = ".".join(map(str, OLDEST_TORCH))
 
 
 @functools.cache
@@ -70,11 +71,10 @@ def _check_torch_release() -> None:
 
     release = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
     if release < OLDEST_TORCH:
-        oldest = ".".join(map(str, OLDEST_TORCH))
         warnings.warn(
-            f"rmsprop_ext is tested with torch {oldest} and newer, and torch {torch.__version__} "
-            "is older: its results may not be torch.optim.RMSprop's bit for bit, and sharded "
-            f"training may fail (pip install 'torch>={oldest}')",
+            f"rmsprop_ext is tested with torch {_OLDEST_TORCH_NAME} and newer, and torch "
+            f"{torch.__version__} is older: its results may not be torch.optim.RMSprop's bit for "
+            f"bit, and sharded training may fail (pip install 'torch>={_OLDEST_TORCH_NAME}')",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -90,8 +90,7 @@ def __getattr__(name: str) -> Any:
             if error.name != "torch":
                 raise
             raise ImportError(
-                f"rmsprop_ext.{name} needs PyTorch "
-                f"(pip install 'torch>={'.'.join(map(str, OLDEST_TORCH))}'); "
+                f"rmsprop_ext.{name} needs PyTorch (pip install 'torch>={_OLDEST_TORCH_NAME}'); "
                 "the numpy API (rmsprop_step, NumpyRMSprop) works without it"
             ) from error
         _check_torch_release()
