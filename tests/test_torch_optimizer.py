@@ -164,11 +164,11 @@ def test_validation_errors_match_torch() -> None:
         RMSprop(params, lr=float("nan"))
 
 
-def test_sparse_gradients_are_rejected_and_nothing_changes() -> None:
-    p1, p2 = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(4))
+def test_sparse_gradients_it_cannot_take_are_rejected_and_nothing_changes() -> None:
+    p1, p2 = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(4, 3))
     opt = RMSprop([{"params": [p1]}, {"params": [p2]}])
     p1.grad = torch.ones(4)
-    p2.grad = torch.ones(4).to_sparse()
+    p2.grad = torch.ones(4, 3).to_sparse(2)  # two sparse dimensions: not rows of a table
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
     assert torch.equal(p1, torch.ones(4))

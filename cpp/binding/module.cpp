@@ -8,6 +8,7 @@
 #include "binding/checks.h"
 #include "binding/entry_points.h"
 #include "binding/prepared_step.h"
+#include "binding/sparse_entry.h"
 #include "binding/torch_sqrt.h"
 #include "core/isa.h"
 #include "core/rmsprop.h"
@@ -117,6 +118,33 @@ written. With check_only=True the call only checks, so several calls can all be 
 the first one writes. `steps` (one-element float arrays, one per parameter) number each
 parameter's update and are incremented by the same call; without them `step` numbers all of
 them. Parameter i takes stream streams[i] (default i) in the stochastic rounding.)doc");
+
+  m.def("rmsprop_sparse_step_many", &rmsprop_ext::binding::sparse_step_many, py::arg("params"),
+        py::arg("square_avgs"), py::arg("momentum_buffers") = py::none(),
+        py::arg("grad_avgs") = py::none(), py::arg("compensations") = py::none(), py::kw_only(),
+        py::arg("indices"), py::arg("values"), py::arg("row_steps") = py::none(),
+        py::arg("idle") = py::none(), py::arg("hyperparams"), py::arg("num_threads") = 0,
+        py::arg("check_only") = false, py::arg("steps") = py::none(), py::arg("step") = 0.0,
+        py::arg("streams") = py::none(),
+        R"doc(The row-sparse RMSProp step of tables (embeddings), in place, in one call.
+
+Table i's gradient is indices[i] (int64 row numbers, any order, repeats summed) and values[i] (one
+row of params[i] per index, its dtype). Each touched row takes the dense step; with row_steps[i]
+(int64, one per row: the last step each row is up to date with) a row idle since is first brought
+through its idle steps in closed form, from idle[i] (float64, shape (4, length): the products of
+alpha, of momentum and of 1 - lr * weight_decay over the k most recent steps, and what the
+momentum buffer took from the parameter), and its row_step becomes this step's number. Without
+row_steps idle rows stay as they are (lazy). `steps`/`step` and `streams` as for
+rmsprop_step_many. Everything is checked before anything is written.)doc");
+  m.def("rmsprop_catch_up_rows", &rmsprop_ext::binding::catch_up_many, py::arg("params"),
+        py::arg("square_avgs"), py::arg("momentum_buffers") = py::none(),
+        py::arg("grad_avgs") = py::none(), py::arg("compensations") = py::none(), py::kw_only(),
+        py::arg("row_steps"), py::arg("idle"), py::arg("indices") = py::none(),
+        py::arg("min_idle") = 1, py::arg("hyperparams"), py::arg("num_threads") = 0,
+        py::arg("steps") = py::none(), py::arg("step") = 0.0, py::arg("streams") = py::none(),
+        R"doc(Brings the rows of tables idle for at least min_idle steps up to date with the steps
+that have run (each table's counter in `steps`, not incremented, else `step`), as
+rmsprop_sparse_step_many does before its update: the rows named by indices[i] (None: every row).)doc");
 
   m.def(
       "roofline_step_many",

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "dispatch.h"
 #include "isa.h"
 #include "kernels.h"
 #include "rmsprop.h"
@@ -49,35 +50,6 @@ class InFlight {
  private:
   int others_;
 };
-
-enum class Work { kUpdate, kTraffic };
-
-template <typename P, typename S>
-UpdateRangeFn<P, S> kernel_for(Isa isa, Work work) {
-  const bool update = work == Work::kUpdate;
-  static_cast<void>(isa);  // unused where the scalar kernel is the only one built
-  UpdateRangeFn<P, S> update_fn = &scalar::update_range;
-  UpdateRangeFn<P, S> traffic_fn = &scalar::traffic_range;
-#if RMSPROP_EXT_HAVE_NEON
-  if (isa == Isa::kNeon) {
-    update_fn = &neon::update_range;
-    traffic_fn = &neon::traffic_range;
-  }
-#endif
-#if RMSPROP_EXT_HAVE_AVX2
-  if (isa == Isa::kAvx2) {
-    update_fn = &avx2::update_range;
-    traffic_fn = &avx2::traffic_range;
-  }
-#endif
-#if RMSPROP_EXT_HAVE_AVX512
-  if (isa == Isa::kAvx512) {
-    update_fn = &avx512::update_range;
-    traffic_fn = &avx512::traffic_range;
-  }
-#endif
-  return update ? update_fn : traffic_fn;
-}
 
 // A place in the concatenation of all parameters: element `offset` of item `item`.
 struct Position {

@@ -96,6 +96,41 @@ def rmsprop_step_many(
     step: float = 0.0,
     streams: Sequence[int] | None = None,
 ) -> None: ...
+def rmsprop_sparse_step_many(
+    params: Sequence[np.ndarray],
+    square_avgs: Sequence[Any],
+    momentum_buffers: Sequence[Any] | None = None,
+    grad_avgs: Sequence[Any] | None = None,
+    compensations: Sequence[np.ndarray] | None = None,
+    *,
+    indices: Sequence[np.ndarray],
+    values: Sequence[np.ndarray],
+    row_steps: Sequence[np.ndarray] | None = None,
+    idle: Sequence[np.ndarray] | None = None,
+    hyperparams: Hyperparams,
+    num_threads: int = 0,
+    check_only: bool = False,
+    steps: Sequence[np.ndarray] | None = None,
+    step: float = 0.0,
+    streams: Sequence[int] | None = None,
+) -> None: ...
+def rmsprop_catch_up_rows(
+    params: Sequence[np.ndarray],
+    square_avgs: Sequence[Any],
+    momentum_buffers: Sequence[Any] | None = None,
+    grad_avgs: Sequence[Any] | None = None,
+    compensations: Sequence[np.ndarray] | None = None,
+    *,
+    row_steps: Sequence[np.ndarray],
+    idle: Sequence[np.ndarray],
+    indices: Sequence[np.ndarray | None] | None = None,
+    min_idle: int = 1,
+    hyperparams: Hyperparams,
+    num_threads: int = 0,
+    steps: Sequence[np.ndarray] | None = None,
+    step: float = 0.0,
+    streams: Sequence[int] | None = None,
+) -> None: ...
 def set_num_threads(num_threads: int) -> None: ...
 def _install_torch_sqrt(
     *, float32: str, float64: str, vms_sqrt: int, vmd_sqrt: int, set_num_threads_local: int

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import _core, _sharded, quantized_state
+from . import _core, _sharded, _sparse, quantized_state
 from ._precision import (
     check_compensation,
     check_param_compensation,
@@ -37,9 +37,7 @@ __all__ = ["RMSprop", "SparseGradientError", "rmsprop"]
 _T = TypeVar("_T")
 
 
-class SparseGradientError(RuntimeError, TypeError):
-    """A sparse gradient reached RMSprop. A RuntimeError, as torch.optim.RMSprop raises, and a
-    TypeError, as rmsprop_ext raises for every argument of the wrong kind."""
+SparseGradientError = _sparse.SparseGradientError
 
 
 _EXTENSION_DEFAULTS = {
@@ -53,6 +51,7 @@ _EXTENSION_DEFAULTS = {
     "state_dtype": None,
     "compensation": None,
     "seed": 0,
+    "sparse": "exact",
 }
 _STATE_BUFFERS = quantized_state.STATE_BUFFERS
 _EXPONENTS = quantized_state.EXPONENTS_SUFFIX
@@ -108,6 +107,7 @@ class RMSprop(Optimizer):
         state_dtype: torch.dtype | str | None = None,
         compensation: str | None = None,
         seed: int = 0,
+        sparse: str = "exact",
         foreach: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
@@ -118,6 +118,7 @@ class RMSprop(Optimizer):
         check_extension_options(momentum, alpha, nesterov, bias_correction, rounding)
         check_compensation(compensation)
         check_seed(seed)
+        _sparse.check_sparse_mode(sparse)
         if capturable:
             raise ValueError("capturable=True is not supported: rmsprop_ext steps on the host")
         if differentiable:
@@ -144,6 +145,7 @@ class RMSprop(Optimizer):
             "state_dtype": state_dtype,
             "compensation": compensation,
             "seed": seed,
+            "sparse": sparse,
         }
         super().__init__(params, defaults)
         for g, group in enumerate(self.param_groups):
@@ -226,8 +228,12 @@ class RMSprop(Optimizer):
         and fail on any the checkpoint lacks, so a torch checkpoint must be able to fill an
         rmsprop_ext one and the reverse. Loading leaves options the dict lacks as they are.
         """
+        self.flush()  # every row of a sparse table as the dense step has it
         saved = super().state_dict()
-        saved["state"] = {key: dict(entries) for key, entries in saved["state"].items()}
+        saved["state"] = {
+            key: {name: value for name, value in entries.items() if name not in _sparse.BOOKKEEPING}
+            for key, entries in saved["state"].items()
+        }
         for group in saved["param_groups"]:
             for key, default in _EXTENSION_DEFAULTS.items():
                 if key in group and type(group[key]) is type(default) and group[key] == default:
@@ -238,7 +244,9 @@ class RMSprop(Optimizer):
         """torch's load_state_dict, after checking that every state entry fits its parameter.
 
         torch does not check state shapes or missing buffers (a wrong checkpoint would only fail
-        at a later step); here anything wrong raises before any state is replaced.
+        at a later step); here anything wrong raises before any state is replaced. A state dict
+        has every row of a sparse table up to date (see `state_dict`), so the loaded tables start
+        with no rows behind.
         """
         _check_state_dict(self.param_groups, state_dict)
         # Options a saved group lacks (a torch.optim.RMSprop state dict has none of ours) keep
@@ -250,7 +258,11 @@ class RMSprop(Optimizer):
         for g, group in enumerate(groups):
             params = self.param_groups[g]["params"]
             _check_group_storage({**group, "params": params}, g)
-        super().load_state_dict({**state_dict, "param_groups": groups})
+        state = {
+            key: {name: value for name, value in entries.items() if name not in _sparse.BOOKKEEPING}
+            for key, entries in state_dict["state"].items()
+        }
+        super().load_state_dict({**state_dict, "state": state, "param_groups": groups})
         # torch has cast every floating-point state tensor to its parameter's dtype; the state
         # here has the group's state_dtype, so it is converted again, from the saved tensors.
         saved_ids = [i for group in groups for i in group["params"]]
@@ -279,6 +291,62 @@ class RMSprop(Optimizer):
                 elif state[key].dtype != getattr(torch, form):
                     state[key] = value.to(dtype=getattr(torch, form), device=p.device, copy=True)
 
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Brings every row of the tables stepped with sparse gradients (``sparse="exact"``) up to
+        date: the rows their gradients left out since they were last touched take the steps
+        they sat out (their running averages decay; with momentum or decoupled weight decay the
+        parameters move), so that parameters and state equal the dense step's. ``state_dict``
+        does this first; steps do it for the rows they touch."""
+        self._catch_up_tables(None)
+
+    @torch.no_grad()
+    def catch_up(self, param: Tensor, rows: Tensor) -> None:
+        """Brings these rows (int64 row numbers, any shape, repeats allowed) of a table stepped
+        with sparse gradients up to date, as `flush` does for all: what a lookup must read."""
+        self._catch_up_tables({param: rows.reshape(-1).to(torch.int64)})
+
+    def watch_embeddings(self, model: torch.nn.Module) -> list[Any]:
+        """Registers a forward pre-hook on every ``nn.Embedding`` and ``nn.EmbeddingBag`` of
+        `model` whose weight this optimizer steps, which brings the rows a forward looks up up to
+        date first (`catch_up`). With momentum or decoupled weight decay an idle row's parameter
+        keeps moving in the dense step, and the forward must read it so; without them it is
+        unchanged and the hooks have nothing to do. Returns the hooks' handles."""
+        mine = {id(p) for _, p in self._params_with_groups()}
+        return [
+            module.register_forward_pre_hook(self._lookup_hook)
+            for module in model.modules()
+            if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+            and id(module.weight) in mine
+        ]
+
+    def _lookup_hook(self, module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        weight = module.weight
+        assert isinstance(weight, Tensor)
+        self.catch_up(weight, inputs[0])
+
+    def _catch_up_tables(self, rows: dict[Tensor, Tensor] | None) -> None:
+        firsts = _group_first_streams(self.param_groups)
+        for group, first in zip(self.param_groups, firsts):
+            tables = [
+                (p, self.state[p], first + index)
+                for index, p in enumerate(group["params"])
+                if _sparse.ROW_STEP in self.state.get(p, {}) and (rows is None or p in rows)
+            ]
+            if not tables:
+                continue
+            params, states, streams = (list(column) for column in zip(*tables))
+            options = options_from(group)
+            _sparse.catch_up(
+                params,
+                states,
+                streams,
+                options,
+                native_hyperparams(options),
+                threads_for_torch(),
+                rows=None if rows is None else [rows[p] for p in params],
+            )
+
     def _params_with_groups(self) -> list[tuple[dict[str, Any], Tensor]]:
         return [(group, p) for group in self.param_groups for p in group["params"]]
 
@@ -304,16 +372,21 @@ class RMSprop(Optimizer):
         compensations: list[Tensor] | None = None,
         streams: list[int] | None = None,
         first_stream: int = 0,
+        tables: _sparse.GroupTables | None = None,
     ) -> None:
+        """Gathers the group's parameters with a gradient, making their state where it is new.
+        Those with a sparse gradient go to `tables` (when given; SparseGradientError otherwise)."""
         for index, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
-            if p.grad.layout != torch.strided:
+            sparse = _sparse.is_sparse(p.grad)
+            if sparse and tables is None:
                 raise SparseGradientError(
                     f"RMSprop does not support sparse gradients (a {p.grad.layout} grad)"
                 )
-            params_with_grad.append(p)
-            grads.append(p.grad)
+            if not sparse:
+                params_with_grad.append(p)
+                grads.append(p.grad)
 
             state = self.state[p]
 
@@ -350,6 +423,12 @@ class RMSprop(Optimizer):
                 # Kahan summation's buffer, the parameter's dtype, starting at zero (also when
                 # Kahan summation is switched on later in training).
                 state["compensation"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if sparse:
+                assert tables is not None
+                tables.add(p, state, first_stream + index, index)
+                continue
+            if tables is not None and _sparse.ROW_STEP in state:
+                tables.behind(p, state, first_stream + index)  # sparse until now
             square_avgs.append(_state_buffer(state, "square_avg"))
             state_steps.append(state["step"])
 
@@ -448,6 +527,10 @@ class RMSprop(Optimizer):
                 return
             if not all(len(self.state[p]) > 0 for p in params):
                 return
+            # Tables with sparse gradients, or with rows still to bring up to date, take the
+            # general step.
+            if any(_sparse.is_sparse(p.grad) or _sparse.ROW_STEP in self.state[p] for p in params):
+                return
             plain_groups.append(plain)
         firsts = _group_first_streams(self.param_groups)
         built: list[_GroupPlan | _sharded.ShardedStep | None] = [
@@ -486,7 +569,8 @@ class RMSprop(Optimizer):
         # parameters and state as they were.
         work: list[Any] = []
         firsts = _group_first_streams(self.param_groups)
-        for group, first_stream in zip(self.param_groups, firsts):
+        for g, (group, first_stream) in enumerate(zip(self.param_groups, firsts)):
+            tables = _sparse.GroupTables(group, g, options_from(group))
             params_with_grad: list[Tensor] = []
             grads: list[Tensor] = []
             square_avgs: list[Any] = []
@@ -507,9 +591,11 @@ class RMSprop(Optimizer):
                 compensations,
                 streams,
                 first_stream,
+                tables,
             )
             work.append(
                 (
+                    tables,
                     group,
                     params_with_grad,
                     grads,
@@ -522,10 +608,14 @@ class RMSprop(Optimizer):
                 )
             )
 
+        with_tables = any(tables.params or tables.dense for tables, *_ in work)
         for check_only in (True, False):
-            if check_only and len(work) < 2:
+            if check_only and len(work) < 2 and not with_tables:
                 continue  # a single native call checks everything before it writes
-            for group, p, g, s, a, b, steps, kahan, streams in work:
+            for tables, group, p, g, s, a, b, steps, kahan, streams in work:
+                if tables.params or tables.dense:
+                    # Before the group's dense step: a table turning dense is brought up to date.
+                    tables.step(native_hyperparams(tables.options), threads_for_torch(), check_only)
                 rmsprop(
                     p,
                     g,

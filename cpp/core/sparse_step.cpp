@@ -1,0 +1,474 @@
+// The row-sparse driver: groups a gradient's rows by table row, brings idle rows up to date in
+// closed form, and runs the active kernel's dense update on each touched row's elements.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "dispatch.h"
+#include "isa.h"
+#include "quantized.h"
+#include "rmsprop.h"
+#include "sparse.h"
+#include "storage.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace rmsprop_ext {
+namespace {
+
+// Each thread gets at least this many elements, so small steps use fewer threads.
+constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
+
+std::int64_t step_number(double step) { return std::llround(step); }
+
+// The gradient's rows grouped by table row: distinct rows in order of first appearance, and for
+// each the positions of its gradient rows, ascending (the order they are summed in). Built with a
+// hash table of about twice the count, so no buffer of the table's size is needed.
+struct RowGroups {
+  std::vector<std::int64_t> rows;
+  std::vector<std::int64_t> starts;  // rows.size() + 1 offsets into positions
+  std::vector<std::int64_t> positions;
+};
+
+RowGroups group_rows(const std::int64_t* indices, std::int64_t count) {
+  std::size_t capacity = 16;
+  while (capacity < 2 * static_cast<std::size_t>(count)) {
+    capacity *= 2;
+  }
+  std::vector<std::int64_t> keys(capacity, -1);
+  std::vector<std::int64_t> slot_of_key(capacity, 0);
+  std::vector<std::int64_t> slot_of_position(static_cast<std::size_t>(count));
+  RowGroups groups;
+  std::vector<std::int64_t> sizes;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const std::int64_t row = indices[i];
+    // Fibonacci hashing: the top bits of the row times 2^64 / golden ratio.
+    std::size_t at =
+        static_cast<std::size_t>((static_cast<std::uint64_t>(row) * 0x9e3779b97f4a7c15u) >> 32) &
+        (capacity - 1);
+    while (keys[at] != -1 && keys[at] != row) {
+      at = (at + 1) & (capacity - 1);
+    }
+    if (keys[at] == -1) {
+      keys[at] = row;
+      slot_of_key[at] = static_cast<std::int64_t>(groups.rows.size());
+      groups.rows.push_back(row);
+      sizes.push_back(0);
+    }
+    const std::int64_t slot = slot_of_key[at];
+    slot_of_position[static_cast<std::size_t>(i)] = slot;
+    ++sizes[static_cast<std::size_t>(slot)];
+  }
+  groups.starts.assign(groups.rows.size() + 1, 0);
+  for (std::size_t u = 0; u < sizes.size(); ++u) {
+    groups.starts[u + 1] = groups.starts[u] + sizes[u];
+  }
+  std::vector<std::int64_t> cursor(groups.starts.begin(), groups.starts.end() - 1);
+  groups.positions.resize(static_cast<std::size_t>(count));
+  for (std::int64_t i = 0; i < count; ++i) {
+    const auto slot = static_cast<std::size_t>(slot_of_position[static_cast<std::size_t>(i)]);
+    groups.positions[static_cast<std::size_t>(cursor[slot]++)] = i;
+  }
+  return groups;
+}
+
+// Threads for `elements` elements of work.
+int threads_for(std::int64_t elements, int num_threads) {
+  const int wanted = num_threads > 0 ? num_threads : get_num_threads();
+  const std::int64_t useful = std::max<std::int64_t>(1, elements / kMinElementsPerThread);
+  return static_cast<int>(std::min<std::int64_t>(wanted, useful));
+}
+
+// f(u) for u in [0, n) over `threads` threads, in contiguous stretches.
+template <typename F>
+void parallel_for(std::int64_t n, int threads, F&& f) {
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (std::int64_t u = 0; u < n; ++u) {
+      f(u);
+    }
+    return;
+  }
+#endif
+  for (std::int64_t u = 0; u < n; ++u) {
+    f(u);
+  }
+}
+
+// Values as stored and as computed: the catch-up computes in double and rounds once.
+inline double value_of(float v) { return v; }
+inline double value_of(double v) { return v; }
+inline double value_of(bfloat16 v) { return to_float(v); }
+inline double value_of(float16 v) { return to_float(v); }
+
+template <typename T>
+T stored_as(double v) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    return to_bfloat16(static_cast<float>(v));
+  } else if constexpr (std::is_same_v<T, float16>) {
+    return to_float16(static_cast<float>(v));
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
+template <typename P>
+constexpr bool kSixteenBit = std::is_same_v<P, bfloat16> || std::is_same_v<P, float16>;
+
+// What the idle steps did (sparse.h's IdleSteps), for one row idle k steps.
+struct IdleFactors {
+  double state, buffer, param, buffer_into_param;
+};
+
+IdleFactors idle_factors(const IdleSteps& idle, std::int64_t k) {
+  const auto i = static_cast<std::size_t>(k);
+  return {idle.state_scale[i], idle.buffer_scale[i], idle.param_scale[i],
+          idle.buffer_into_param[i]};
+}
+
+// The streams of random bits of the catch-up's stochastic roundings, apart from those of the
+// update (kernel.cpp's RandomUse 0 to 3), so that a row's two roundings in one step are
+// independent.
+enum class CatchUpUse : std::uint64_t {
+  kParam = 4,
+  kSquareAvg = 5,
+  kMomentumBuffer = 6,
+  kGradAvg = 7
+};
+
+constexpr std::int64_t kKeyChunk = std::int64_t{1} << 32;
+
+RandomKey catch_up_key(const Hyperparams& hp, std::uint64_t stream, std::int64_t step,
+                       std::int64_t index, CatchUpUse use) {
+  const auto chunk = static_cast<std::uint64_t>(index / kKeyChunk);
+  return random_key(hp.seed, stream, static_cast<std::uint64_t>(step),
+                    chunk | (static_cast<std::uint64_t>(use) << 56));
+}
+
+// A state buffer's elements [begin, begin + n) times `scale`. 8-bit state: whole blocks, decoded,
+// scaled and encoded again (stochastically, as the update encodes).
+template <CodeKind kKind, typename S>
+void scale_state(S* state, std::int8_t* exponents, std::int64_t begin, std::int64_t n, double scale,
+                 const Hyperparams& hp, std::uint64_t stream, std::int64_t step, CatchUpUse use) {
+  if constexpr (std::is_same_v<S, code8>) {
+    alignas(64) float values[kQuantBlock];
+    for (std::int64_t at = begin; at < begin + n; at += kQuantBlock) {
+      std::int8_t& exponent = exponents[at / kQuantBlock];
+      decode_block<kKind>(state + at, exponent, kQuantBlock, values);
+      for (float& value : values) {
+        value = static_cast<float>(scale * value);
+      }
+      exponent = encode_block<kKind, true>(values, kQuantBlock, state + at,
+                                           catch_up_key(hp, stream, step, at, use),
+                                           static_cast<std::uint32_t>(at));
+    }
+  } else {
+    static_cast<void>(exponents);
+    for (std::int64_t i = begin; i < begin + n; ++i) {
+      state[i] = stored_as<S>(scale * value_of(state[i]));
+    }
+  }
+}
+
+// The parameter's element i set to `after`, stored as the group's compensation says (with Kahan
+// summation, what the rounding lost goes to the compensation).
+template <typename P>
+void store_param(P* param, P* compensation, std::int64_t i, double after, const Hyperparams& hp,
+                 RandomKey key) {
+  if constexpr (kSixteenBit<P>) {
+    if (hp.compensation == Compensation::kKahan && compensation != nullptr) {
+      const P rounded = stored_as<P>(after);
+      param[i] = rounded;
+      compensation[i] = stored_as<P>(after - value_of(rounded));
+      return;
+    }
+    if (hp.compensation == Compensation::kStochastic) {
+      const std::uint32_t random = random_bits(key, static_cast<std::uint32_t>(i));
+      if constexpr (std::is_same_v<P, bfloat16>) {
+        param[i] = to_bfloat16_stochastic(static_cast<float>(after), random);
+      } else {
+        param[i] = to_float16_stochastic(static_cast<float>(after), random);
+      }
+      return;
+    }
+  }
+  static_cast<void>(compensation);
+  static_cast<void>(key);
+  param[i] = stored_as<P>(after);
+}
+
+// The parameter's value as the update sees it: with Kahan summation, stored value plus
+// compensation.
+template <typename P>
+double param_value(const P* param, const P* compensation, std::int64_t i, const Hyperparams& hp) {
+  double value = value_of(param[i]);
+  if constexpr (kSixteenBit<P>) {
+    if (hp.compensation == Compensation::kKahan && compensation != nullptr) {
+      value += value_of(compensation[i]);
+    }
+  }
+  return value;
+}
+
+// Brings elements [begin, begin + n) (one row) through k idle steps, whose effect is `f`.
+template <typename P, typename S>
+void catch_up_row(const ParamBuffers<P, S>& t, std::int64_t begin, std::int64_t n,
+                  const IdleFactors& f, const Hyperparams& hp, std::int64_t step) {
+  scale_state<CodeKind::kUnsigned>(t.square_avg, t.square_avg_exponents, begin, n, f.state, hp,
+                                   t.stream, step, CatchUpUse::kSquareAvg);
+  if (hp.centered) {
+    scale_state<CodeKind::kSigned>(t.grad_avg, t.grad_avg_exponents, begin, n, f.state, hp,
+                                   t.stream, step, CatchUpUse::kGradAvg);
+  }
+  const bool momentum = hp.momentum > 0.0;
+  const bool param_moves = f.param != 1.0 || (momentum && f.buffer_into_param != 0.0);
+  if (param_moves) {
+    const RandomKey key = catch_up_key(hp, t.stream, step, begin, CatchUpUse::kParam);
+    if constexpr (std::is_same_v<S, code8>) {
+      // The momentum buffer's old values, decoded a block at a time.
+      alignas(64) float buffer[kQuantBlock];
+      for (std::int64_t at = begin; at < begin + n; at += kQuantBlock) {
+        if (momentum) {
+          decode_block<CodeKind::kSigned>(t.momentum_buffer + at,
+                                          t.momentum_buffer_exponents[at / kQuantBlock],
+                                          kQuantBlock, buffer);
+        }
+        for (std::int64_t j = 0; j < kQuantBlock; ++j) {
+          const double before = param_value(t.param, t.compensation, at + j, hp);
+          const double taken = momentum ? f.buffer_into_param * buffer[j] : 0.0;
+          store_param(t.param, t.compensation, at + j, f.param * before - taken, hp, key);
+        }
+      }
+    } else {
+      for (std::int64_t i = begin; i < begin + n; ++i) {
+        const double before = param_value(t.param, t.compensation, i, hp);
+        const double taken = momentum ? f.buffer_into_param * value_of(t.momentum_buffer[i]) : 0.0;
+        store_param(t.param, t.compensation, i, f.param * before - taken, hp, key);
+      }
+    }
+  }
+  if (momentum) {
+    scale_state<CodeKind::kSigned>(t.momentum_buffer, t.momentum_buffer_exponents, begin, n,
+                                   f.buffer, hp, t.stream, step, CatchUpUse::kMomentumBuffer);
+  }
+}
+
+template <typename P, typename S>
+std::string check_rows_shape(const SparseRows<P, S>& rows) {
+  std::ostringstream message;
+  if (rows.row_size <= 0 || rows.table.size % rows.row_size != 0) {
+    message << "the table's " << rows.table.size << " elements are not whole rows of "
+            << rows.row_size;
+  } else if (std::is_same_v<S, code8> && rows.row_size % kQuantBlock != 0) {
+    message << "8-bit state needs rows of a multiple of " << kQuantBlock << " elements (its blocks "
+            << "must not straddle rows), got rows of " << rows.row_size;
+  } else if (rows.row_step != nullptr &&
+             (rows.idle.length < 1 || rows.idle.state_scale == nullptr ||
+              rows.idle.buffer_scale == nullptr || rows.idle.param_scale == nullptr ||
+              rows.idle.buffer_into_param == nullptr)) {
+    message << "exact steps need the idle steps' factors (at least entry 0)";
+  }
+  return message.str();
+}
+
+// Empty when row_step[row] allows catching the row up to step `to`: not ahead of it and behind by
+// fewer steps than the idle factors cover.
+template <typename P, typename S>
+std::string check_lag(const SparseRows<P, S>& rows, std::int64_t row, std::int64_t to) {
+  const std::int64_t last = rows.row_step[row];
+  if (last <= to && to - last < rows.idle.length) {
+    return {};
+  }
+  std::ostringstream message;
+  message << "row " << row << " is up to date with step " << last << ", ";
+  if (last > to) {
+    message << "later than step " << to;
+  } else {
+    message << to - last << " steps before step " << to << ", more than the " << rows.idle.length
+            << " idle steps the factors cover";
+  }
+  return message.str();
+}
+
+// The table's elements of `row` in a view whose gradient pointer makes grad[row * row_size + j]
+// the row's gradient element j: the kernel then runs on the table's own element numbers, which
+// decide its stochastic roundings' bits, its 8-bit blocks and its alignment. The pointer is formed
+// as an integer, since it lies outside the gradient's buffer (it is only read at the row).
+template <typename P, typename S>
+ParamBuffers<P, S> row_view(const ParamBuffers<P, S>& table, std::int64_t row,
+                            std::int64_t row_size, const P* gradient) {
+  ParamBuffers<P, S> view = table;
+  const auto shift = static_cast<std::uintptr_t>(row * row_size) * sizeof(P);
+  view.grad = reinterpret_cast<const P*>(reinterpret_cast<std::uintptr_t>(gradient) - shift);
+  return view;
+}
+
+using Accumulator = double;
+
+}  // namespace
+
+template <typename P, typename S>
+std::string check_sparse_rows(const SparseRows<P, S>& rows) {
+  std::string problem = check_rows_shape(rows);
+  if (!problem.empty()) {
+    return problem;
+  }
+  const std::int64_t table_rows = row_count(rows);
+  const std::int64_t previous = step_number(rows.table.step) - 1;
+  for (std::int64_t i = 0; i < rows.count; ++i) {
+    const std::int64_t row = rows.indices[i];
+    if (row < 0 || row >= table_rows) {
+      std::ostringstream message;
+      message << "index " << row << " (entry " << i << ") is outside the table's " << table_rows
+              << " rows";
+      return message.str();
+    }
+    if (rows.row_step != nullptr) {
+      problem = check_lag(rows, row, previous);
+      if (!problem.empty()) {
+        return problem;
+      }
+    }
+  }
+  if (rows.count > 0 && rows.values == nullptr) {
+    return "the gradient's values are missing";
+  }
+  return {};
+}
+
+template <typename P, typename S>
+void sparse_step(const SparseRows<P, S>* items, std::size_t count, const Hyperparams& hp,
+                 int num_threads) {
+  std::string problem = check_hyperparams(hp);
+  for (std::size_t k = 0; k < count && problem.empty(); ++k) {
+    problem = check_sparse_rows(items[k]);
+  }
+  if (!problem.empty()) {
+    throw std::invalid_argument(problem);
+  }
+  const UpdateRangeFn<P, S> kernel = kernel_for<P, S>(active_isa(), Work::kUpdate);
+  for (std::size_t k = 0; k < count; ++k) {
+    const SparseRows<P, S>& rows = items[k];
+    const RowGroups groups = group_rows(rows.indices, rows.count);
+    const auto distinct = static_cast<std::int64_t>(groups.rows.size());
+    const std::int64_t step = step_number(rows.table.step);
+    const std::int64_t n = rows.row_size;
+    const int threads = threads_for(distinct * n, num_threads);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+      std::vector<P> summed(static_cast<std::size_t>(n));
+      std::vector<Accumulator> sums(static_cast<std::size_t>(n));
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+      for (std::int64_t u = 0; u < distinct; ++u) {
+        const std::int64_t row = groups.rows[static_cast<std::size_t>(u)];
+        const std::int64_t first = groups.starts[static_cast<std::size_t>(u)];
+        const std::int64_t last = groups.starts[static_cast<std::size_t>(u) + 1];
+        const P* gradient = rows.values + groups.positions[static_cast<std::size_t>(first)] * n;
+        if (last - first > 1) {  // a repeated row: its gradient rows summed, in order
+          std::fill(sums.begin(), sums.end(), Accumulator{0});
+          for (std::int64_t at = first; at < last; ++at) {
+            const P* part = rows.values + groups.positions[static_cast<std::size_t>(at)] * n;
+            for (std::int64_t j = 0; j < n; ++j) {
+              sums[static_cast<std::size_t>(j)] += value_of(part[j]);
+            }
+          }
+          for (std::int64_t j = 0; j < n; ++j) {
+            summed[static_cast<std::size_t>(j)] = stored_as<P>(sums[static_cast<std::size_t>(j)]);
+          }
+          gradient = summed.data();
+        }
+        if (rows.row_step != nullptr) {
+          const std::int64_t idle = step - 1 - rows.row_step[row];
+          if (idle > 0) {
+            catch_up_row(rows.table, row * n, n, idle_factors(rows.idle, idle), hp, step);
+          }
+        }
+        kernel(row_view(rows.table, row, n, gradient), row * n, (row + 1) * n, hp);
+        if (rows.row_step != nullptr) {
+          rows.row_step[row] = step;
+        }
+      }
+    }
+  }
+}
+
+template <typename P, typename S>
+std::string check_catch_up(const SparseRows<P, S>& rows, std::int64_t min_idle) {
+  std::string problem = check_rows_shape(rows);
+  if (problem.empty() && rows.row_step == nullptr) {
+    problem = "catching rows up needs their row_step";
+  }
+  const std::int64_t to = step_number(rows.table.step);
+  const std::int64_t table_rows = row_count(rows);
+  const std::int64_t checked = rows.indices != nullptr ? rows.count : table_rows;
+  for (std::int64_t i = 0; i < checked && problem.empty(); ++i) {
+    const std::int64_t row = rows.indices != nullptr ? rows.indices[i] : i;
+    if (row < 0 || row >= table_rows) {
+      std::ostringstream message;
+      message << "index " << row << " (entry " << i << ") is outside the table's " << table_rows
+              << " rows";
+      problem = message.str();
+    } else if (to - rows.row_step[row] >= std::max<std::int64_t>(min_idle, 1) ||
+               rows.row_step[row] > to) {
+      problem = check_lag(rows, row, to);
+    }
+  }
+  return problem;
+}
+
+template <typename P, typename S>
+void catch_up_rows(const SparseRows<P, S>* items, std::size_t count, const Hyperparams& hp,
+                   std::int64_t min_idle, int num_threads) {
+  std::string problem = check_hyperparams(hp);
+  for (std::size_t k = 0; k < count && problem.empty(); ++k) {
+    problem = check_catch_up(items[k], min_idle);
+  }
+  if (!problem.empty()) {
+    throw std::invalid_argument(problem);
+  }
+  min_idle = std::max<std::int64_t>(min_idle, 1);
+  for (std::size_t k = 0; k < count; ++k) {
+    const SparseRows<P, S>& rows = items[k];
+    const std::int64_t to = step_number(rows.table.step);
+    const std::int64_t n = rows.row_size;
+    auto catch_up = [&](std::int64_t row) {
+      const std::int64_t idle = to - rows.row_step[row];
+      if (idle >= min_idle) {
+        catch_up_row(rows.table, row * n, n, idle_factors(rows.idle, idle), hp, to);
+        rows.row_step[row] = to;
+      }
+    };
+    if (rows.indices != nullptr) {
+      const RowGroups groups = group_rows(rows.indices, rows.count);
+      const auto distinct = static_cast<std::int64_t>(groups.rows.size());
+      parallel_for(distinct, threads_for(distinct * n, num_threads),
+                   [&](std::int64_t u) { catch_up(groups.rows[static_cast<std::size_t>(u)]); });
+    } else {
+      const std::int64_t table_rows = row_count(rows);
+      parallel_for(table_rows, threads_for(table_rows * n, num_threads), catch_up);
+    }
+  }
+}
+
+#define RMSPROP_EXT_INSTANTIATE_SPARSE(P, S)                                                \
+  template std::string check_sparse_rows(const SparseRows<P, S>&);                          \
+  template std::string check_catch_up(const SparseRows<P, S>&, std::int64_t);               \
+  template void sparse_step(const SparseRows<P, S>*, std::size_t, const Hyperparams&, int); \
+  template void catch_up_rows(const SparseRows<P, S>*, std::size_t, const Hyperparams&,     \
+                              std::int64_t, int);
+RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_INSTANTIATE_SPARSE)
+#undef RMSPROP_EXT_INSTANTIATE_SPARSE
+
+}  // namespace rmsprop_ext
