@@ -125,7 +125,7 @@ them. Parameter i takes stream streams[i] (default i) in the stochastic rounding
         py::arg("indices"), py::arg("values"), py::arg("row_steps") = py::none(),
         py::arg("idle") = py::none(), py::arg("hyperparams"), py::arg("num_threads") = 0,
         py::arg("check_only") = false, py::arg("steps") = py::none(), py::arg("step") = 0.0,
-        py::arg("streams") = py::none(),
+        py::arg("streams") = py::none(), py::arg("roofline") = false,
         R"doc(The row-sparse RMSProp step of tables (embeddings), in place, in one call.
 
 Table i's gradient is indices[i] (int64 row numbers, any order, repeats summed) and values[i] (one
@@ -135,7 +135,8 @@ through its idle steps in closed form, from idle[i] (float64, shape (4, length):
 alpha, of momentum and of 1 - lr * weight_decay over the k most recent steps, and what the
 momentum buffer took from the parameter), and its row_step becomes this step's number. Without
 row_steps idle rows stay as they are (lazy). `steps`/`step` and `streams` as for
-rmsprop_step_many. Everything is checked before anything is written.)doc");
+rmsprop_step_many. Everything is checked before anything is written. roofline=True moves the
+same rows' bytes with the roofline kernel instead (nothing caught up, counted or changed).)doc");
   m.def("rmsprop_catch_up_rows", &rmsprop_ext::binding::catch_up_many, py::arg("params"),
         py::arg("square_avgs"), py::arg("momentum_buffers") = py::none(),
         py::arg("grad_avgs") = py::none(), py::arg("compensations") = py::none(), py::kw_only(),

@@ -267,7 +267,7 @@ void sparse_step_many(py::handle params, py::handle square_avgs, py::handle mome
                       py::handle grad_avgs, py::handle compensations, py::handle indices,
                       py::handle values, py::handle row_steps, py::handle idle,
                       const Hyperparams& hp, int num_threads, bool check_only, py::handle steps,
-                      double step, py::handle streams) {
+                      double step, py::handle streams, bool roofline) {
   Tables tables = gather_tables(params, square_avgs, momentum_buffers, grad_avgs, compensations,
                                 indices, values, row_steps, idle, hp, steps, streams, true);
   const std::size_t n = tables.extras.size();
@@ -298,11 +298,18 @@ void sparse_step_many(py::handle params, py::handle square_avgs, py::handle mome
   {
     py::gil_scoped_release release;
     for (std::size_t i = 0; i < n; ++i) {
-      visit_rows(tables, i, numbers[i],
-                 [&](const auto& rows) { sparse_step(&rows, 1, hp, num_threads); });
+      visit_rows(tables, i, numbers[i], [&](const auto& rows) {
+        if (roofline) {
+          roofline_sparse_step(&rows, 1, hp, num_threads);
+        } else {
+          sparse_step(&rows, 1, hp, num_threads);
+        }
+      });
     }
   }
-  tables.counters.increment();
+  if (!roofline) {
+    tables.counters.increment();
+  }
 }
 
 void catch_up_many(py::handle params, py::handle square_avgs, py::handle momentum_buffers,

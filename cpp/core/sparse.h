@@ -70,6 +70,13 @@ template <typename P, typename S>
 void sparse_step(const SparseRows<P, S>* items, std::size_t count, const Hyperparams& hp,
                  int num_threads = 0);
 
+// The memory traffic of sparse_step on the same rows (their gradients summed, the same buffers read
+// and written on the same threads) with roofline_step's one add per buffer instead of the update:
+// the roofline sparse_step is measured against. No catch-up; row_step is left as it is.
+template <typename P, typename S>
+void roofline_sparse_step(const SparseRows<P, S>* items, std::size_t count, const Hyperparams& hp,
+                          int num_threads = 0);
+
 // Brings rows up to date with step table.step (a step that has already run; the idle arrays cover
 // the steps up to it): the rows named by indices (values unused; repeats allowed), or every row
 // when indices is null, in both cases only those idle for at least min_idle steps. Their row_step

@@ -113,6 +113,7 @@ def rmsprop_sparse_step_many(
     steps: Sequence[np.ndarray] | None = None,
     step: float = 0.0,
     streams: Sequence[int] | None = None,
+    roofline: bool = False,
 ) -> None: ...
 def rmsprop_catch_up_rows(
     params: Sequence[np.ndarray],

@@ -20,7 +20,7 @@ import numpy as np
 __all__ = ["IDLE_STEPS_LENGTH", "IdleSteps"]
 
 # Steps the factors cover. Rows are swept every half of it, so a row is never idle longer.
-IDLE_STEPS_LENGTH = 1024
+IDLE_STEPS_LENGTH = 4096
 
 
 class IdleSteps:

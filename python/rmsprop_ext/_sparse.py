@@ -150,10 +150,11 @@ def sparse_step(
         for name in names:
             check_exact(options, name)
     if check_only:
-        fresh = [dict(s) for s in states]  # the bookkeeping a first step would make, on copies
-        for s, p in zip(fresh, params):
-            _rows_state(s, p, int(s["step"].item()))
-        states = fresh
+        if exact:  # the bookkeeping a first step would make, on copies
+            fresh = [dict(s) for s in states]
+            for s, p in zip(fresh, params):
+                _rows_state(s, p, int(s["step"].item()))
+            states = fresh
     else:
         # What runs before the step's own native call (rows swept up to date when they near the
         # end of the factors, a table turning lazy brought up to date) runs after its checks, so

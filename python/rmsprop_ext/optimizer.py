@@ -608,10 +608,13 @@ class RMSprop(Optimizer):
                 )
             )
 
-        with_tables = any(tables.params or tables.dense for tables, *_ in work)
+        # A single native call checks everything before it writes: one group whose parameters
+        # all have dense gradients, or all sparse ones, needs no separate checks.
+        tables, _, dense_params, *_ = work[0] if work else (None, None, [])
+        alone = len(work) < 2 and not (tables and (tables.dense or tables.params and dense_params))
         for check_only in (True, False):
-            if check_only and len(work) < 2 and not with_tables:
-                continue  # a single native call checks everything before it writes
+            if check_only and alone:
+                continue
             for tables, group, p, g, s, a, b, steps, kahan, streams in work:
                 if tables.params or tables.dense:
                     # Before the group's dense step: a table turning dense is brought up to date.

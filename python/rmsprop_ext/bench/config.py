@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SECTIONS = ("sizes", "variants", "precision", "many", "small", "pages", "threads")
+SECTIONS = ("sizes", "variants", "precision", "many", "small", "pages", "threads", "sparse")
 
 LR, ALPHA = 1e-4, 0.99
 PYTHON_LOOP_SAMPLE = 2000
@@ -67,6 +67,8 @@ class BenchConfig:
     small_model: tuple[int, int]
     scaling_sizes: list[int]
     precision_sizes: list[int]
+    # The sparse section's embedding table: (rows, dim, lookups per batch).
+    sparse_table: tuple[int, int, int]
     thread_counts: list[int]
     repeat: int
     budget_s: float  # time one group may take, past its warm-up, before rounds are cut
@@ -97,6 +99,7 @@ class BenchConfig:
                 small_model=(100, 4096),
                 scaling_sizes=[1 << 18],
                 precision_sizes=[1 << 20, 1 << 24],
+                sparse_table=(1 << 18, 64, 4096),
                 thread_counts=sorted({1, threads}),
                 repeat=repeat or 7,
                 budget_s=0.6,
@@ -111,6 +114,7 @@ class BenchConfig:
             small_model=(100, 4096),
             scaling_sizes=[1 << 18, 1 << 24],
             precision_sizes=[1 << 20, 1 << 24],
+            sparse_table=(1 << 22, 64, 16384),
             thread_counts=all_threads,
             repeat=repeat or 21,
             budget_s=20.0,

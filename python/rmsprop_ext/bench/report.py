@@ -9,6 +9,7 @@ from .config import SMALL_MODEL_STEPS_PER_ROUND, Measurement
 from .precision import BASELINE as PRECISION_BASELINE
 from .precision import TORCH_PEERS, roofline_of
 from .runner import COMPILED_TORCH, IEEE_NATIVE
+from .sparse import DENSE_TORCH, OURS_EXACT, ROOFLINE_ROWS, SPARSE_ADAGRAD
 
 __all__ = ["format_report", "summary_lines"]
 
@@ -93,6 +94,30 @@ def _precision_table(n: int, group: Sequence[Measurement], context: str) -> list
     return [*lines, ""]
 
 
+def _sparse_table(group: Sequence[Measurement], context: str) -> list[str]:
+    """The sparse section: 'exact is' = the row's time / the exact sparse step's, and 'of
+    roofline' = the roofline kernel's time on the same rows / the row's, round by round: median
+    [worst-best]. GB/s counts the touched rows' bytes (20 per element of the distinct rows)."""
+    ours = _find(group, implementation=OURS_EXACT)
+    roof = _find(group, implementation=ROOFLINE_ROWS)
+    header = (
+        f"{'implementation':28} {'median ms':>10} {'min-max ms':>17} "
+        f"{'GB/s':>6} {'exact is':>24} {'of roofline':>18}"
+    )
+    title = f"Sparse embedding gradients, {group[0].elements:,} touched elements per step"
+    lines = [_titled(title, context), header, "-" * len(header)]
+    for r in group:
+        versus = _ratio(r, ours) if ours and r is not ours else ""
+        of_roofline = _fraction(r, roof) if roof and r is not roof else ""
+        note = f"  ({r.note})" if r.note else ""
+        lines.append(
+            f"{r.implementation:28} {r.median_s * 1e3:>10.3f} "
+            f"{f'{r.min_s * 1e3:.3f}-{r.max_s * 1e3:.3f}':>17} "
+            f"{r.gbytes_per_s:>6.1f} {versus:>24} {of_roofline:>18}{note}"
+        )
+    return [*lines, ""]
+
+
 def _titled(title: str, context: str) -> str:
     return f"{title} [{context}]" if context else title
 
@@ -149,6 +174,9 @@ def format_report(rows: Sequence[Measurement], context: str = "") -> str:
         group = [r for r in rows if r.section == section]
         if group:
             out += _table(_titled(title, context), group, baseline(group), None)
+    sparse = [r for r in rows if r.section == "sparse"]
+    if sparse:
+        out += _sparse_table(sparse, context)
     threads = [r for r in rows if r.section == "threads"]
     for n in sorted({r.elements for r in threads}):
         group = sorted(
@@ -201,6 +229,18 @@ def summary_lines(rows: Sequence[Measurement]) -> list[str]:
             best = min(torch_rows, key=lambda r: r.median_s)
             label = f"{best.implementation} (the faster)"
             lines.append(f"{n:,} elements: RMSprop.step vs {label} = {_ratio(best, optimizer)}")
+    sparse = [r for r in rows if r.section == "sparse"]
+    exact = _find(sparse, implementation=OURS_EXACT)
+    if exact:
+        for peer in (DENSE_TORCH, SPARSE_ADAGRAD):
+            other = _find(sparse, implementation=peer)
+            if other:
+                lines.append(f"sparse: exact sparse step vs {peer} = {_ratio(other, exact)}")
+        roof = _find(sparse, implementation=ROOFLINE_ROWS)
+        if roof:
+            lines.append(
+                f"sparse: exact sparse step / roofline on the same rows = {_fraction(exact, roof)}"
+            )
     for r in rows:
         if r.section == "sizes" and r.implementation == NATIVE:
             ieee = _find(rows, section="sizes", elements=r.elements, implementation=IEEE_NATIVE)

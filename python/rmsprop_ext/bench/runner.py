@@ -37,6 +37,7 @@ from .config import (
     StepFn,
 )
 from .precision import precision_cases
+from .sparse import sparse_cases
 from .timing import Progress, time_interleaved, torch_threads
 
 # The functional step with rounding="fused": what following torch's square root costs.
@@ -267,6 +268,9 @@ class Runner:
                 c.variant_size,
                 threads,
             )
+        if c.use_torch and c.runs("sparse"):
+            sparse, touched = sparse_cases(*c.sparse_table, threads, Case)
+            group("sparse", sparse, touched, threads)
         for n in c.scaling_sizes if c.runs("threads") else []:
             # One group per size: every thread count is timed interleaved with the others.
             scaling = []
