@@ -26,6 +26,10 @@ TINY = [
     "256",
     "--scaling-sizes",
     "4096",
+    "--sparse-table",
+    "4096",
+    "16",
+    "256",
     "--repeat",
     "3",
     "--no-progress",
@@ -46,6 +50,7 @@ def test_bench_writes_tables_json_and_plot(
         "Many tensors",
         "Small model",
         "Threads, 4,096",
+        "Sparse embedding gradients",
         "Storage forms, 1,048,576 elements",
         "Summary",
     ):

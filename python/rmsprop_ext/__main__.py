@@ -86,6 +86,9 @@ def _bench(args: argparse.Namespace) -> int:
         config.scaling_sizes = args.scaling_sizes
     if args.precision_sizes:
         config.precision_sizes = args.precision_sizes
+    if args.sparse_table:
+        rows, dim, lookups = args.sparse_table
+        config.sparse_table = (rows, dim, lookups)
     if args.sections:
         config.sections = set(args.sections)
     headline = (
@@ -192,6 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--scaling-sizes", type=int, nargs="+", help="sizes of the thread sweep")
     bench.add_argument(
         "--precision-sizes", type=int, nargs="+", help="sizes of the storage-form section"
+    )
+    bench.add_argument(
+        "--sparse-table",
+        type=int,
+        nargs=3,
+        metavar=("ROWS", "DIM", "LOOKUPS"),
+        help="the sparse section's embedding table and lookups per batch "
+        "(default 4194304 64 16384; --quick 262144 64 4096)",
     )
     bench.add_argument(
         "--sections", nargs="+", choices=SECTIONS, help="run only these sections (default: all)"

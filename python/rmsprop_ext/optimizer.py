@@ -611,7 +611,9 @@ class RMSprop(Optimizer):
         # A single native call checks everything before it writes: one group whose parameters
         # all have dense gradients, or all sparse ones, needs no separate checks.
         tables, _, dense_params, *_ = work[0] if work else (None, None, [])
-        alone = len(work) < 2 and not (tables and (tables.dense or tables.params and dense_params))
+        alone = len(work) < 2 and not (
+            tables and (tables.dense or (tables.params and dense_params))
+        )
         for check_only in (True, False):
             if check_only and alone:
                 continue
