@@ -16,8 +16,9 @@ from typing import Any
 from . import reference
 from ._core import build_info as _core_build_info
 from ._core import get_isa, last_num_threads, set_isa
+from ._idle_steps import IdleSteps
 from ._threads import get_num_threads, set_num_threads
-from .functional import rmsprop_step, rmsprop_step_many
+from .functional import rmsprop_catch_up, rmsprop_step, rmsprop_step_many
 from .numpy_optimizer import NumpyRMSprop
 from .presets import presets
 
@@ -33,6 +34,7 @@ _NEEDS_TORCH = {
 }
 
 __all__ = [
+    "IdleSteps",
     "InBackwardRMSprop",
     "NumpyRMSprop",
     "RMSprop",
@@ -45,6 +47,7 @@ __all__ = [
     "last_num_threads",
     "presets",
     "reference",
+    "rmsprop_catch_up",
     "rmsprop_step",
     "rmsprop_step_many",
     "set_isa",

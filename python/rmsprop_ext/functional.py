@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from . import _core
+from ._idle_steps import IdleSteps
 from ._precision import check_compensation, check_seed
 from ._rounding import check_rounding, resolve_rounding
 
@@ -22,12 +23,14 @@ else:
     Buffer = Any
 
 __all__ = [
+    "IdleSteps",
     "as_native_array",
     "check_extension_options",
     "hyperparams",
     "native_hyperparams",
     "native_torch_dtypes",
     "options_from",
+    "rmsprop_catch_up",
     "rmsprop_step",
     "rmsprop_step_many",
 ]
@@ -271,6 +274,9 @@ def rmsprop_step(
     seed: int = 0,
     stream: int = 0,
     num_threads: int | None = None,
+    rows: Any = None,
+    row_step: Buffer | None = None,
+    idle_steps: IdleSteps | None = None,
 ) -> None:
     """One RMSProp step, in place, in a single fused pass over memory.
 
@@ -294,7 +300,22 @@ def rmsprop_step(
     "fused" and "separate" round every multiply-add once or twice, with IEEE square roots, and
     16-bit buffers once per stored value. Every argument is checked before anything is written:
     on error nothing changes.
+
+    Row-sparse steps (embedding tables): with ``rows`` (int64 row numbers of ``param``, any
+    order, repeats summed), ``grad`` holds one row of ``param`` per entry and only those rows are
+    updated (``step`` required). Rows left out stay as they are (TF1's lazy semantics) unless
+    ``row_step`` (int64, one per row of ``param``: the last step each row is up to date with,
+    zeros to start) and ``idle_steps`` (a `rmsprop_ext.IdleSteps`, new at the start) are given:
+    then each touched row is first brought through the steps it sat out, in closed form, so that
+    it equals the dense step on a gradient with zero rows; this step's factors are added to
+    ``idle_steps`` afterwards, and rows idle for half its length are swept up to date first.
+    ``rmsprop_catch_up`` brings the other rows up to date where their values are read (with
+    momentum or decoupled weight decay a row's parameter moves while it is idle). Coupled weight
+    decay has no closed form for an idle row: ValueError with ``row_step``.
     """
+    if rows is not None:
+        _rows_step(**locals())
+        return
     options = hyperparams(
         lr,
         alpha,
@@ -393,4 +414,129 @@ def rmsprop_step_many(
         num_threads=_threads(num_threads),
         step=_step_number(step),
         streams=None if streams is None else [_stream(s, "streams[]") for s in streams],
+    )
+
+
+def _options_of(arguments: dict[str, Any]) -> dict[str, Any]:
+    return hyperparams(*(arguments[name] for name in HYPERPARAM_NAMES))
+
+
+def _row_numbers(rows: Any, name: str) -> np.ndarray:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(rows, torch.Tensor):
+        rows = rows.detach().cpu().numpy()
+    array = np.asarray(rows)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must be a one-dimensional array of row numbers (integers)")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _rows_step(**arguments: Any) -> None:
+    """rmsprop_step with ``rows``: see its docstring."""
+    options = _options_of(arguments)
+    step = arguments["step"]
+    if step is None:
+        raise ValueError("a row-sparse step needs step (1 for the first update)")
+    number = _step_number(step)
+    row_step, idle_steps = arguments["row_step"], arguments["idle_steps"]
+    exact = row_step is not None or idle_steps is not None
+    if exact and (row_step is None or idle_steps is None):
+        raise ValueError("row_step and idle_steps go together (both, for exact steps, or neither)")
+    if exact and options["weight_decay"] and not options["decoupled_weight_decay"]:
+        raise ValueError(
+            f"row_step (exact steps) cannot take weight_decay={options['weight_decay']}: coupled "
+            "weight decay gives idle rows a gradient, whose steps have no closed form; use "
+            "decoupled_weight_decay=True, or no row_step (lazy)"
+        )
+    buffers: list[Any] = [
+        [as_native_array(arguments["param"], "param")],
+        [as_state_array(arguments["square_avg"], "square_avg")],
+        None
+        if arguments["momentum_buffer"] is None
+        else [as_state_array(arguments["momentum_buffer"], "momentum_buffer")],
+        None
+        if arguments["grad_avg"] is None
+        else [as_state_array(arguments["grad_avg"], "grad_avg")],
+        None
+        if arguments["compensation_buffer"] is None
+        else [as_native_array(arguments["compensation_buffer"], "compensation_buffer")],
+    ]
+    native = native_hyperparams(options)
+    step_kwargs: dict[str, Any] = {
+        "indices": [_row_numbers(arguments["rows"], "rows")],
+        "values": [as_native_array(arguments["grad"], "grad")],
+        "row_steps": [as_native_array(row_step, "row_step")] if exact else None,
+        "idle": [idle_steps.factors] if idle_steps is not None else None,
+        "hyperparams": native,
+        "num_threads": _threads(arguments["num_threads"]),
+        "step": number,
+        "streams": [_stream(arguments["stream"], "stream")],
+    }
+    if idle_steps is not None and IdleSteps.sweep_due(int(number) - 1, idle_steps.length):
+        _core.rmsprop_sparse_step_many(*buffers, **step_kwargs, check_only=True)
+        _core.rmsprop_catch_up_rows(
+            *buffers,
+            row_steps=step_kwargs["row_steps"],
+            idle=step_kwargs["idle"],
+            min_idle=idle_steps.length // 2,
+            hyperparams=native,
+            num_threads=step_kwargs["num_threads"],
+            step=number - 1,
+            streams=step_kwargs["streams"],
+        )
+    _core.rmsprop_sparse_step_many(*buffers, **step_kwargs)
+    if idle_steps is not None:
+        idle_steps.push(**options)
+
+
+def rmsprop_catch_up(
+    param: Buffer,
+    square_avg: Buffer,
+    *,
+    row_step: Buffer,
+    idle_steps: IdleSteps,
+    step: int,
+    lr: float,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    momentum_buffer: Buffer | None = None,
+    centered: bool = False,
+    grad_avg: Buffer | None = None,
+    maximize: bool = False,
+    eps_in_sqrt: bool = False,
+    decoupled_weight_decay: bool = False,
+    lr_in_momentum: bool = False,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    rounding: str = "torch",
+    compensation: str | None = None,
+    compensation_buffer: Buffer | None = None,
+    seed: int = 0,
+    stream: int = 0,
+    num_threads: int | None = None,
+    rows: Any = None,
+) -> None:
+    """Brings rows of a table stepped with `rmsprop_step(rows=..., row_step=...,
+    idle_steps=...)` up to date with ``step`` (the number of steps that have run): those in
+    ``rows`` (repeats allowed), or every row. The options are the steps' (their storage and
+    rounding decide how the results are stored)."""
+    arguments = dict(locals())
+    options = _options_of(arguments)
+    _core.rmsprop_catch_up_rows(
+        [as_native_array(param, "param")],
+        [as_state_array(square_avg, "square_avg")],
+        None if momentum_buffer is None else [as_state_array(momentum_buffer, "momentum_buffer")],
+        None if grad_avg is None else [as_state_array(grad_avg, "grad_avg")],
+        None
+        if compensation_buffer is None
+        else [as_native_array(compensation_buffer, "compensation_buffer")],
+        row_steps=[as_native_array(row_step, "row_step")],
+        idle=[idle_steps.factors],
+        indices=None if rows is None else [_row_numbers(rows, "rows")],
+        hyperparams=native_hyperparams(options),
+        num_threads=_threads(num_threads),
+        step=float(step),
+        streams=[_stream(stream, "stream")],
     )
