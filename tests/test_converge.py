@@ -1,5 +1,5 @@
-"""The convergence benchmark: the airfoil task (the shipped data and the book's loss) and the
-character language model."""
+"""The convergence benchmark: the airfoil task (the shipped data and the book's loss), the
+character language model and the word vectors with sparse gradients."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ from rmsprop_ext.converge.charlm import (
     run_charlm,
 )
 from rmsprop_ext.converge.common import BF16_FORMS, ConvergeResult
+from rmsprop_ext.converge.embeddings import (
+    EMBEDDINGS_RUNS,
+    EmbeddingsConfig,
+    run_embeddings,
+    stdlib_tokens,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -88,3 +94,24 @@ def test_charlm_trains_in_every_bfloat16_form(run: tuple) -> None:
 
 def test_parameter_count_is_about_a_million() -> None:
     assert 1_000_000 <= parameter_count() <= 1_100_000
+
+
+EMBEDDINGS_TINY = EmbeddingsConfig(
+    steps=40, eval_every=20, vocabulary=2000, dim=16, batch=64, eval_pairs=256
+)
+
+
+@pytest.mark.spread_over_isas  # the kernels are checked on every one elsewhere
+def test_embeddings_sparse_exact_trains_as_dense_and_lazy_does_not() -> None:
+    tokens, counts = stdlib_tokens(EMBEDDINGS_TINY)
+    assert counts.sum() == len(tokens) > 100_000 and len(counts) == EMBEDDINGS_TINY.vocabulary
+    data = (tokens[:60_000], np.bincount(tokens[:60_000], minlength=EMBEDDINGS_TINY.vocabulary))
+    runs = {run[0]: run_embeddings(*run, 0, EMBEDDINGS_TINY, data) for run in EMBEDDINGS_RUNS}
+    dense = runs["rmsprop_ext, dense"].losses
+    assert runs["torch RMSprop, dense"].losses == pytest.approx(dense, abs=1e-6)
+    assert runs["rmsprop_ext, sparse exact"].losses == pytest.approx(dense, abs=1e-5)
+    assert runs["rmsprop_ext, sparse lazy"].losses[-1] != pytest.approx(dense[-1], abs=1e-5)
+    assert dense[-1] < dense[0] - 0.05  # it learns
+    assert all(r.step_ms > 0 for r in runs.values())
+    lines = summary(list(runs.values()))
+    assert any("sparse exact: largest |loss - dense loss|" in line for line in lines)

@@ -18,8 +18,10 @@ from .bench import (
     torch_available,
 )
 from .converge.charlm import CharLMConfig
+from .converge.embeddings import EmbeddingsConfig
 
 CHARLM_STEPS = CharLMConfig.steps
+EMBEDDINGS_STEPS = EmbeddingsConfig.steps
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -132,10 +134,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _converge(args: argparse.Namespace) -> int:
-    from .converge import CharLMConfig, run_converge, summary
+    from .converge import CharLMConfig, EmbeddingsConfig, run_converge, summary
 
     charlm = CharLMConfig(steps=args.charlm_steps)
-    results = run_converge(args.seeds, not args.no_progress, args.tasks, charlm, args.bf16_seeds)
+    embeddings = EmbeddingsConfig(steps=args.embeddings_steps)
+    results = run_converge(
+        args.seeds, not args.no_progress, args.tasks, charlm, args.bf16_seeds, embeddings
+    )
     lines = summary(results)
     for line in lines:
         print(line)
@@ -156,7 +161,7 @@ def _converge(args: argparse.Namespace) -> int:
     if args.plot:
         from .converge import plot
 
-        plot(results, args.plot, charlm)
+        plot(results, args.plot, charlm, embeddings)
         print(f"wrote {args.plot}")
     return 0
 
@@ -225,9 +230,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     converge.add_argument(
         "--tasks",
         nargs="+",
-        choices=["airfoil", "charlm"],
+        choices=["airfoil", "charlm", "embeddings"],
         default=["airfoil", "charlm"],
-        help="which tasks to run (default both)",
+        help="which tasks to run (default airfoil and charlm; embeddings: dense and sparse "
+        "gradients of word vectors)",
+    )
+    converge.add_argument(
+        "--embeddings-steps",
+        type=int,
+        default=EMBEDDINGS_STEPS,
+        help=f"training steps of the word vectors (default {EMBEDDINGS_STEPS})",
     )
     converge.add_argument(
         "--charlm-steps",

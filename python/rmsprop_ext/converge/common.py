@@ -15,6 +15,7 @@ class ConvergeResult:
     run: str
     seed: int
     losses: list[float] = field(default_factory=list)  # at the task's evaluation points
+    step_ms: float = 0.0  # the median optimizer step, where the task times it
 
     @property
     def final(self) -> float:

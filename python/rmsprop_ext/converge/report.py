@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -14,8 +15,9 @@ __all__ = ["summary", "write_plot"]
 HEADLINES = {
     "airfoil": "airfoil (d2l train_ch11 protocol; the book reports 0.244)",
     "charlm": "character transformer LM on stdlib source (held-out nats/char)",
+    "embeddings": "skip-gram word vectors on stdlib source (held-out negative-sampling loss)",
 }
-X_AXES = {"airfoil": "epoch", "charlm": "step"}
+X_AXES = {"airfoil": "epoch", "charlm": "step", "embeddings": "step"}
 
 
 def _by_run(results: Sequence[ConvergeResult]) -> dict[str, list[ConvergeResult]]:
@@ -44,9 +46,8 @@ def summary(results: Sequence[ConvergeResult]) -> list[str]:
         fp32 = [r.final for r in fp32_runs]
         fp32_by_seed = {r.seed: r.final for r in fp32_runs}
         band = fp32_band(fp32) if fp32 else None
-        lines.append(
-            f"{HEADLINES.get(task, task)}: final loss, mean [min-max] over {len(fp32)} seeds"
-        )
+        seeds = len(fp32) or len(next(iter(by_run.values())))
+        lines.append(f"{HEADLINES.get(task, task)}: final loss, mean [min-max] over {seeds} seeds")
         for run, runs in by_run.items():
             finals = [r.final for r in runs]
             verdict = ""
@@ -58,6 +59,9 @@ def summary(results: Sequence[ConvergeResult]) -> list[str]:
                 paired = [r.final - fp32_by_seed[r.seed] for r in runs if r.seed in fp32_by_seed]
                 if paired:
                     verdict += f", {statistics.mean(paired):+.4f} vs fp32 on the same seeds"
+            step_ms = [r.step_ms for r in runs if r.step_ms]
+            if step_ms:
+                verdict += f"  step {statistics.median(step_ms):.2f} ms"
             lines.append(
                 f"  {run:42} {statistics.mean(finals):.4f} [{min(finals):.4f}-{max(finals):.4f}]"
                 f"{verdict}"
@@ -66,6 +70,27 @@ def summary(results: Sequence[ConvergeResult]) -> list[str]:
             lines.append(
                 f"  fp32 band: [{band[0]:.4f}, {band[1]:.4f}] (seed spread or 1% of the mean)"
             )
+        lines += _sparse_against_dense(by_run)
+    return lines
+
+
+def _sparse_against_dense(by_run: dict[str, list[ConvergeResult]]) -> list[str]:
+    """For runs with sparse gradients: the largest difference of their losses from the dense
+    rmsprop_ext run's, at every evaluation point of the same seeds."""
+    dense = {r.seed: r.losses for r in by_run.get("rmsprop_ext, dense", [])}
+    lines = []
+    for run, runs in by_run.items():
+        if "sparse" not in run or not dense:
+            continue
+        gaps = [
+            abs(a - b)
+            for r in runs
+            if r.seed in dense
+            for a, b in zip(r.losses, dense[r.seed])
+            if math.isfinite(a) and math.isfinite(b)
+        ]
+        if gaps:
+            lines.append(f"  {run}: largest |loss - dense loss| at any point {max(gaps):.2e}")
     return lines
 
 
