@@ -568,6 +568,25 @@ StepCounters step_counters(py::handle steps, std::size_t expected,
   return counters;
 }
 
+void gather_state_lists(std::vector<std::vector<py::handle>>& objects, py::handle momentum_buffers,
+                        py::handle grad_avgs, py::handle compensations, const Hyperparams& hp,
+                        std::size_t n) {
+  auto optional_list = [&](py::handle obj, Role role, bool needed, const char* option) {
+    if (!needed) {
+      return;
+    }
+    if (obj.is_none()) {
+      throw py::value_error(std::string(plural_name(role)) + " is required when " + option +
+                            " but is None");
+    }
+    objects[role] = as_items(obj, role, n, true);
+  };
+  optional_list(momentum_buffers, kMomentumBuffer, hp.momentum > 0.0, "momentum > 0");
+  optional_list(grad_avgs, kGradAvg, hp.centered, "centered=True");
+  optional_list(compensations, kCompensation, hp.compensation == Compensation::kKahan,
+                "compensation='kahan'");
+}
+
 std::vector<py::handle> as_items(py::handle obj, Role role, std::size_t expected, bool check_len) {
   return sequence_items(obj, kPluralNames[role], "arrays", expected, check_len);
 }

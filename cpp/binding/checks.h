@@ -156,6 +156,12 @@ void number_updates(Batch& batch, const Hyperparams& hp, double step);
 StepCounters step_counters(py::handle steps, std::size_t expected,
                            const std::vector<Extent>* written = nullptr);
 
+// objects[kMomentumBuffer], [kGradAvg] and [kCompensation] from the lists the options need (each
+// of n items; ValueError when a needed one is None); the others stay empty.
+void gather_state_lists(std::vector<std::vector<py::handle>>& objects, py::handle momentum_buffers,
+                        py::handle grad_avgs, py::handle compensations, const Hyperparams& hp,
+                        std::size_t n);
+
 // A list or tuple's items; TypeError/ValueError naming `role` when it is not one or when its
 // length is not `expected` (with check_len).
 std::vector<py::handle> as_items(py::handle obj, Role role, std::size_t expected, bool check_len);

@@ -53,20 +53,7 @@ void step_many(py::handle params, py::handle grads, py::handle square_avgs,
   const std::size_t n = objects[kParam].size();
   objects[kGrad] = as_items(grads, kGrad, n, true);
   objects[kSquareAvg] = as_items(square_avgs, kSquareAvg, n, true);
-  auto optional_list = [&](py::handle obj, Role role, bool needed, const char* option) {
-    if (!needed) {
-      return;
-    }
-    if (obj.is_none()) {
-      throw py::value_error(std::string(plural_name(role)) + " is required when " + option +
-                            " but is None");
-    }
-    objects[role] = as_items(obj, role, n, true);
-  };
-  optional_list(momentum_buffers, kMomentumBuffer, hp.momentum > 0.0, "momentum > 0");
-  optional_list(grad_avgs, kGradAvg, hp.centered, "centered=True");
-  optional_list(compensations, kCompensation, hp.compensation == Compensation::kKahan,
-                "compensation='kahan'");
+  gather_state_lists(objects, momentum_buffers, grad_avgs, compensations, hp, n);
   Batch batch;
   gather(objects, /*single=*/false, /*with_grads=*/true, hp, batch, stream_list(streams, n));
   const std::vector<Extent> written = written_extents(batch.buffers);

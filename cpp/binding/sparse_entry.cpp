@@ -215,20 +215,7 @@ Tables gather_tables(py::handle params, py::handle square_avgs, py::handle momen
   objects[kParam] = as_items(params, kParam, 0, false);
   const std::size_t n = objects[kParam].size();
   objects[kSquareAvg] = as_items(square_avgs, kSquareAvg, n, true);
-  auto optional_list = [&](py::handle obj, Role role, bool needed, const char* option) {
-    if (!needed) {
-      return;
-    }
-    if (obj.is_none()) {
-      throw py::value_error(std::string(plural_name(role)) + " is required when " + option +
-                            " but is None");
-    }
-    objects[role] = as_items(obj, role, n, true);
-  };
-  optional_list(momentum_buffers, kMomentumBuffer, hp.momentum > 0.0, "momentum > 0");
-  optional_list(grad_avgs, kGradAvg, hp.centered, "centered=True");
-  optional_list(compensations, kCompensation, hp.compensation == Compensation::kKahan,
-                "compensation='kahan'");
+  gather_state_lists(objects, momentum_buffers, grad_avgs, compensations, hp, n);
   auto per_table = [&](py::handle obj, const char* name) {
     if (obj.is_none()) {
       return std::vector<py::handle>(n, py::none());

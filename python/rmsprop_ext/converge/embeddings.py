@@ -41,7 +41,7 @@ class EmbeddingsConfig:
     batch: int = 512  # (word, neighbour) pairs per step
     window: int = 2
     negatives: int = 5
-    lr: float = 2e-3
+    lr: float = 5e-4
     momentum: float = 0.9
     eval_pairs: int = 8192
 
@@ -107,7 +107,7 @@ def run_embeddings(
     sparse = options["sparse"]
 
     torch.manual_seed(seed)
-    tables = torch.nn.ModuleDict(
+    tables: Any = torch.nn.ModuleDict(
         {
             name: torch.nn.Embedding(config.vocabulary, config.dim, sparse=sparse is not None)
             for name in ("words", "contexts")
@@ -116,11 +116,14 @@ def run_embeddings(
     with torch.no_grad():
         tables["words"].weight.uniform_(-0.5 / config.dim, 0.5 / config.dim)
         tables["contexts"].weight.zero_()
-    hyper = {"lr": config.lr, "momentum": config.momentum}
     if kind == "torch":
-        optimizer: Any = torch.optim.RMSprop(tables.parameters(), **hyper)
+        optimizer: Any = torch.optim.RMSprop(
+            tables.parameters(), lr=config.lr, momentum=config.momentum
+        )
     else:
-        optimizer = RMSprop(tables.parameters(), **hyper, sparse=sparse or "exact")
+        optimizer = RMSprop(
+            tables.parameters(), lr=config.lr, momentum=config.momentum, sparse=sparse or "exact"
+        )
         optimizer.watch_embeddings(tables)  # looked-up rows up to date before each forward
 
     def loss_of(words: Any, contexts: Any, negatives: Any) -> Any:
