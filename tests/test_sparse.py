@@ -384,7 +384,9 @@ def sparse_example() -> ModuleType:
 
 
 @pytest.mark.spread_over_isas  # two torchrun ranks
-def test_ddp_with_sparse_gradients_trains_as_one_process(isa: str, tmp_path: Path) -> None:
+def test_ddp_with_sparse_gradients_on_two_ranks_trains_as_one_process(
+    isa: str, tmp_path: Path
+) -> None:
     """examples/sparse_embedding.py: an EmbeddingBag (sparse gradient) and a linear head under
     DistributedDataParallel on two gloo ranks, each on half of every global batch, against one
     process on the whole batches."""
