@@ -135,3 +135,34 @@ def test_bad_row_sparse_input_raises_and_nothing_changes(
     with pytest.raises(error, match=match):
         rmsprop_step(param, np.ones((2, DIM), np.float32), square_avg, **arguments)
     assert (param == 1).all() and (square_avg == 0).all()
+
+
+def test_the_roofline_of_sparse_steps_moves_the_rows_and_changes_nothing() -> None:
+    """The bench's roofline of the sparse step: the same rows read and written (repeats summed),
+    every buffer written back as it was, nothing caught up or counted."""
+    from rmsprop_ext import _core
+    from rmsprop_ext.functional import hyperparams, native_hyperparams
+
+    rng = np.random.default_rng(3)
+    param = rng.standard_normal((ROWS, DIM)).astype(np.float32)
+    square_avg = rng.random((ROWS, DIM)).astype(np.float32)
+    momentum_buffer = rng.standard_normal((ROWS, DIM)).astype(np.float32)
+    before = [param.copy(), square_avg.copy(), momentum_buffer.copy()]
+    rows = np.array([5, 1, 5, ROWS - 1], np.int64)
+    row_step = np.zeros(ROWS, np.int64)
+    options = hyperparams(0.1, 0.99, 1e-8, 0, 0.9, False, False, False, False)
+    _core.rmsprop_sparse_step_many(
+        [param],
+        [square_avg],
+        [momentum_buffer],
+        indices=[rows],
+        values=[rng.standard_normal((4, DIM)).astype(np.float32)],
+        row_steps=[row_step],
+        idle=[IdleSteps(8).factors],
+        hyperparams=native_hyperparams(options),
+        step=1.0,
+        roofline=True,
+    )
+    for now, then in zip([param, square_avg, momentum_buffer], before):
+        assert np.array_equal(now, then)
+    assert (row_step == 0).all()
