@@ -90,9 +90,15 @@ def main() -> None:
         if args.out:
             torch.save([p.detach().clone() for p in model.parameters()], args.out)
     if args.ddp:
+        import gc
+
         import torch.distributed as dist
 
+        # Every rank done, and DDP's reducer freed before its process group: left to interpreter
+        # exit, gloo's teardown can race between the ranks.
         dist.barrier()
+        del model
+        gc.collect()
         dist.destroy_process_group()
 
 
