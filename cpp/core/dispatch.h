@@ -1,8 +1,13 @@
-// The kernel of an instruction set, for the drivers (step.cpp, sparse_step.cpp).
+// What the drivers (step.cpp, sparse_step.cpp) share: the kernel of an instruction set and the
+// threads for an amount of work.
 #pragma once
+
+#include <algorithm>
+#include <cstdint>
 
 #include "isa.h"
 #include "kernels.h"
+#include "rmsprop.h"
 
 namespace rmsprop_ext {
 
@@ -34,6 +39,17 @@ UpdateRangeFn<P, S> kernel_for(Isa isa, Work work) {
   }
 #endif
   return update ? update_fn : traffic_fn;
+}
+
+// Each thread gets at least this many elements, so small calls use fewer threads.
+constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
+
+// Threads for `elements` elements of work: num_threads (get_num_threads() when <= 0), fewer where
+// each would get under kMinElementsPerThread.
+inline int threads_for(std::int64_t elements, int num_threads) {
+  const int wanted = num_threads > 0 ? num_threads : get_num_threads();
+  const std::int64_t useful = std::max<std::int64_t>(1, elements / kMinElementsPerThread);
+  return static_cast<int>(std::min<std::int64_t>(wanted, useful));
 }
 
 }  // namespace rmsprop_ext

@@ -23,9 +23,6 @@
 namespace rmsprop_ext {
 namespace {
 
-// Each thread gets at least this many elements, so small steps use fewer threads.
-constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
-
 std::int64_t step_number(double step) { return std::llround(step); }
 
 // The gradient's rows grouped by table row: distinct rows in ascending order, and for each the
@@ -80,13 +77,6 @@ RowGroups group_rows(const std::int64_t* indices, std::int64_t count, std::int64
   }
   groups.starts.push_back(count);
   return groups;
-}
-
-// Threads for `elements` elements of work.
-int threads_for(std::int64_t elements, int num_threads) {
-  const int wanted = num_threads > 0 ? num_threads : get_num_threads();
-  const std::int64_t useful = std::max<std::int64_t>(1, elements / kMinElementsPerThread);
-  return static_cast<int>(std::min<std::int64_t>(wanted, useful));
 }
 
 // f(u) for u in [0, n) over `threads` threads, in contiguous stretches.
@@ -337,6 +327,22 @@ std::string check_rows_shape(const SparseRows<P, S>& rows) {
   return message.str();
 }
 
+// Empty when every index names a row of the table, else a message naming the first that does not.
+template <typename P, typename S>
+std::string index_problem(const SparseRows<P, S>& rows) {
+  const std::int64_t table_rows = row_count(rows);
+  for (std::int64_t i = 0; i < rows.count; ++i) {
+    const std::int64_t row = rows.indices[i];
+    if (row < 0 || row >= table_rows) {
+      std::ostringstream message;
+      message << "index " << row << " (entry " << i << ") is outside the table's " << table_rows
+              << " rows";
+      return message.str();
+    }
+  }
+  return {};
+}
+
 // Empty when row_step[row] allows catching the row up to step `to`: not ahead of it and behind by
 // fewer steps than the idle factors cover.
 template <typename P, typename S>
@@ -403,17 +409,11 @@ std::string check_sparse_rows(const SparseRows<P, S>& rows) {
   if (!problem.empty()) {
     return problem;
   }
-  const std::int64_t table_rows = row_count(rows);
-  const std::int64_t previous = step_number(rows.table.step) - 1;
-  for (std::int64_t i = 0; i < rows.count; ++i) {
-    const std::int64_t row = rows.indices[i];
-    if (row < 0 || row >= table_rows) {
-      std::ostringstream message;
-      message << "index " << row << " (entry " << i << ") is outside the table's " << table_rows
-              << " rows";
-      return message.str();
-    }
+  problem = index_problem(rows);
+  if (!problem.empty()) {
+    return problem;
   }
+  const std::int64_t previous = step_number(rows.table.step) - 1;
   if (rows.row_step != nullptr) {
     // Each row's step lies anywhere in row_step: asked for ahead, so that the misses overlap.
     constexpr std::int64_t kAhead = 32;
@@ -518,18 +518,14 @@ std::string check_catch_up(const SparseRows<P, S>& rows, std::int64_t min_idle) 
   if (problem.empty() && rows.row_step == nullptr) {
     problem = "catching rows up needs their row_step";
   }
+  if (problem.empty() && rows.indices != nullptr) {
+    problem = index_problem(rows);
+  }
   const std::int64_t to = step_number(rows.table.step);
-  const std::int64_t table_rows = row_count(rows);
-  const std::int64_t checked = rows.indices != nullptr ? rows.count : table_rows;
+  const std::int64_t checked = rows.indices != nullptr ? rows.count : row_count(rows);
   for (std::int64_t i = 0; i < checked && problem.empty(); ++i) {
     const std::int64_t row = rows.indices != nullptr ? rows.indices[i] : i;
-    if (row < 0 || row >= table_rows) {
-      std::ostringstream message;
-      message << "index " << row << " (entry " << i << ") is outside the table's " << table_rows
-              << " rows";
-      problem = message.str();
-    } else if (to - rows.row_step[row] >= std::max<std::int64_t>(min_idle, 1) ||
-               rows.row_step[row] > to) {
+    if (to - rows.row_step[row] >= std::max<std::int64_t>(min_idle, 1) || rows.row_step[row] > to) {
       problem = check_lag(rows, row, to);
     }
   }

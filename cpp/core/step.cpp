@@ -26,8 +26,6 @@ constexpr std::int64_t kCacheLineBytes = 64;
 
 // Below this many elements in one call a fork/join costs more than a second thread saves.
 constexpr std::int64_t kSerialBelowElements = std::int64_t{1} << 15;
-// Each thread gets at least this many elements, so small calls use fewer threads.
-constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 14;
 
 std::atomic<int> requested_threads{0};
 std::atomic<int> write_staging_mode{static_cast<int>(WriteStaging::kAuto)};
@@ -163,12 +161,10 @@ void step_any(const ParamBuffers<P, S>* items, std::size_t count, const Hyperpar
     return;  // nothing to do; last_num_threads keeps describing the last real update
   }
   const InFlight in_flight;
-  const int wanted = num_threads > 0 ? num_threads : get_num_threads();
-  const std::int64_t useful = std::max<std::int64_t>(1, total / kMinElementsPerThread);
   // Callers on several threads at once (the GIL is released) already keep the cores busy: a team
   // each would oversubscribe them, so an update that starts while another runs stays serial.
   const bool serial = total < kSerialBelowElements || in_flight.concurrent();
-  const int threads = serial ? 1 : static_cast<int>(std::min<std::int64_t>(wanted, useful));
+  const int threads = serial ? 1 : threads_for(total, num_threads);
 
   if (threads <= 1) {
     last_team_size = 1;

@@ -33,6 +33,7 @@ __all__ = [
     "is_sparse",
     "sparse_step",
     "table_parts",
+    "without_bookkeeping",
 ]
 
 SPARSE_MODES = ("exact", "lazy")
@@ -86,6 +87,15 @@ def _rows_state(state: dict[str, Any], p: Tensor, steps_done: int) -> None:
     if ROW_STEP not in state:
         state[ROW_STEP] = torch.full((p.shape[0],), steps_done, dtype=torch.int64)
         state[IDLE_STEPS] = torch.from_numpy(IdleSteps(_idle_steps.IDLE_STEPS_LENGTH).factors)
+
+
+def without_bookkeeping(state: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """A state dict's "state" with each entry's bookkeeping left out (a state dict has every row
+    up to date, see RMSprop.state_dict)."""
+    return {
+        key: {name: value for name, value in entries.items() if name not in BOOKKEEPING}
+        for key, entries in state.items()
+    }
 
 
 def forget_rows(state: dict[str, Any]) -> None:

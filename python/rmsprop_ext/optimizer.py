@@ -230,10 +230,7 @@ class RMSprop(Optimizer):
         """
         self.flush()  # every row of a sparse table as the dense step has it
         saved = super().state_dict()
-        saved["state"] = {
-            key: {name: value for name, value in entries.items() if name not in _sparse.BOOKKEEPING}
-            for key, entries in saved["state"].items()
-        }
+        saved["state"] = _sparse.without_bookkeeping(saved["state"])
         for group in saved["param_groups"]:
             for key, default in _EXTENSION_DEFAULTS.items():
                 if key in group and type(group[key]) is type(default) and group[key] == default:
@@ -258,10 +255,7 @@ class RMSprop(Optimizer):
         for g, group in enumerate(groups):
             params = self.param_groups[g]["params"]
             _check_group_storage({**group, "params": params}, g)
-        state = {
-            key: {name: value for name, value in entries.items() if name not in _sparse.BOOKKEEPING}
-            for key, entries in state_dict["state"].items()
-        }
+        state = _sparse.without_bookkeeping(state_dict["state"])
         super().load_state_dict({**state_dict, "state": state, "param_groups": groups})
         # torch has cast every floating-point state tensor to its parameter's dtype; the state
         # here has the group's state_dtype, so it is converted again, from the saved tensors.
