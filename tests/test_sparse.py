@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,7 @@ torch = pytest.importorskip("torch")
 
 import rmsprop_ext  # noqa: E402
 from rmsprop_ext import _idle_steps  # noqa: E402
+from rmsprop_ext._huge_pages import HUGE_PAGE  # noqa: E402
 
 ROWS, DIM, STEPS = 240, 4, 210
 
@@ -376,6 +378,52 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sparse_embeddin
 # The example's training on each rank, which then leaves as the other two-rank tests' scripts do
 # (gloo's teardown can race between ranks and abort one: helpers.leave_when_every_rank_is_done).
 CHILD = Path(__file__).resolve().parent / "sparse_ddp_child.py"
+
+
+def vm_flags(address: int) -> list[str]:
+    """The VmFlags of the mapping holding `address` (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):
+                low, high = (int(bound, 16) for bound in first.split("-"))
+                inside = low <= address < high
+            elif inside and first == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
+def test_a_tables_state_is_advised_onto_huge_pages() -> None:
+    """A table stepped with sparse gradients has its state and row steps advised onto 2 MiB pages
+    ("hg" in the mapping's flags, whatever the kernel then backs them with); a parameter with a
+    dense gradient keeps torch's allocation, and the values are those torch.full_like gives."""
+    table = torch.nn.Embedding(1 << 19, 8, sparse=True)  # 16 MiB per buffer, row steps 4 MiB
+    dense = torch.nn.Linear(1024, 1024)  # 4 MiB of weight
+    optimizer = rmsprop_ext.RMSprop(
+        [*table.parameters(), *dense.parameters()],
+        lr=0.01,
+        momentum=0.9,
+        centered=True,
+        initial_square_avg=0.5,
+    )
+    (table(torch.tensor([1, 5, 9])).sum() + dense(torch.ones(1024)).sum()).backward()
+    optimizer.step()
+
+    def advised(buffer: Any) -> bool:
+        inside = (buffer.data_ptr() // HUGE_PAGE + 1) * HUGE_PAGE  # a whole 2 MiB page in it
+        assert inside + HUGE_PAGE <= buffer.data_ptr() + buffer.numel() * buffer.element_size()
+        return "hg" in vm_flags(inside)
+
+    state = optimizer.state[table.weight]
+    for name in ("square_avg", "momentum_buffer", "grad_avg", "row_step"):
+        assert advised(state[name]), name
+    assert not advised(optimizer.state[dense.weight]["square_avg"])
+    untouched = torch.ones(1 << 19, dtype=torch.bool)
+    untouched[[1, 5, 9]] = False
+    assert torch.equal(state["square_avg"][untouched], torch.full(((1 << 19) - 3, 8), 0.5))
+    assert torch.equal(state["momentum_buffer"][untouched], torch.zeros((1 << 19) - 3, 8))
 
 
 def sparse_example() -> ModuleType:

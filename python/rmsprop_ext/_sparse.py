@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _core, _idle_steps
+from . import _core, _huge_pages, _idle_steps
 from ._idle_steps import IdleSteps
 from .functional import as_native_array, as_state_array
 
@@ -85,7 +85,8 @@ def _rows_state(state: dict[str, Any], p: Tensor, steps_done: int) -> None:
     """The exact steps' bookkeeping, made when a table first gets a sparse gradient: every row up
     to date with the steps done so far."""
     if ROW_STEP not in state:
-        state[ROW_STEP] = torch.full((p.shape[0],), steps_done, dtype=torch.int64)
+        empty = torch.empty((p.shape[0],), dtype=torch.int64)
+        state[ROW_STEP] = _huge_pages.filled_on_huge_pages(empty, steps_done)
         state[IDLE_STEPS] = torch.from_numpy(IdleSteps(_idle_steps.IDLE_STEPS_LENGTH).factors)
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import _core, _sharded, _sparse, quantized_state
+from . import _core, _huge_pages, _sharded, _sparse, quantized_state
 from ._precision import (
     check_compensation,
     check_param_compensation,
@@ -55,6 +55,15 @@ _EXTENSION_DEFAULTS = {
 }
 _STATE_BUFFERS = quantized_state.STATE_BUFFERS
 _EXPONENTS = quantized_state.EXPONENTS_SUFFIX
+
+
+def _new_state_buffer(p: Tensor, value: float, dtype: torch.dtype, table: bool) -> Tensor:
+    """A state buffer of p's shape and layout filled with value; for a table stepped with sparse
+    gradients (rows scattered over it) on huge pages, see _huge_pages."""
+    empty = torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format)
+    if table:
+        return _huge_pages.filled_on_huge_pages(empty, value)
+    return empty.fill_(value)
 
 
 def _state_buffer(state: dict[str, Any], name: str) -> Any:
@@ -392,21 +401,12 @@ class RMSprop(Optimizer):
                 dtype = torch.float32 if form == "8bit" else getattr(torch, form)
                 fresh = {
                     "step": torch.zeros((), dtype=_scalar_dtype()),
-                    "square_avg": torch.full_like(
-                        p,
-                        group["initial_square_avg"],
-                        dtype=dtype,
-                        memory_format=torch.preserve_format,
-                    ),
+                    "square_avg": _new_state_buffer(p, group["initial_square_avg"], dtype, sparse),
                 }
                 if group["momentum"] > 0:
-                    fresh["momentum_buffer"] = torch.zeros_like(
-                        p, dtype=dtype, memory_format=torch.preserve_format
-                    )
+                    fresh["momentum_buffer"] = _new_state_buffer(p, 0.0, dtype, sparse)
                 if group["centered"]:
-                    fresh["grad_avg"] = torch.zeros_like(
-                        p, dtype=dtype, memory_format=torch.preserve_format
-                    )
+                    fresh["grad_avg"] = _new_state_buffer(p, 0.0, dtype, sparse)
                 if form == "8bit":
                     for name in _STATE_BUFFERS:
                         if name in fresh:
@@ -416,7 +416,7 @@ class RMSprop(Optimizer):
             if group["compensation"] == "kahan" and "compensation" not in state:
                 # Kahan summation's buffer, the parameter's dtype, starting at zero (also when
                 # Kahan summation is switched on later in training).
-                state["compensation"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["compensation"] = _new_state_buffer(p, 0.0, p.dtype, sparse)
             if sparse:
                 assert tables is not None
                 tables.add(p, state, first_stream + index, index)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._huge_pages import filled_on_huge_pages
 from ..functional import hyperparams, native_hyperparams
 from .config import StepFn
 
@@ -140,7 +141,8 @@ def sparse_cases(
 
     def roofline_rows() -> StepFn:
         t = shared()
-        square_avg = torch.zeros_like(t.weight)
+        # allocated as the optimizer allocates a table's state (on huge pages, see _huge_pages)
+        square_avg = filled_on_huge_pages(torch.empty_like(t.weight), 0.0)
         native = native_hyperparams(hyperparams(LR, 0.99, 1e-8, 0, 0, False, False, False, False))
         turn = itertools.cycle(t.grads)
 
