@@ -14,7 +14,7 @@ namespace rmsprop_ext {
 //
 // The kernels' vector loops keep plain __builtin_prefetch: GCC drops some of their requests too,
 // but this function in their place made the 16-bit forms 1.2-1.7x slower at 16M elements on a
-// Zen 4 core (the asm alone 1.1-1.5x: it holds back the scheduling of the loop around it).
+// Zen 4 core (the asm alone 1.1-1.7x: it holds back the scheduling of the loop around it).
 inline void prefetch(const void* address) {
   __builtin_prefetch(address);
   asm volatile("" : : "r"(address));

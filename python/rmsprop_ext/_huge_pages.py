@@ -11,6 +11,7 @@ docs/sparse.md). Where transparent huge pages are off, or off Linux, the advice 
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,16 +23,14 @@ __all__ = ["HUGE_PAGE", "advise_huge_pages", "filled_on_huge_pages"]
 
 HUGE_PAGE = 2 << 20
 MADV_HUGEPAGE = 14  # <sys/mman.h>, Linux
-_LIBC: ctypes.CDLL | None = None
 
 
+@functools.cache
 def _madvise() -> Callable[[int, int, int], int] | None:
-    global _LIBC
+    """libc's madvise, typed once; None off Linux."""
     if not sys.platform.startswith("linux"):
         return None
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    madvise = _LIBC.madvise
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     madvise.restype = ctypes.c_int
     return madvise  # type: ignore[no-any-return]
