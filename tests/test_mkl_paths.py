@@ -25,13 +25,18 @@ pytestmark = [
 
 CHILD = Path(__file__).with_name("mkl_path_child.py")
 
-# The environment that sends MKL down each path on an Intel CPU, and the form torch.sqrt then is.
+# The environment that sends MKL down each path, and the form torch.sqrt then is, with whether it
+# holds on every vendor's CPU. MKL_ENABLE_INSTRUCTIONS only lowers what MKL would pick for the CPU
+# (an AMD CPU gets the SSE4.2 path whatever it says); MKL_VML_DEBUG_CPU_TYPE names a column of
+# MKL's vector-math dispatch table directly, on any vendor's CPU that can run its instructions.
 PATHS = {
-    "MKL_ENABLE_INSTRUCTIONS=AVX2": "mkl_avx2",
-    "MKL_ENABLE_INSTRUCTIONS=SSE4_2": "mkl_sse42",
-    # MKL's VML code for its CPU type 1, whose estimate comes from IEEE operations.
-    "MKL_VML_DEBUG_CPU_TYPE=1": "mkl_portable",
+    "MKL_ENABLE_INSTRUCTIONS=SSE4_2": ("mkl_sse42", False),
+    "MKL_VML_DEBUG_CPU_TYPE=3": ("mkl_avx2", True),
+    # the column whose estimate comes from IEEE operations
+    "MKL_VML_DEBUG_CPU_TYPE=1": ("mkl_portable", True),
 }
+if "avx512" in rmsprop_ext.build_info()["isa_cpu"]:
+    PATHS["MKL_VML_DEBUG_CPU_TYPE=5"] = ("mkl_avx512", True)
 
 
 def run_child(setting: str, isa: str) -> dict:
@@ -57,14 +62,15 @@ def test_each_mkl_path_is_followed_bit_for_bit(setting: str, isa: str) -> None:
         pytest.skip("this torch has no MKL: torch.sqrt is the IEEE one")
     report = run_child(setting, isa)
     assert report["isa"] == isa
-    # Which path MKL takes is its own decision (on other vendors' CPUs it may ignore the
-    # variable), but whichever it is, it must be one the kernels compute in their pass, for both
-    # dtypes.
+    # Where MKL_ENABLE_INSTRUCTIONS is concerned, which path MKL takes is its own decision (on
+    # other vendors' CPUs it ignores the variable), but whichever it is, it must be one the
+    # kernels compute in their pass, for both dtypes.
+    expected, on_every_vendor = PATHS[setting]
     for dtype in ("float32", "float64"):
         form = report["forms"][dtype]
         assert form in ("mkl_avx512", "mkl_avx2", "mkl_sse42", "mkl_portable"), report
-        if cpu_vendor() == "GenuineIntel":
-            assert form == PATHS[setting], report
+        if on_every_vendor or cpu_vendor() == "GenuineIntel":
+            assert form == expected, report
         assert report["differing_roots"][dtype] == 0, report
         assert report["torch_rounding"][dtype] == [0, 0, 0], report
         # The comparison can fail: IEEE square roots give other bits on these inputs.

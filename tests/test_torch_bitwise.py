@@ -221,18 +221,24 @@ def test_torch_table_under_each_torch_cpu_capability(capability: str, isa: str) 
     assert any(name in output for name in names), output
 
 
-@pytest.mark.parametrize("mkl_path", ["AVX2", "SSE4_2"])
+# MKL's SSE4.2 path as a user would ask for it (an AMD CPU takes it anyway), and its AVX2 path by
+# its column of MKL's dispatch table, which MKL takes on any vendor's CPU (MKL_ENABLE_INSTRUCTIONS
+# =AVX2 gives it on Intel's only).
+@pytest.mark.parametrize("mkl_path", ["MKL_ENABLE_INSTRUCTIONS=SSE4_2", "MKL_VML_DEBUG_CPU_TYPE=3"])
 def test_torch_table_on_each_mkl_code_path(mkl_path: str, isa: str) -> None:
     """MKL picks its vector math's code path by CPU, and torch.sqrt rounds as that path does.
     Told to take an older one, MKL rounds square roots unlike its AVX-512 path (SSE4.2: 1 ulp
     either way on 17% of float32 inputs), and the native step follows: the avx2 and avx512
-    kernels compute MKL's float32 root in their pass, the scalar kernel and every float64 update
-    call MKL's function (test_mkl_paths.py checks the roots themselves)."""
+    kernels compute MKL's root in their pass, the scalar kernel calls MKL's function
+    (test_mkl_paths.py checks the roots themselves)."""
+    name, value = mkl_path.split("=")
     # 16-bit updates take the CPU's float32 square root, as torch's 16-bit sqrt does (not MKL's)
-    output = check_table_in_child(DTYPES[:3], MKL_ENABLE_INSTRUCTIONS=mkl_path, RMSPROP_EXT_ISA=isa)
+    output = check_table_in_child(DTYPES[:3], **{name: value}, RMSPROP_EXT_ISA=isa)
     assert "None" not in output  # a square root the probe could not place
     # the probe really saw MKL's other rounding (which path is MKL's choice on each CPU)
     assert "'float32': 'mkl_" in output and "'float32': 'mkl_avx512'" not in output
+    if name == "MKL_VML_DEBUG_CPU_TYPE":
+        assert "'float32': 'mkl_avx2'" in output, output
 
 
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
