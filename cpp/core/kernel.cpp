@@ -465,6 +465,73 @@ SqrtBlockFn<T> own_sqrt_block(SquareRoot root) {
 // roots (as float32) stay in L1 between the passes.
 constexpr std::int64_t kPassBlock = 256;
 
+// Whether a line of x and the line of y the same distance into its page cannot both be held in
+// the L1 data cache of AMD's Zen cores: they fall in one set (address bits 6-11) and have the same
+// utag, the 8-bit hash of bits 12-27 that picks the way (bit 12 + k XOR bit kPartner[k]; see
+// two_pass_blocks and docs/storage_speed.md, "Lines that evict each other").
+inline bool lines_evict_each_other(const void* x, const void* y) {
+  constexpr int kPartner[8] = {27, 26, 25, 20, 21, 22, 23, 24};
+  const auto differ = reinterpret_cast<std::uintptr_t>(x) ^ reinterpret_cast<std::uintptr_t>(y);
+  if ((differ & 0xFC0) != 0) {
+    return false;
+  }
+  for (int k = 0; k < 8; ++k) {
+    if (((differ >> (12 + k) ^ differ >> kPartner[k]) & 1) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Runs run(w, from, to) for the block [block, block_end) of b, a block of a two-pass loop: the
+// first pass writes square_avg and grad_avg (centered), the second the parameter and the momentum
+// buffer. Two passes keep the parameter's lines apart from square_avg's, but where the pair a pass
+// writes evicts each other on the block's page, w is the block on its own, indexed from 0, with
+// the pair's second buffer copied onto the stack before and back after (float32 and float64
+// state: no per-block exponents to carry along). Otherwise w is b and [from, to) the block.
+template <class V, std::int64_t kCapacity, typename P, typename S, typename Run>
+void with_written_pairs_apart(const ParamBuffers<P, S>& b, std::int64_t block,
+                              std::int64_t block_end, Run&& run) {
+  if constexpr (std::is_same_v<P, S> && std::is_same_v<Compute<P>, P> &&
+                (V::centered || V::momentum)) {
+    const bool defer_grad_avg =
+        V::centered && lines_evict_each_other(b.square_avg + block, b.grad_avg + block);
+    const bool defer_momentum =
+        V::momentum && lines_evict_each_other(b.param + block, b.momentum_buffer + block);
+    if (defer_grad_avg || defer_momentum) {
+      alignas(64) S grad_avg[static_cast<std::size_t>(kCapacity)];
+      alignas(64) S momentum_buffer[static_cast<std::size_t>(kCapacity)];
+      const std::int64_t n = block_end - block;
+      const auto bytes = static_cast<std::size_t>(n) * sizeof(S);
+      ParamBuffers<P, S> w = b;
+      w.param = b.param + block;
+      w.grad = b.grad + block;
+      w.square_avg = b.square_avg + block;
+      w.momentum_buffer = V::momentum ? b.momentum_buffer + block : nullptr;
+      w.grad_avg = V::centered ? b.grad_avg + block : nullptr;
+      w.first_index = b.first_index + block;
+      w.size = n;
+      if (defer_grad_avg) {
+        std::memcpy(grad_avg, w.grad_avg, bytes);
+        w.grad_avg = grad_avg;
+      }
+      if (defer_momentum) {
+        std::memcpy(momentum_buffer, w.momentum_buffer, bytes);
+        w.momentum_buffer = momentum_buffer;
+      }
+      run(static_cast<const ParamBuffers<P, S>&>(w), std::int64_t{0}, n);
+      if (defer_grad_avg) {
+        std::memcpy(b.grad_avg + block, grad_avg, bytes);
+      }
+      if (defer_momentum) {
+        std::memcpy(b.momentum_buffer + block, momentum_buffer, bytes);
+      }
+      return;
+    }
+  }
+  run(b, block, block_end);
+}
+
 // update_lanes over [first, last) in blocks of about `block_length` elements (at most kMaxBlock),
 // each in two passes: the state up to the radicand (and its square root, where kRootInFirstPass),
 // then `between(block, block_end, roots)`, then the division and the parameter. The same
@@ -479,6 +546,7 @@ constexpr std::int64_t kPassBlock = 256;
 // the chain is short enough, and two passes gained nothing for that reason on Intel's cores (or
 // lost: bf16 parameters with float32 state); float32 on Zen cores takes them for the L1's reason
 // (two_pass_blocks).
+// Where a pair of buffers written in one pass evicts each other, see with_written_pairs_apart.
 template <class V, class Vector, std::int64_t kMaxBlock, bool kRootInFirstPass, typename P,
           typename S, class Coefficients, class Between>
 void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::int64_t last,
@@ -491,22 +559,27 @@ void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::
   alignas(64) C roots[kMaxBlock + Vector::kWidth];
   for (std::int64_t block = first, block_end; block < last; block = block_end) {
     block_end = piece_end<Vector>(b.param, block, last, block_length);
-    const auto state_pass = [b, block, &coefficients, &grads, &roots](auto ops, std::int64_t i) {
-      using Ops = decltype(ops);
-      const StateLanes<Ops> lanes = state_lanes<Ops, V>(coefficients(ops), b, i);
-      Ops::store(grads + (i - block), lanes.grad);
-      Ops::store(roots + (i - block),
-                 kRootInFirstPass ? square_root<Ops, V>(lanes.radicand) : lanes.radicand);
-    };
-    for_each_lane_group<C, Vector>(b.param, block, block_end, state_pass);
-    between(block, block_end, roots);
-    const auto param_pass = [b, block, &coefficients, &grads, &roots](auto ops, std::int64_t i) {
-      using Ops = decltype(ops);
-      const auto& c = coefficients(ops);
-      param_lanes<Ops, V>(c, b, i, decayed_param<Ops, V>(c, b, i), Ops::load(grads + (i - block)),
-                          Ops::load(roots + (i - block)));
-    };
-    for_each_lane_group<C, Vector>(b.param, block, block_end, param_pass);
+    with_written_pairs_apart<V, kMaxBlock + Vector::kWidth>(
+        b, block, block_end, [&](const ParamBuffers<P, S>& w, std::int64_t from, std::int64_t to) {
+          const auto state_pass = [w, from, &coefficients, &grads, &roots](auto ops,
+                                                                           std::int64_t i) {
+            using Ops = decltype(ops);
+            const StateLanes<Ops> lanes = state_lanes<Ops, V>(coefficients(ops), w, i);
+            Ops::store(grads + (i - from), lanes.grad);
+            Ops::store(roots + (i - from),
+                       kRootInFirstPass ? square_root<Ops, V>(lanes.radicand) : lanes.radicand);
+          };
+          for_each_lane_group<C, Vector>(w.param, from, to, state_pass);
+          between(block, block_end, roots);
+          const auto param_pass = [w, from, &coefficients, &grads, &roots](auto ops,
+                                                                           std::int64_t i) {
+            using Ops = decltype(ops);
+            const auto& c = coefficients(ops);
+            param_lanes<Ops, V>(c, w, i, decayed_param<Ops, V>(c, w, i),
+                                Ops::load(grads + (i - from)), Ops::load(roots + (i - from)));
+          };
+          for_each_lane_group<C, Vector>(w.param, from, to, param_pass);
+        });
   }
 }
 
@@ -834,15 +907,18 @@ void traffic_range_variant(const ParamBuffers<P, S>& b, std::int64_t begin, std:
     if (two_pass_blocks()) {
       for (std::int64_t block = begin, block_end; block < end; block = block_end) {
         block_end = piece_end<Vector>(b.param, block, end, kPassBlock);
-        for_each_lane_group<Compute<P>, Vector>(
-            b.param, block, block_end,
-            [&](auto ops, std::int64_t i) __attribute__((always_inline)) {
-              traffic_lanes<decltype(ops), V, ParamBuffers<P, S>, true, 1>(b, i);
-            });
-        for_each_lane_group<Compute<P>, Vector>(
-            b.param, block, block_end,
-            [&](auto ops, std::int64_t i) __attribute__((always_inline)) {
-              traffic_lanes<decltype(ops), V, ParamBuffers<P, S>, true, 2>(b, i);
+        // The same blocks as the update's, its stores kept apart the same way.
+        with_written_pairs_apart<V, kPassBlock + Vector::kWidth>(
+            b, block, block_end,
+            [&](const ParamBuffers<P, S>& w, std::int64_t from, std::int64_t to) {
+              for_each_lane_group<Compute<P>, Vector>(
+                  w.param, from, to, [&](auto ops, std::int64_t i) __attribute__((always_inline)) {
+                    traffic_lanes<decltype(ops), V, ParamBuffers<P, S>, true, 1>(w, i);
+                  });
+              for_each_lane_group<Compute<P>, Vector>(
+                  w.param, from, to, [&](auto ops, std::int64_t i) __attribute__((always_inline)) {
+                    traffic_lanes<decltype(ops), V, ParamBuffers<P, S>, true, 2>(w, i);
+                  });
             });
       }
       return;
