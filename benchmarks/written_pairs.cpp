@@ -4,7 +4,7 @@
 // before, one cache line into its page. On AMD's Zen cores which lines of square_avg and grad_avg
 // (both written in the first of the two passes) evict each other then depends on where the mapping
 // lands (the carries of the addresses' bits 12-27), so the program prints the share of 1 KiB blocks
-// where each written pair shares its set and utag (kernel.cpp's lines_evict_each_other) beside the
+// where each written pair shares its set and utag (zen_l1.h's lines_evict_each_other) beside the
 // times; run it several times for several mappings.
 //
 //   cmake -S . -B build/core -DRMSPROP_CORE_ONLY=ON -DRMSPROP_CORE_TESTS=ON
@@ -28,6 +28,7 @@
 
 #include "core/isa.h"
 #include "core/rmsprop.h"
+#include "core/zen_l1.h"
 
 namespace {
 
@@ -63,27 +64,11 @@ __attribute__((target("avx2,fma"))) void plain_loop(const Buffers& b) {
   }
 }
 
-// The rule of kernel.cpp's lines_evict_each_other: one L1 set (bits 6-11) and one utag (bit 12 + k
-// XOR bit kPartner[k]).
-bool lines_evict_each_other(const float* x, const float* y) {
-  constexpr int kPartner[8] = {27, 26, 25, 20, 21, 22, 23, 24};
-  const auto differ = reinterpret_cast<std::uintptr_t>(x) ^ reinterpret_cast<std::uintptr_t>(y);
-  if ((differ & 0xFC0) != 0) {
-    return false;
-  }
-  for (int k = 0; k < 8; ++k) {
-    if (((differ >> (12 + k) ^ differ >> kPartner[k]) & 1) != 0) {
-      return false;
-    }
-  }
-  return true;
-}
-
 double share_evicting(const float* x, const float* y, std::int64_t n) {
   std::int64_t hits = 0;
   std::int64_t blocks = 0;
   for (std::int64_t i = 0; i < n; i += 256, ++blocks) {
-    hits += lines_evict_each_other(x + i, y + i) ? 1 : 0;
+    hits += rmsprop_ext::lines_evict_each_other(x + i, y + i) ? 1 : 0;
   }
   return static_cast<double>(hits) / static_cast<double>(blocks);
 }

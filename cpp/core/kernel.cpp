@@ -12,6 +12,7 @@
 #include "quantized.h"
 #include "simd_ops.h"
 #include "update_math.h"
+#include "zen_l1.h"
 
 #ifndef RMSPROP_KERNEL_NS
 #error "RMSPROP_KERNEL_NS must name the instruction set this file is compiled for"
@@ -464,24 +465,6 @@ SqrtBlockFn<T> own_sqrt_block(SquareRoot root) {
 // Elements per block of the two-pass update of 16-bit parameters: the block's gradients and
 // roots (as float32) stay in L1 between the passes.
 constexpr std::int64_t kPassBlock = 256;
-
-// Whether a line of x and the line of y the same distance into its page cannot both be held in
-// the L1 data cache of AMD's Zen cores: they fall in one set (address bits 6-11) and have the same
-// utag, the 8-bit hash of bits 12-27 that picks the way (bit 12 + k XOR bit kPartner[k]; see
-// two_pass_blocks and docs/storage_speed.md, "Lines that evict each other").
-inline bool lines_evict_each_other(const void* x, const void* y) {
-  constexpr int kPartner[8] = {27, 26, 25, 20, 21, 22, 23, 24};
-  const auto differ = reinterpret_cast<std::uintptr_t>(x) ^ reinterpret_cast<std::uintptr_t>(y);
-  if ((differ & 0xFC0) != 0) {
-    return false;
-  }
-  for (int k = 0; k < 8; ++k) {
-    if (((differ >> (12 + k) ^ differ >> kPartner[k]) & 1) != 0) {
-      return false;
-    }
-  }
-  return true;
-}
 
 // Runs run(w, from, to) for the block [block, block_end) of b, a block of a two-pass loop: the
 // first pass writes square_avg and grad_avg (centered), the second the parameter and the momentum
