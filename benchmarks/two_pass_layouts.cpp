@@ -27,6 +27,7 @@
 
 #include "core/isa.h"
 #include "core/rmsprop.h"
+#include "root_names.h"
 
 namespace {
 
@@ -49,16 +50,6 @@ struct Loop {
 };
 
 constexpr Loop kLoops[] = {{"one pass", SplitWrites::kNever}, {"two passes", SplitWrites::kAlways}};
-
-rmsprop_ext::SquareRoot parse_root(const std::string& name) {
-  if (name == "mkl_sse42") {
-    return rmsprop_ext::SquareRoot::kMklSse42;
-  }
-  if (name == "mkl_avx2") {
-    return rmsprop_ext::SquareRoot::kMklAvx2;
-  }
-  return rmsprop_ext::SquareRoot::kIeee;
-}
 
 float* filled(std::uintptr_t address, std::int64_t n, float value) {
   auto* p = reinterpret_cast<float*>(address);

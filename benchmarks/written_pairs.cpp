@@ -29,6 +29,7 @@
 #include "core/isa.h"
 #include "core/rmsprop.h"
 #include "core/zen_l1.h"
+#include "root_names.h"
 
 namespace {
 
@@ -71,16 +72,6 @@ double share_evicting(const float* x, const float* y, std::int64_t n) {
     hits += rmsprop_ext::lines_evict_each_other(x + i, y + i) ? 1 : 0;
   }
   return static_cast<double>(hits) / static_cast<double>(blocks);
-}
-
-rmsprop_ext::SquareRoot parse_root(const std::string& name) {
-  if (name == "mkl_sse42") {
-    return rmsprop_ext::SquareRoot::kMklSse42;
-  }
-  if (name == "mkl_avx2") {
-    return rmsprop_ext::SquareRoot::kMklAvx2;
-  }
-  return rmsprop_ext::SquareRoot::kIeee;
 }
 
 double median(std::vector<double> values) {
