@@ -371,6 +371,24 @@ bool stage_writes(const ParamBuffers<T, T>& b) {
 // Elements per block of the staged update: 4 KiB of float32 per written buffer.
 constexpr std::int64_t kStageBlock = 1024;
 
+// The block [block, block_end) of b on its own: every buffer and the generator's counter moved to
+// the block's first element, indexed from 0 (float32 and float64 buffers: no per-block exponents).
+template <typename T>
+ParamBuffers<T, T> block_of(const ParamBuffers<T, T>& b, std::int64_t block,
+                            std::int64_t block_end) {
+  const auto at = [block](auto* buffer) { return buffer == nullptr ? buffer : buffer + block; };
+  ParamBuffers<T, T> w = b;
+  w.param = at(b.param);
+  w.grad = at(b.grad);
+  w.square_avg = at(b.square_avg);
+  w.momentum_buffer = at(b.momentum_buffer);
+  w.grad_avg = at(b.grad_avg);
+  w.compensation = at(b.compensation);
+  w.first_index = b.first_index + block;
+  w.size = block_end - block;
+  return w;
+}
+
 // update(staged, j) over [begin, end), with the buffers variant V writes staged: block by block
 // their elements are copied into arrays on the stack, updated there (`staged` holds those arrays
 // and the gradient's block, element j of the block), and copied back. A store whose address is a
@@ -392,13 +410,10 @@ void for_each_staged_block(const ParamBuffers<T, T>& b, std::int64_t begin, std:
   for (std::int64_t block = begin, block_end; block < end; block = block_end) {
     block_end = piece_end<Vector>(b.param, block, end, kStageBlock);
     const auto bytes = static_cast<std::size_t>(block_end - block) * sizeof(T);
-    ParamBuffers<T, T> staged = b;
-    staged.grad = b.grad + block;
-    staged.first_index = b.first_index + block;
-    staged.size = block_end - block;
+    ParamBuffers<T, T> staged = block_of(b, block, block_end);
     for (std::size_t k = 0; k < kWritten.size(); ++k) {
+      std::memcpy(stage[k], staged.*kWritten[k], bytes);
       staged.*kWritten[k] = stage[k];
-      std::memcpy(stage[k], b.*kWritten[k] + block, bytes);
     }
     // The gradient is read where it lies; ask for its next block, and the others', meanwhile.
     for_each_lane_group_ahead<T, Vector, kGroup>(
@@ -469,9 +484,9 @@ constexpr std::int64_t kPassBlock = 256;
 // Runs run(w, from, to) for the block [block, block_end) of b, a block of a two-pass loop: the
 // first pass writes square_avg and grad_avg (centered), the second the parameter and the momentum
 // buffer. Two passes keep the parameter's lines apart from square_avg's, but where the pair a pass
-// writes evicts each other on the block's page, w is the block on its own, indexed from 0, with
-// the pair's second buffer copied onto the stack before and back after (float32 and float64
-// state: no per-block exponents to carry along). Otherwise w is b and [from, to) the block.
+// writes evicts each other on the block's page, w is block_of the block, with the pair's second
+// buffer copied onto the stack before and back after (float32 and float64 state). Otherwise w is
+// b and [from, to) the block.
 template <class V, std::int64_t kCapacity, typename P, typename S, typename Run>
 void with_written_pairs_apart(const ParamBuffers<P, S>& b, std::int64_t block,
                               std::int64_t block_end, Run&& run) {
@@ -486,14 +501,7 @@ void with_written_pairs_apart(const ParamBuffers<P, S>& b, std::int64_t block,
       alignas(64) S momentum_buffer[static_cast<std::size_t>(kCapacity)];
       const std::int64_t n = block_end - block;
       const auto bytes = static_cast<std::size_t>(n) * sizeof(S);
-      ParamBuffers<P, S> w = b;
-      w.param = b.param + block;
-      w.grad = b.grad + block;
-      w.square_avg = b.square_avg + block;
-      w.momentum_buffer = V::momentum ? b.momentum_buffer + block : nullptr;
-      w.grad_avg = V::centered ? b.grad_avg + block : nullptr;
-      w.first_index = b.first_index + block;
-      w.size = n;
+      ParamBuffers<P, S> w = block_of(b, block, block_end);
       if (defer_grad_avg) {
         std::memcpy(grad_avg, w.grad_avg, bytes);
         w.grad_avg = grad_avg;
@@ -502,7 +510,7 @@ void with_written_pairs_apart(const ParamBuffers<P, S>& b, std::int64_t block,
         std::memcpy(momentum_buffer, w.momentum_buffer, bytes);
         w.momentum_buffer = momentum_buffer;
       }
-      run(static_cast<const ParamBuffers<P, S>&>(w), std::int64_t{0}, n);
+      run(w, std::int64_t{0}, n);
       if (defer_grad_avg) {
         std::memcpy(b.grad_avg + block, grad_avg, bytes);
       }
