@@ -5,7 +5,9 @@
 // (both written in the first of the two passes) evict each other then depends on where the mapping
 // lands (the carries of the addresses' bits 12-27), so the program prints the share of 1 KiB blocks
 // where each written pair shares its set and utag (zen_l1.h's lines_evict_each_other) beside the
-// times; run it several times for several mappings.
+// times; run it several times for several mappings. "two passes, apart" keeps those pairs apart
+// (with_written_pairs_apart in kernel.cpp) on any CPU; "CPU's default" is what the step does on
+// this one: two passes on Zen cores, their pairs kept apart on Zen to Zen 4 only.
 //
 //   cmake -S . -B build/core -DRMSPROP_CORE_ONLY=ON -DRMSPROP_CORE_TESTS=ON
 //   cmake --build build/core --target rmsprop_written_pairs
@@ -139,10 +141,12 @@ int main(int argc, char** argv) {
   };
   const std::vector<std::pair<std::string, std::function<void()>>> cases = {
       {"plain one-pass loop", [&b] { plain_loop(b); }},
-      {"step, two passes", ours(SplitWrites::kAlways, false)},
+      {"step, two passes, apart", ours(SplitWrites::kAlways, false)},
       {"step, one pass", ours(SplitWrites::kNever, false)},
-      {"roofline, two passes", ours(SplitWrites::kAlways, true)},
+      {"step, CPU's default", ours(SplitWrites::kAuto, false)},
+      {"roofline, 2 passes, apart", ours(SplitWrites::kAlways, true)},
       {"roofline, one pass", ours(SplitWrites::kNever, true)},
+      {"roofline, CPU's default", ours(SplitWrites::kAuto, true)},
   };
   std::vector<std::vector<double>> times(cases.size());
   std::vector<std::size_t> order(cases.size());
@@ -179,7 +183,7 @@ int main(int argc, char** argv) {
                        times[c][static_cast<std::size_t>(round)]);
     }
     const auto [low, high] = std::minmax_element(times[c].begin(), times[c].end());
-    std::printf("  %-22s %7.2f ms [%.2f-%.2f]  %.2fx the plain loop's speed\n",
+    std::printf("  %-26s %7.2f ms [%.2f-%.2f]  %.2fx the plain loop's speed\n",
                 cases[c].first.c_str(), median(times[c]), *low, *high, median(ratios));
   }
   munmap(mapping, span);

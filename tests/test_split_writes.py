@@ -99,7 +99,8 @@ def test_colliding_buffers_give_the_separate_buffers_bits(
     """In two passes, square_avg and grad_avg (written in the first) and the parameter and the
     momentum buffer (in the second) share their sets and utags on some pages of this layout:
     there the block updates a copy of grad_avg or the momentum buffer on the stack
-    (with_written_pairs_apart in kernel.cpp), which must give the same bits."""
+    (with_written_pairs_apart in kernel.cpp; on any CPU in "always"), which must give the same
+    bits."""
     _core._set_split_writes(mode)
     assert_layout_gives_separate_buffers_bits(colliding_layout(70_001, dtype, options), options)
 
@@ -135,9 +136,14 @@ def cpu_family() -> int:
 
 
 def test_zen_cores_and_only_they_are_told_apart() -> None:
-    zen = cpu_vendor() in ("AuthenticAMD", "HygonGenuine") and cpu_family() >= 0x17
+    amd = cpu_vendor() in ("AuthenticAMD", "HygonGenuine")
+    zen = amd and cpu_family() >= 0x17
     assert _core._cpu_has_zen_l1_utags() == zen
     assert rmsprop_ext.build_info()["two_pass_loops"] == zen
+    # Zen to Zen 4 (families 17h-19h) hash as zen_l1.h models; Zen 5 (1Ah) lost nothing there.
+    zen_to_zen4 = amd and 0x17 <= cpu_family() <= 0x19
+    assert _core._cpu_has_zen4_l1_hash() == zen_to_zen4
+    assert rmsprop_ext.build_info()["written_pairs_apart"] == zen_to_zen4
 
 
 def test_unknown_split_mode_is_refused() -> None:

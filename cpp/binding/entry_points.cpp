@@ -87,6 +87,9 @@ py::dict build_info() {
   info["avx512_bf16"] = cpu_has_avx512_bf16();
   // A Zen core: the float32/float64 loops run in two passes per block (kernel.cpp).
   info["two_pass_loops"] = cpu_has_zen_l1_utags();
+  // Zen to Zen 4: in those loops, the pairs of buffers a pass writes are kept apart where they
+  // would evict each other (kernel.cpp's with_written_pairs_apart).
+  info["written_pairs_apart"] = cpu_has_zen4_l1_hash();
   info["openmp"] = openmp_version();
   info["num_threads"] = get_num_threads();
   info["compiler"] = __VERSION__;

@@ -69,11 +69,12 @@ CpuFeatures detect_features() {
 #endif
 
 #if RMSPROP_EXT_X86
-// AMD's family 17h (Zen, Zen 2), 19h (Zen 3, Zen 4) and 1Ah (Zen 5); Hygon's 18h is Zen.
-bool detect_zen_l1_utags() {
+// The CPU family of an AMD or Hygon CPU (17h Zen and Zen 2, 18h Hygon's Zen, 19h Zen 3 and Zen 4,
+// 1Ah Zen 5), 0 for other vendors.
+unsigned detect_zen_family() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) {
-    return false;
+    return 0;
   }
   char vendor[13] = {};
   std::memcpy(vendor, &ebx, 4);
@@ -82,11 +83,15 @@ bool detect_zen_l1_utags() {
   const bool amd = std::strcmp(vendor, "AuthenticAMD") == 0;
   const bool hygon = std::strcmp(vendor, "HygonGenuine") == 0;
   if ((!amd && !hygon) || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
-    return false;
+    return 0;
   }
   const unsigned base_family = (eax >> 8) & 0xfu;
-  const unsigned family = base_family == 0xfu ? base_family + ((eax >> 20) & 0xffu) : base_family;
-  return family >= 0x17u;
+  return base_family == 0xfu ? base_family + ((eax >> 20) & 0xffu) : base_family;
+}
+
+unsigned zen_family() {
+  static const unsigned detected = detect_zen_family();
+  return detected;
 }
 
 const CpuFeatures& features() {
@@ -219,8 +224,15 @@ bool set_bf16_instructions(bool enabled) {
 
 bool cpu_has_zen_l1_utags() {
 #if RMSPROP_EXT_X86
-  static const bool detected = detect_zen_l1_utags();
-  return detected;
+  return zen_family() >= 0x17u;
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_zen4_l1_hash() {
+#if RMSPROP_EXT_X86
+  return zen_family() >= 0x17u && zen_family() <= 0x19u;
 #else
   return false;
 #endif

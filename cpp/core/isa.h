@@ -41,6 +41,10 @@ bool set_bf16_instructions(bool enabled);
 // Hygon's built on them): there two lines of one set with the same hash evict each other, which
 // decides how the kernels walk their buffers (two_pass_blocks in kernel.cpp).
 bool cpu_has_zen_l1_utags();
+// Whether that hash is the one zen_l1.h models, under which lines 2^26 + 2^13 bytes apart evict
+// each other: Zen to Zen 4 (families 17h to 19h). A Zen 5 core (1Ah) lost nothing on such layouts
+// (benchmarks/utag_collisions.py --scan), so the kernels keep no buffers apart for it there.
+bool cpu_has_zen4_l1_hash();
 
 // Applies RMSPROP_EXT_ISA when it is set; throws (invalid_argument / runtime_error) when it names
 // an unknown level or one this CPU or build lacks.

@@ -481,21 +481,30 @@ SqrtBlockFn<T> own_sqrt_block(SquareRoot root) {
 // roots (as float32) stay in L1 between the passes.
 constexpr std::int64_t kPassBlock = 256;
 
+// Whether with_written_pairs_apart keeps the pairs apart: on the Zen cores whose L1 hash zen_l1.h
+// models (Zen to Zen 4), and on every CPU where tests ask for two passes ("always"), so that they
+// run the copies wherever they run. On a Zen 5 core, whose L1 lost nothing on those layouts, the
+// copies were pure cost: the centered step at 16M elements ran at 0.93-0.99 of a plain loop's
+// speed with them, 1.00-1.05 without (docs/storage_speed.md, "Zen 5").
+inline bool keep_written_pairs_apart() {
+  return split_writes() == SplitWrites::kAlways || cpu_has_zen4_l1_hash();
+}
+
 // Runs run(w, from, to) for the block [block, block_end) of b, a block of a two-pass loop: the
 // first pass writes square_avg and grad_avg (centered), the second the parameter and the momentum
 // buffer. Two passes keep the parameter's lines apart from square_avg's, but where the pair a pass
-// writes evicts each other on the block's page, w is block_of the block, with the pair's second
-// buffer copied onto the stack before and back after (float32 and float64 state). Otherwise w is
-// b and [from, to) the block.
+// writes evicts each other on the block's page (and `keep_apart`, keep_written_pairs_apart's
+// answer), w is block_of the block, with the pair's second buffer copied onto the stack before and
+// back after (float32 and float64 state). Otherwise w is b and [from, to) the block.
 template <class V, std::int64_t kCapacity, typename P, typename S, typename Run>
 void with_written_pairs_apart(const ParamBuffers<P, S>& b, std::int64_t block,
-                              std::int64_t block_end, Run&& run) {
+                              std::int64_t block_end, bool keep_apart, Run&& run) {
   if constexpr (std::is_same_v<P, S> && std::is_same_v<Compute<P>, P> &&
                 (V::centered || V::momentum)) {
-    const bool defer_grad_avg =
-        V::centered && lines_evict_each_other(b.square_avg + block, b.grad_avg + block);
-    const bool defer_momentum =
-        V::momentum && lines_evict_each_other(b.param + block, b.momentum_buffer + block);
+    const bool defer_grad_avg = keep_apart && V::centered &&
+                                lines_evict_each_other(b.square_avg + block, b.grad_avg + block);
+    const bool defer_momentum = keep_apart && V::momentum &&
+                                lines_evict_each_other(b.param + block, b.momentum_buffer + block);
     if (defer_grad_avg || defer_momentum) {
       alignas(64) S grad_avg[static_cast<std::size_t>(kCapacity)];
       alignas(64) S momentum_buffer[static_cast<std::size_t>(kCapacity)];
@@ -548,10 +557,12 @@ void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::
   // A block ends on a vector boundary, up to a vector's lanes past its length.
   alignas(64) C grads[kMaxBlock + Vector::kWidth];
   alignas(64) C roots[kMaxBlock + Vector::kWidth];
+  const bool keep_apart = keep_written_pairs_apart();
   for (std::int64_t block = first, block_end; block < last; block = block_end) {
     block_end = piece_end<Vector>(b.param, block, last, block_length);
     with_written_pairs_apart<V, kMaxBlock + Vector::kWidth>(
-        b, block, block_end, [&](const ParamBuffers<P, S>& w, std::int64_t from, std::int64_t to) {
+        b, block, block_end, keep_apart,
+        [&](const ParamBuffers<P, S>& w, std::int64_t from, std::int64_t to) {
           const auto state_pass = [w, from, &coefficients, &grads, &roots](auto ops,
                                                                            std::int64_t i) {
             using Ops = decltype(ops);
@@ -602,7 +613,9 @@ struct BlockRoots {
 // each store finds its line evicted by the other buffer's access and fetches it again: the one-pass
 // loop ran up to 3x slower. Two passes never need both lines at once, and on a Zen 4 core they
 // were as fast as one pass or faster in every layout, size and option set measured, so they are
-// taken there whatever the layout (docs/storage_speed.md).
+// taken there whatever the layout (docs/storage_speed.md). A Zen 5 core lost nothing on those
+// layouts, but the two passes were still as fast or faster there (1.13x the one pass's speed at
+// 4M elements, median over 172 layouts), so they are taken on every Zen core.
 inline bool two_pass_blocks() {
   switch (split_writes()) {
     case SplitWrites::kAlways:
@@ -896,11 +909,12 @@ void traffic_range_variant(const ParamBuffers<P, S>& b, std::int64_t begin, std:
     // Where the step takes two passes, so does its roofline: the state's traffic, then the
     // parameter's, a few lines at a time.
     if (two_pass_blocks()) {
+      const bool keep_apart = keep_written_pairs_apart();
       for (std::int64_t block = begin, block_end; block < end; block = block_end) {
         block_end = piece_end<Vector>(b.param, block, end, kPassBlock);
         // The same blocks as the update's, its stores kept apart the same way.
         with_written_pairs_apart<V, kPassBlock + Vector::kWidth>(
-            b, block, block_end,
+            b, block, block_end, keep_apart,
             [&](const ParamBuffers<P, S>& w, std::int64_t from, std::int64_t to) {
               for_each_lane_group<Compute<P>, Vector>(
                   w.param, from, to, [&](auto ops, std::int64_t i) __attribute__((always_inline)) {
