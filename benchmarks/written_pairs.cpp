@@ -7,7 +7,7 @@
 // where each written pair shares its set and utag (zen_l1.h's lines_evict_each_other) beside the
 // times; run it several times for several mappings. "two passes, apart" keeps those pairs apart
 // (with_written_pairs_apart in kernel.cpp) on any CPU; "CPU's default" is what the step does on
-// this one: two passes on Zen cores, their pairs kept apart on Zen to Zen 4 only.
+// this one: two passes with the pairs kept apart on Zen to Zen 4 cores, one pass elsewhere.
 //
 //   cmake -S . -B build/core -DRMSPROP_CORE_ONLY=ON -DRMSPROP_CORE_TESTS=ON
 //   cmake --build build/core --target rmsprop_written_pairs

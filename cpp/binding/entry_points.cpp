@@ -85,11 +85,9 @@ py::dict build_info() {
   info["isa_available"] = names(available_isas());
   info["isa_active"] = isa_name(active_isa());
   info["avx512_bf16"] = cpu_has_avx512_bf16();
-  // A Zen core: the float32/float64 loops run in two passes per block (kernel.cpp).
+  // Zen to Zen 4: the float32/float64 loops run in two passes per block, the pairs of buffers a
+  // pass writes kept apart where they would evict each other (kernel.cpp).
   info["two_pass_loops"] = cpu_has_zen_l1_utags();
-  // Zen to Zen 4: in those loops, the pairs of buffers a pass writes are kept apart where they
-  // would evict each other (kernel.cpp's with_written_pairs_apart).
-  info["written_pairs_apart"] = cpu_has_zen4_l1_hash();
   info["openmp"] = openmp_version();
   info["num_threads"] = get_num_threads();
   info["compiler"] = __VERSION__;

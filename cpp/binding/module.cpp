@@ -232,10 +232,9 @@ starts just above a read one ("auto"), "always" or "never". The same bits either
       R"doc(Whether updates run in two passes per block, the state's then the parameter's: on AMD's
 Zen cores ("auto"), "always" (and the written pairs kept apart on any CPU) or "never". The same
 bits either way.)doc");
-  m.def("_cpu_has_zen_l1_utags", &rmsprop_ext::cpu_has_zen_l1_utags,
-        R"doc(True on AMD Zen cores, whose L1 data cache picks ways by a hash of the address.)doc");
-  m.def("_cpu_has_zen4_l1_hash", &rmsprop_ext::cpu_has_zen4_l1_hash,
-        R"doc(True on Zen to Zen 4 cores, whose hash is the one the kernels model (zen_l1.h).)doc");
+  m.def(
+      "_cpu_has_zen_l1_utags", &rmsprop_ext::cpu_has_zen_l1_utags,
+      R"doc(True on AMD's Zen to Zen 4 cores, whose L1 data cache picks ways by a hash of the address.)doc");
   m.def(
       "build_info", &rmsprop_ext::binding::build_info,
       R"doc(Compiled, CPU-supported, available and active instruction sets; OpenMP version; threads.)doc");

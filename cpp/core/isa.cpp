@@ -224,14 +224,6 @@ bool set_bf16_instructions(bool enabled) {
 
 bool cpu_has_zen_l1_utags() {
 #if RMSPROP_EXT_X86
-  return zen_family() >= 0x17u;
-#else
-  return false;
-#endif
-}
-
-bool cpu_has_zen4_l1_hash() {
-#if RMSPROP_EXT_X86
   return zen_family() >= 0x17u && zen_family() <= 0x19u;
 #else
   return false;

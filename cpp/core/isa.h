@@ -37,14 +37,12 @@ bool cpu_has_avx512_bf16();
 bool bf16_instructions();
 bool set_bf16_instructions(bool enabled);
 
-// Whether the CPU's L1 data cache picks ways by a hash of the linear address (AMD's Zen cores, and
-// Hygon's built on them): there two lines of one set with the same hash evict each other, which
-// decides how the kernels walk their buffers (two_pass_blocks in kernel.cpp).
+// Whether the CPU's L1 data cache picks ways by the hash of the linear address that zen_l1.h models
+// (AMD's Zen to Zen 4, families 17h to 19h, and Hygon's cores built on them): there two lines of
+// one set with the same hash evict each other, which decides how the kernels walk their buffers
+// (two_pass_blocks in kernel.cpp). A Zen 5 core (1Ah) lost nothing on such layouts
+// (benchmarks/utag_collisions.py --scan) and ran faster in one pass, so it is not counted.
 bool cpu_has_zen_l1_utags();
-// Whether that hash is the one zen_l1.h models, under which lines 2^26 + 2^13 bytes apart evict
-// each other: Zen to Zen 4 (families 17h to 19h). A Zen 5 core (1Ah) lost nothing on such layouts
-// (benchmarks/utag_collisions.py --scan), so the kernels keep no buffers apart for it there.
-bool cpu_has_zen4_l1_hash();
 
 // Applies RMSPROP_EXT_ISA when it is set; throws (invalid_argument / runtime_error) when it names
 // an unknown level or one this CPU or build lacks.

@@ -487,7 +487,7 @@ constexpr std::int64_t kPassBlock = 256;
 // copies were pure cost: the centered step at 16M elements ran at 0.93-0.99 of a plain loop's
 // speed with them, 1.00-1.05 without (docs/storage_speed.md, "Zen 5").
 inline bool keep_written_pairs_apart() {
-  return split_writes() == SplitWrites::kAlways || cpu_has_zen4_l1_hash();
+  return split_writes() == SplitWrites::kAlways || cpu_has_zen_l1_utags();
 }
 
 // Runs run(w, from, to) for the block [block, block_end) of b, a block of a two-pass loop: the
@@ -613,9 +613,9 @@ struct BlockRoots {
 // each store finds its line evicted by the other buffer's access and fetches it again: the one-pass
 // loop ran up to 3x slower. Two passes never need both lines at once, and on a Zen 4 core they
 // were as fast as one pass or faster in every layout, size and option set measured, so they are
-// taken there whatever the layout (docs/storage_speed.md). A Zen 5 core lost nothing on those
-// layouts, but the two passes were still as fast or faster there (1.13x the one pass's speed at
-// 4M elements, median over 172 layouts), so they are taken on every Zen core.
+// taken there whatever the layout (docs/storage_speed.md). Not on Zen 5 (cpu_has_zen_l1_utags is
+// false there): it lost nothing on those layouts, and while its memory was slow the one pass, with
+// its requests ahead, ran 1.09-1.32x torch.compile's step where the two passes ran 0.82-1.01x.
 inline bool two_pass_blocks() {
   switch (split_writes()) {
     case SplitWrites::kAlways:
