@@ -230,8 +230,8 @@ starts just above a read one ("auto"), "always" or "never". The same bits either
       },
       py::arg("mode"),
       R"doc(Whether updates run in two passes per block, the state's then the parameter's: on AMD's
-Zen cores ("auto"), "always" (and the written pairs kept apart on any CPU) or "never". The same
-bits either way.)doc");
+Zen to Zen 4 cores ("auto"), "always" (and the written pairs kept apart on any CPU) or "never".
+The same bits either way.)doc");
   m.def(
       "_cpu_has_zen_l1_utags", &rmsprop_ext::cpu_has_zen_l1_utags,
       R"doc(True on AMD's Zen to Zen 4 cores, whose L1 data cache picks ways by a hash of the address.)doc");

@@ -201,11 +201,11 @@ WriteStaging parse_write_staging(const std::string& mode);
 
 // Whether the float32 and float64 updates (and those of 16-bit parameters with float32 state, and
 // the roofline kernel) run in two passes per block, the state's buffers then the parameter's
-// (kAuto: on AMD's Zen cores, whose L1 data cache can evict the parameter's line and the state's
-// for each other; see two_pass_blocks in kernel.cpp), always, or never. The same bits either way;
-// tests switch it to run both loops. kAlways also keeps the pairs of buffers a pass writes apart
-// where they would evict each other on a Zen 4 core (with_written_pairs_apart), on any CPU, so
-// that tests run that path everywhere.
+// (kAuto: on AMD's Zen to Zen 4 cores, whose L1 data cache can evict the parameter's line and the
+// state's for each other; see two_pass_blocks in kernel.cpp), always, or never. The same bits
+// either way; tests switch it to run both loops. kAlways also keeps the pairs of buffers a pass
+// writes apart where they would evict each other on a Zen 4 core (with_written_pairs_apart), on any
+// CPU, so that tests run that path everywhere.
 enum class SplitWrites { kAuto = 0, kAlways = 1, kNever = 2 };
 void set_split_writes(SplitWrites mode);
 SplitWrites split_writes();
