@@ -89,11 +89,6 @@ unsigned detect_zen_family() {
   return base_family == 0xfu ? base_family + ((eax >> 20) & 0xffu) : base_family;
 }
 
-unsigned zen_family() {
-  static const unsigned detected = detect_zen_family();
-  return detected;
-}
-
 const CpuFeatures& features() {
   static const CpuFeatures detected = detect_features();
   return detected;
@@ -224,7 +219,11 @@ bool set_bf16_instructions(bool enabled) {
 
 bool cpu_has_zen_l1_utags() {
 #if RMSPROP_EXT_X86
-  return zen_family() >= 0x17u && zen_family() <= 0x19u;
+  static const bool detected = [] {
+    const unsigned family = detect_zen_family();
+    return family >= 0x17u && family <= 0x19u;
+  }();
+  return detected;
 #else
   return false;
 #endif
