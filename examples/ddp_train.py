@@ -15,6 +15,8 @@ Rank 0 prints the losses and, with --out, saves the final parameters and optimiz
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import rmsprop_ext
 import torch
@@ -104,12 +106,13 @@ def main() -> None:
         if args.out:
             params = [p.detach().clone() for p in model.module.parameters()]
             torch.save({"params": params, "state_dict": state}, args.out)
-    # Tear down in order, with every rank done: if DDP's reducer is only freed at interpreter exit,
-    # torch's gloo process group can deadlock joining its thread while that thread waits for the
-    # GIL (seen here with pipes as stdout).
+    # Every rank done, then out without gloo's teardown: up to torch 2.7 its destructor joins its
+    # worker threads holding the GIL, while a worker may need the GIL to free a finished
+    # collective's tensor (ZeRO's state gathering leaves such tensors), a deadlock in about one run
+    # of six here (pytorch/pytorch#154976 fixed it in torch 2.8).
     dist.barrier()
-    del opt, model
-    dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ gradients). Prints the losses; with --out, rank 0 saves the final parameters.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import rmsprop_ext
 import torch
@@ -90,16 +92,14 @@ def main() -> None:
         if args.out:
             torch.save([p.detach().clone() for p in model.parameters()], args.out)
     if args.ddp:
-        import gc
-
         import torch.distributed as dist
 
-        # Every rank done, and DDP's reducer freed before its process group: left to interpreter
-        # exit, gloo's teardown can race between the ranks.
+        # Every rank done, then out without gloo's teardown: up to torch 2.7 its destructor can
+        # deadlock on the GIL with a worker thread still freeing a finished collective's tensor
+        # (pytorch/pytorch#154976, fixed in torch 2.8).
         dist.barrier()
-        del model
-        gc.collect()
-        dist.destroy_process_group()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import zlib
@@ -133,11 +134,24 @@ def run_on_two_ranks(script: Path, *args: str, isa: str, timeout: float) -> str:
         *args,
     ]
     env = {**os.environ, "RMSPROP_EXT_ISA": isa, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=timeout, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    # In a session of their own: on a timeout the ranks go too, not only torchrun (subprocess.run
+    # would kill torchrun alone and leave a hung rank running).
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    ) as ranks:
+        try:
+            stdout, stderr = ranks.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(ranks.pid, signal.SIGKILL)
+            stdout, stderr = ranks.communicate()
+            pytest.fail(f"the ranks ran past {timeout} s:\n{stdout}{stderr}")
+    assert ranks.returncode == 0, stdout + stderr
+    return stdout
 
 
 # Two ways a process goes without torch, as code for a child interpreter to run first (after

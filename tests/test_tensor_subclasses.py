@@ -44,13 +44,19 @@ def test_dtensor_parameters_on_two_ranks_match_torch(tmp_path: Path, isa: str) -
 
 @pytest.fixture
 def one_rank_dtensor() -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """Makes DTensors on a one-process gloo mesh, which lives as long as the test."""
+    """Makes DTensors on a one-process mesh, which lives as long as the test.
+
+    The mesh runs on torch's fake process group (its collectives do nothing, which one process
+    needs), not gloo: up to torch 2.7, gloo's destructor joins its worker threads holding the GIL
+    while a worker may still need it to free a finished collective's tensor (pytorch/pytorch#154976,
+    in torch 2.8), and this fixture's teardown hung CI's torch 2.7 job that way."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, distribute_tensor
+    from torch.testing._internal.distributed.fake_pg import FakeStore
 
     assert not dist.is_initialized()
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=1)
     mesh = init_device_mesh("cpu", (1,))
     try:
         yield lambda values: distribute_tensor(values, mesh, [Replicate()])
