@@ -3,12 +3,15 @@ beside torch.compile's step of torch.optim.RMSprop, each on tensors torch alloca
 parameter and gradient, then the state in the order the first step makes it (square_avg,
 momentum_buffer, grad_avg), so that the buffers lie as they do in training. On AMD's Zen cores
 which of them share the L1's hash depends on that layout (docs/storage_speed.md, "Lines that evict
-each other"); the script prints each state buffer's distance from the parameter.
+each other"); the script prints each state buffer's distance from the parameter. One more case
+runs the default step on torch.compile's own tensors: the same layout as torch's step, so that a
+difference between those two is the loops'.
 
     python benchmarks/loops_on_torch_tensors.py --elements 8388608 --variant m+c --rounds 9
 
 The avx2 kernel against torch on AVX2: RMSPROP_EXT_ISA=avx2 ATEN_CPU_CAPABILITY=avx2.
-Cases interleaved in shuffled rounds, 5 steps each, 2 threads; printed: median ms [range].
+Cases interleaved in shuffled rounds, 5 steps each, 2 threads; printed: median ms [range] and
+the median [range] of the per-round ratios of torch.compile's time to each case's.
 """
 
 from __future__ import annotations
@@ -58,7 +61,25 @@ def main() -> None:
                 f"{name}: {buffer.data_ptr() - ours_param.data_ptr():+d} bytes from the parameter"
             )
     torch_param = parameter(args.elements, generator)
-    compiled = compiled_step(torch.optim.RMSprop([torch_param], lr=LR, alpha=ALPHA, **options).step)
+    torch_optimizer = torch.optim.RMSprop([torch_param], lr=LR, alpha=ALPHA, **options)
+    compiled = compiled_step(torch_optimizer.step)
+    compiled()  # makes torch's state
+
+    def on_torch_tensors() -> None:
+        """The default step on the tensors of torch.compile's step: the same layout, so that a
+        difference from it is the loop's."""
+        state = torch_optimizer.state[torch_param]
+        assert torch_param.grad is not None
+        rmsprop_ext.rmsprop_step(
+            torch_param.detach(),
+            torch_param.grad,
+            state["square_avg"],
+            lr=LR,
+            alpha=ALPHA,
+            momentum_buffer=state.get("momentum_buffer"),
+            grad_avg=state.get("grad_avg"),
+            **options,
+        )
 
     def loop(mode: str) -> Callable[[], None]:
         def run() -> None:
@@ -73,6 +94,7 @@ def main() -> None:
         "one pass": loop("never"),
         "two passes, apart": loop("always"),
         "the default": loop("auto"),
+        "the default, torch's tensors": on_torch_tensors,
         "torch.compile": compiled,
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
@@ -94,7 +116,12 @@ def main() -> None:
     )
     for name, values in times.items():
         median, low, high = statistics.median(values), min(values), max(values)
-        print(f"  {name:18s} {median:7.2f} ms [{low:.2f}-{high:.2f}]")
+        # torch.compile's time over this case's, round by round: above 1 where this one is faster
+        ratios = [c / v for c, v in zip(times["torch.compile"], values)]
+        speed = f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+        print(
+            f"  {name:28s} {median:7.2f} ms [{low:.2f}-{high:.2f}]  {speed} torch.compile's speed"
+        )
 
 
 if __name__ == "__main__":
