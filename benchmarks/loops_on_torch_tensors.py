@@ -64,20 +64,21 @@ def main() -> None:
     torch_optimizer = torch.optim.RMSprop([torch_param], lr=LR, alpha=ALPHA, **options)
     compiled = compiled_step(torch_optimizer.step)
     compiled()  # makes torch's state
+    torch_state = torch_optimizer.state[torch_param]
+    torch_grad = torch_param.grad
+    assert torch_grad is not None
 
     def on_torch_tensors() -> None:
         """The default step on the tensors of torch.compile's step: the same layout, so that a
         difference from it is the loop's."""
-        state = torch_optimizer.state[torch_param]
-        assert torch_param.grad is not None
         rmsprop_ext.rmsprop_step(
             torch_param.detach(),
-            torch_param.grad,
-            state["square_avg"],
+            torch_grad,
+            torch_state["square_avg"],
             lr=LR,
             alpha=ALPHA,
-            momentum_buffer=state.get("momentum_buffer"),
-            grad_avg=state.get("grad_avg"),
+            momentum_buffer=torch_state.get("momentum_buffer"),
+            grad_avg=torch_state.get("grad_avg"),
             **options,
         )
 

@@ -108,8 +108,8 @@ def main() -> None:
             torch.save({"params": params, "state_dict": state}, args.out)
     # Every rank done, then out without gloo's teardown: up to torch 2.7 its destructor joins its
     # worker threads holding the GIL, while a worker may need the GIL to free a finished
-    # collective's tensor (ZeRO's state gathering leaves such tensors), a deadlock in about one run
-    # of six here (pytorch/pytorch#154976 fixed it in torch 2.8).
+    # collective's tensor (ZeRO's state gathering leaves such tensors): with --zero on torch 2.7.0
+    # 5 of 30 runs deadlocked here (pytorch/pytorch#154976 fixed it in torch 2.8).
     dist.barrier()
     sys.stdout.flush()
     os._exit(0)
