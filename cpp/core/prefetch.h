@@ -12,9 +12,11 @@ namespace rmsprop_ext {
 // 3.2-4.2 on the bench's table (docs/sparse.md). The empty volatile asm naming the address is a
 // side effect the compiler must keep; it emits no instruction.
 //
-// The kernels' vector loops keep plain __builtin_prefetch: GCC drops some of their requests too,
-// but this function in their place made the 16-bit forms 1.2-1.7x slower at 16M elements on a
-// Zen 4 core (the asm alone 1.1-1.7x: it holds back the scheduling of the loop around it).
+// The one-pass loops' requests ahead (kernel.cpp's prefetch_elements) use it too: which of their
+// builtins GCC deleted followed its inlining, so a step's speed changed from build to build; kept,
+// the Zen 5 core ran every form at least as fast. The requests for a whole stretch (prefetch_lines)
+// keep the builtin: this function in every request's place made the 16-bit forms 1.2-1.7x slower
+// at 16M elements on a Zen 4 core (the asm alone 1.1-1.7x), which runs no one-pass loop.
 inline void prefetch(const void* address) {
   __builtin_prefetch(address);
   asm volatile("" : : "r"(address));
