@@ -47,6 +47,7 @@ def test_bench_writes_tables_json_and_plot(
     for heading in (
         "Single float32 tensor of 4,096",
         "Variant 'centered' (28 B/element)",
+        "Variant 'momentum+centered' (36 B/element)",
         "Many tensors",
         "Small model",
         "Threads, 4,096",
@@ -125,7 +126,7 @@ def test_bench_runs_without_torch() -> None:
     assert "native rmsprop_step" in result.stdout and "torch RMSprop" not in result.stdout
 
 
-@pytest.mark.parametrize("variant", ["plain", "momentum", "centered"])
+@pytest.mark.parametrize("variant", ["plain", "momentum", "centered", "momentum+centered"])
 def test_every_implementation_of_a_group_steps_on_the_same_memory(variant: str) -> None:
     torch = pytest.importorskip("torch")
     from rmsprop_ext import bench

@@ -21,6 +21,10 @@ from .config import ALPHA, LR, PYTHON_LOOP_SAMPLE, VARIANTS, StepFn, torch_avail
 _SHARED: dict[int, list[np.ndarray]] = {}
 
 CACHE_LINE_BYTES = 64
+
+# A variant's state past square_avg: (its option, the buffer's RMSprop name), in the order
+# torch's first step makes them.
+EXTRA_STATE = (("momentum", "momentum_buffer"), ("centered", "grad_avg"))
 PAGE_BYTES = 4096
 
 
@@ -65,15 +69,12 @@ def release_shared_buffers() -> None:
 
 
 def _extra_state(variant: str, extra: Sequence[Any]) -> dict[str, Any]:
-    """The variant's extra state buffer by its RMSprop name (momentum_buffer or grad_avg), taken
-    from the buffers _arrays returns past square_avg."""
+    """The variant's extra state buffers by their RMSprop names (momentum_buffer, then grad_avg,
+    the order torch's first step makes them), taken from the buffers _arrays returns past
+    square_avg."""
     options, _ = VARIANTS[variant]
-    state: dict[str, Any] = {}
-    if "momentum" in options:
-        state["momentum_buffer"] = extra[0]
-    if "centered" in options:
-        state["grad_avg"] = extra[0]
-    return state
+    names = [name for option, name in EXTRA_STATE if option in options]
+    return dict(zip(names, extra))
 
 
 def _params_on_shared_memory(
@@ -173,8 +174,9 @@ def native_functional(n: int, variant: str, threads: int, rounding: str = "torch
 def roofline(n: int, variant: str, threads: int) -> StepFn:
     options, _ = VARIANTS[variant]
     x, g, s, *extra = _arrays(n, 3 + len(options))
-    momentum = extra if "momentum" in options else None
-    centered = extra if "centered" in options else None
+    state = _extra_state(variant, extra)
+    momentum = [state["momentum_buffer"]] if "momentum_buffer" in state else None
+    centered = [state["grad_avg"]] if "grad_avg" in state else None
 
     def step() -> None:
         _core.roofline_step_many(

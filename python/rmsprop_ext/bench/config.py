@@ -15,11 +15,12 @@ PYTHON_LOOP_SAMPLE = 2000
 SMALL_MODEL_STEPS_PER_ROUND = 20
 
 # Bytes one step must move per float32 element: read param, grad, square_avg and write param,
-# square_avg (20), plus a read and a write of momentum_buffer or grad_avg (+8).
+# square_avg (20), plus a read and a write of momentum_buffer and of grad_avg (+8 each).
 VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
     "plain": ({}, 20),
     "momentum": ({"momentum": 0.9}, 28),
     "centered": ({"centered": True}, 28),
+    "momentum+centered": ({"momentum": 0.9, "centered": True}, 36),
 }
 
 StepFn = Callable[[], Any]
