@@ -14,9 +14,10 @@ namespace rmsprop_ext {
 //
 // The one-pass loops' requests ahead (kernel.cpp's prefetch_elements) use it too: which of their
 // builtins GCC deleted followed its inlining, so a step's speed changed from build to build; kept,
-// the Zen 5 core ran every form at least as fast. The requests for a whole stretch (prefetch_lines)
-// keep the builtin: this function in every request's place made the 16-bit forms 1.2-1.7x slower
-// at 16M elements on a Zen 4 core (the asm alone 1.1-1.7x), which runs no one-pass loop.
+// they made no form slower on a Zen 5 core beyond the noise. The requests for a whole stretch
+// (prefetch_lines) keep the builtin: this function in every request's place made the 16-bit
+// forms 1.2-1.7x slower at 16M elements on a Zen 4 core (the asm alone 1.1-1.7x), which runs no
+// one-pass loop.
 inline void prefetch(const void* address) {
   __builtin_prefetch(address);
   asm volatile("" : : "r"(address));

@@ -21,11 +21,11 @@ from .config import ALPHA, LR, PYTHON_LOOP_SAMPLE, VARIANTS, StepFn, torch_avail
 _SHARED: dict[int, list[np.ndarray]] = {}
 
 CACHE_LINE_BYTES = 64
+PAGE_BYTES = 4096
 
 # A variant's state past square_avg: (its option, the buffer's RMSprop name), in the order
 # torch's first step makes them.
 EXTRA_STATE = (("momentum", "momentum_buffer"), ("centered", "grad_avg"))
-PAGE_BYTES = 4096
 
 
 def _aligned(n: int) -> np.ndarray:
