@@ -170,7 +170,7 @@ class Runner:
 
         for n in c.sizes if c.runs("sizes") else []:
             group("sizes", self.single_tensor_group(n, "plain", threads), n, threads)
-        for variant in ("momentum", "centered", "momentum+centered") if c.runs("variants") else ():
+        for variant in [v for v in VARIANTS if v != "plain"] if c.runs("variants") else []:
             group(
                 "variants",
                 self.single_tensor_group(c.variant_size, variant, threads),
