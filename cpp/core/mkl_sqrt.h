@@ -45,6 +45,7 @@ namespace rmsprop_ext {
 // template is written once for both widths, and compiler vector types are found by no
 // argument-dependent lookup, so only overloads visible here serve it.
 RMSPROP_EXT_INLINE_ALWAYS __m256 lane_mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+RMSPROP_EXT_INLINE_ALWAYS __m256 lane_add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 RMSPROP_EXT_INLINE_ALWAYS __m256 lane_sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
 RMSPROP_EXT_INLINE_ALWAYS __m256 lane_fmadd(__m256 a, __m256 b, __m256 c) {
   return _mm256_fmadd_ps(a, b, c);
@@ -53,8 +54,12 @@ RMSPROP_EXT_INLINE_ALWAYS __m256 lane_fnmadd(__m256 a, __m256 b, __m256 c) {
   return _mm256_fnmadd_ps(a, b, c);
 }
 RMSPROP_EXT_INLINE_ALWAYS void lane_splat(__m256& v, float value) { v = _mm256_set1_ps(value); }
+RMSPROP_EXT_INLINE_ALWAYS __m256 lane_half(__m256 v) {
+  return _mm256_castsi256_ps(_mm256_sub_epi32(_mm256_castps_si256(v), _mm256_set1_epi32(1 << 23)));
+}
 #if defined(__AVX512F__)
 RMSPROP_EXT_INLINE_ALWAYS __m512 lane_mul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+RMSPROP_EXT_INLINE_ALWAYS __m512 lane_add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
 RMSPROP_EXT_INLINE_ALWAYS __m512 lane_sub(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
 RMSPROP_EXT_INLINE_ALWAYS __m512 lane_fmadd(__m512 a, __m512 b, __m512 c) {
   return _mm512_fmadd_ps(a, b, c);
@@ -63,6 +68,9 @@ RMSPROP_EXT_INLINE_ALWAYS __m512 lane_fnmadd(__m512 a, __m512 b, __m512 c) {
   return _mm512_fnmadd_ps(a, b, c);
 }
 RMSPROP_EXT_INLINE_ALWAYS void lane_splat(__m512& v, float value) { v = _mm512_set1_ps(value); }
+RMSPROP_EXT_INLINE_ALWAYS __m512 lane_half(__m512 v) {
+  return _mm512_castsi512_ps(_mm512_sub_epi32(_mm512_castps_si512(v), _mm512_set1_epi32(1 << 23)));
+}
 #endif
 
 // The steps after the estimate, on any number of lanes: all are lane-wise IEEE operations, so the
@@ -71,26 +79,27 @@ template <SquareRoot kForm, typename Vec>
 RMSPROP_EXT_INLINE_ALWAYS Vec mkl_refined_root(Vec x, Vec estimate) {
   static_assert(kForm == SquareRoot::kMklAvx2 || kForm == SquareRoot::kMklSse42 ||
                 kForm == SquareRoot::kMklPortable);
-  Vec half, one;
+  Vec half;
   lane_splat(half, 0.5f);
-  lane_splat(one, 1.0f);
   const Vec s = lane_mul(x, estimate);
+  // h = r / 2 exactly, by one less in the exponent: an integer operation, which Zen's cores run
+  // beside their two multiply and two add pipes. The estimate of a lane that the steps serve is a
+  // normal float far from the smallest, and the others' results are replaced.
+  const Vec h = lane_half(estimate);
   if constexpr (kForm == SquareRoot::kMklAvx2) {
-    const Vec h = lane_mul(estimate, half);
     const Vec e = lane_fnmadd(s, h, half);
     const Vec s1 = lane_fmadd(s, e, s);
     const Vec h1 = lane_fmadd(e, h, h);
     return lane_fmadd(h1, lane_fnmadd(s1, s1, x), s1);
   } else {
-    // The same roundings with h = r / 2 left out: every value the steps round is 2 or 4 times one
-    // of these, exactly (all are normal on this path), so e = (1 - s * r) / 2, h' = (r + r e') / 2
-    // with e' = 2e, and a sum whose addend is a product rounded and then halved is a multiply-add
-    // by 1/2, which rounds once, as the sum did. One operation fewer on a path bound by them.
-    const Vec e2 = lane_sub(one, lane_mul(s, estimate));
-    const Vec s1 = lane_fmadd(lane_mul(s, e2), half, s);
-    const Vec h2 = lane_fmadd(lane_mul(estimate, e2), half, estimate);
-    const Vec d = lane_sub(x, lane_mul(s1, s1));
-    return lane_fmadd(lane_mul(d, h2), half, s1);
+    // MKL's operations in MKL's order. A form with h left out (every rounded value is 2 or 4 times
+    // one of these, so the sums with a halved addend become multiply-adds by 1/2) has one operation
+    // fewer but puts nine of eleven on the multiply pipes; on a Zen 5 core the in-cache step on the
+    // avx2 kernel took 4% longer with it (docs/storage_speed.md).
+    const Vec e = lane_sub(half, lane_mul(s, h));
+    const Vec s1 = lane_add(s, lane_mul(s, e));
+    const Vec h1 = lane_add(h, lane_mul(h, e));
+    return lane_add(s1, lane_mul(h1, lane_sub(x, lane_mul(s1, s1))));
   }
 }
 
