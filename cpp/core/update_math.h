@@ -305,6 +305,13 @@ template <class Ops, class V, class B>
   }
 }
 
+// The update of lanes [i, i + Ops::kWidth) from the square root on, given the first half's lanes.
+template <class Ops, class V, class B>
+[[gnu::always_inline]] inline void finish_lanes(const Coefficients<Ops>& c, const B& b,
+                                                std::int64_t i, const StateLanes<Ops>& lanes) {
+  param_lanes<Ops, V>(c, b, i, lanes.param, lanes.grad, square_root<Ops, V>(lanes.radicand));
+}
+
 // Updates lanes [i, i + Ops::kWidth) of one parameter: reads param, grad and state once, writes
 // param and state once. Always inlined, with its two halves: it is the body of every loop, and
 // whether GCC inlines it otherwise depends on how much else the kernel's file holds (adding the
@@ -312,8 +319,7 @@ template <class Ops, class V, class B>
 template <class Ops, class V, class B>
 [[gnu::always_inline]] inline void update_lanes(const Coefficients<Ops>& c, const B& b,
                                                 std::int64_t i) {
-  const StateLanes<Ops> lanes = state_lanes<Ops, V>(c, b, i);
-  param_lanes<Ops, V>(c, b, i, lanes.param, lanes.grad, square_root<Ops, V>(lanes.radicand));
+  finish_lanes<Ops, V>(c, b, i, state_lanes<Ops, V>(c, b, i));
 }
 
 // One buffer's traffic in traffic_lanes: its lanes read and written back plus zero.
