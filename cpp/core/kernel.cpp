@@ -550,6 +550,71 @@ void with_written_pairs_apart(const ParamBuffers<P, S>& b, std::int64_t block,
 // the chain is short enough, and two passes gained nothing for that reason on Intel's cores (or
 // lost: bf16 parameters with float32 state); float32 on Zen cores takes them for the L1's reason
 // (two_pass_blocks).
+// GCC inlines a lambda so marked before it scalarizes what passes through it; otherwise the
+// lanes a loop below hands from one lambda to the next stayed in memory, copied in halves that the
+// loads could not take from the stores (the skewed step ran 3x slower).
+#define RMSPROP_EXT_LAMBDA_INLINE __attribute__((always_inline))
+
+// The variants whose loops run for_each_vector_skewed: those with MKL's AVX2-class roots, a dozen
+// dependent operations after the estimate. The CPU's square root is one instruction and MKL's
+// AVX-512 one a few: their loops ran as fast or slightly slower skewed.
+template <class V>
+constexpr bool kSkewedLoop = V::root == SquareRoot::kMklAvx2 || V::root == SquareRoot::kMklSse42 ||
+                             V::root == SquareRoot::kMklPortable;
+
+// for_each_lane_group_ahead for an update whose vectors are split in two halves: first(i), the
+// loads and the state up to the radicand (state_lanes), and second(i, lanes), the square root and
+// what follows it; whole(ops, i) does both, for the lanes peeled before the first vector and the
+// ones after the last. Each vector's first half runs two vectors ahead of its second half. In
+// update_lanes' order the out-of-order window filled with operations waiting on one long chain,
+// from the loads through the root to the division; skewed, the loads and the state's arithmetic
+// of later vectors are there beside it. On a Zen 5 core the in-cache step with MKL's SSE4.2 root
+// took a sixth less time (docs/storage_speed.md).
+template <typename C, class Vector, std::int64_t kGroup, typename P, typename Whole, typename First,
+          typename Second, typename Ahead>
+[[gnu::always_inline]] inline void for_each_vector_skewed(const P* param, std::int64_t begin,
+                                                          std::int64_t end, Whole&& whole,
+                                                          First&& first, Second&& second,
+                                                          Ahead&& ahead) {
+  static_assert(kGroup % Vector::kWidth == 0);
+  constexpr std::int64_t kWidth = Vector::kWidth;
+  using Tail = TailOps<C>;
+  std::int64_t i = begin;
+  for (const std::int64_t peel_end = begin + lanes_to_alignment<Vector>(param, begin, end);
+       i < peel_end; ++i) {
+    whole(Tail{}, i);
+  }
+  if (i + 2 * kWidth <= end) {
+    // Each step: the second half of the vector at i, the first half of the vector two on.
+    auto next = first(i);
+    auto after = first(i + kWidth);
+    for (; i + kGroup + 2 * kWidth <= end; i += kGroup) {
+      ahead(i);
+      for (std::int64_t lane = 0; lane < kGroup; lane += kWidth) {
+        const auto current = next;
+        next = after;
+        after = first(i + lane + 2 * kWidth);
+        second(i + lane, current);
+      }
+    }
+    for (; i + 3 * kWidth <= end; i += kWidth) {
+      const auto current = next;
+      next = after;
+      after = first(i + 2 * kWidth);
+      second(i, current);
+    }
+    second(i, next);
+    second(i + kWidth, after);
+    i += 2 * kWidth;
+  }
+  for (; i + kWidth <= end; i += kWidth) {
+    whole(Vector{}, i);
+  }
+  for (; i < end; ++i) {
+    whole(Tail{}, i);
+  }
+}
+
 // Where a pair of buffers written in one pass evicts each other, see with_written_pairs_apart.
 template <class V, class Vector, std::int64_t kMaxBlock, bool kRootInFirstPass, typename P,
           typename S, class Coefficients, class Between>
@@ -575,7 +640,20 @@ void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::
             Ops::store(roots + (i - from),
                        kRootInFirstPass ? square_root<Ops, V>(lanes.radicand) : lanes.radicand);
           };
-          for_each_lane_group<C, Vector>(w.param, from, to, state_pass);
+          if constexpr (kRootInFirstPass && kSkewedLoop<V>) {
+            const auto& c = coefficients(Vector{});
+            for_each_vector_skewed<C, Vector, Vector::kWidth>(
+                w.param, from, to, state_pass,
+                [&](std::int64_t i)
+                    RMSPROP_EXT_LAMBDA_INLINE { return state_lanes<Vector, V>(c, w, i); },
+                [&](std::int64_t i, const StateLanes<Vector>& lanes) RMSPROP_EXT_LAMBDA_INLINE {
+                  Vector::store(grads + (i - from), lanes.grad);
+                  Vector::store(roots + (i - from), square_root<Vector, V>(lanes.radicand));
+                },
+                [](std::int64_t) {});
+          } else {
+            for_each_lane_group<C, Vector>(w.param, from, to, state_pass);
+          }
           between(block, block_end, roots);
           const auto param_pass = [w, from, &coefficients, &grads, &roots](auto ops,
                                                                            std::int64_t i) {
@@ -647,64 +725,22 @@ constexpr bool kOwnTwoPassLoop =
     std::is_same_v<P, float> && (kIsa == Isa::kAvx2 || kIsa == Isa::kAvx512) && V::fused &&
     !V::extended && (V::fused_decay || !V::coupled_decay) && V::root != SquareRoot::kMklAvx512;
 
-// The variants whose one-pass loop is update_range_skewed: those with MKL's AVX2-class roots, a
-// dozen dependent operations after the estimate. The CPU's square root is one instruction and MKL's
-// AVX-512 one a few: their loops ran as fast or slightly slower skewed.
-template <class V>
-constexpr bool kSkewedLoop = V::root == SquareRoot::kMklAvx2 || V::root == SquareRoot::kMklSse42 ||
-                             V::root == SquareRoot::kMklPortable;
-
-// The one-pass loop of update_range_float (for_each_lane_group_prefetched around update_lanes),
-// with each vector's first half (state_lanes: the loads and the state up to the radicand) run two
-// vectors ahead of its second half (finish_lanes: the square root, the division, the stores). In
-// update_lanes' order the out-of-order window filled with operations waiting on one long chain,
-// from the loads through the root to the division; skewed, the loads and the state's arithmetic
-// of later vectors are there beside it. On a Zen 5 core the in-cache step with MKL's SSE4.2 root
-// took a sixth less time (docs/storage_speed.md). Written out, not through lambdas: GCC kept the
-// pending halves that passed through them in memory, copied in halves that the loads could not
-// take from the stores, and the step ran 3x slower.
+// update_range_float's one-pass loop for the variants of kSkewedLoop.
 template <class V, class Vector, typename P>
 void update_range_skewed(const ParamBuffers<P, P>& b, std::int64_t begin, std::int64_t end,
                          const LaneCoefficients<Vector, P>& coefficients) {
-  using Tail = TailOps<P>;
-  constexpr std::int64_t kWidth = Vector::kWidth;
+  const Coefficients<Vector>& c = coefficients.vector;
   constexpr std::int64_t kGroup = kLineGroup<Vector, P>;
   constexpr std::int64_t kAhead = kAheadBytes / static_cast<std::int64_t>(sizeof(P));
-  const Coefficients<Vector>& c = coefficients.vector;
-  std::int64_t i = begin;
-  for (const std::int64_t peel_end = begin + lanes_to_alignment<Vector>(b.param, begin, end);
-       i < peel_end; ++i) {
-    update_lanes<Tail, V>(coefficients.tail, b, i);
-  }
-  if (i + 2 * kWidth <= end) {
-    // Each step: the second half of the vector at i, the first half of the vector two on.
-    StateLanes<Vector> next = state_lanes<Vector, V>(c, b, i);
-    StateLanes<Vector> after = state_lanes<Vector, V>(c, b, i + kWidth);
-    for (; i + kGroup + 2 * kWidth <= end; i += kGroup) {
-      prefetch_buffers_ahead<V, kGroup>(b, i + kAhead);
-      for (std::int64_t lane = 0; lane < kGroup; lane += kWidth) {
-        const StateLanes<Vector> current = next;
-        next = after;
-        after = state_lanes<Vector, V>(c, b, i + lane + 2 * kWidth);
-        finish_lanes<Vector, V>(c, b, i + lane, current);
-      }
-    }
-    for (; i + 3 * kWidth <= end; i += kWidth) {
-      const StateLanes<Vector> current = next;
-      next = after;
-      after = state_lanes<Vector, V>(c, b, i + 2 * kWidth);
-      finish_lanes<Vector, V>(c, b, i, current);
-    }
-    finish_lanes<Vector, V>(c, b, i, next);
-    finish_lanes<Vector, V>(c, b, i + kWidth, after);
-    i += 2 * kWidth;
-  }
-  for (; i + kWidth <= end; i += kWidth) {
-    update_lanes<Vector, V>(c, b, i);
-  }
-  for (; i < end; ++i) {
-    update_lanes<Tail, V>(coefficients.tail, b, i);
-  }
+  for_each_vector_skewed<P, Vector, kGroup>(
+      b.param, begin, end,
+      [&](auto ops, std::int64_t i)
+          RMSPROP_EXT_LAMBDA_INLINE { update_lanes<decltype(ops), V>(coefficients(ops), b, i); },
+      [&](std::int64_t i) RMSPROP_EXT_LAMBDA_INLINE { return state_lanes<Vector, V>(c, b, i); },
+      [&](std::int64_t i, const StateLanes<Vector>& lanes)
+          RMSPROP_EXT_LAMBDA_INLINE { finish_lanes<Vector, V>(c, b, i, lanes); },
+      [&](std::int64_t i)
+          RMSPROP_EXT_LAMBDA_INLINE { prefetch_buffers_ahead<V, kGroup>(b, i + kAhead); });
 }
 
 // float32 or float64 parameters and state (P): one pass over the buffers with the variant's square
@@ -1213,6 +1249,7 @@ void traffic_range_any(const ParamBuffers<P, S>& b, std::int64_t begin, std::int
   }
 RMSPROP_EXT_FOR_EACH_STORAGE(RMSPROP_EXT_DEFINE_PAIR)
 #undef RMSPROP_EXT_DEFINE_PAIR
+#undef RMSPROP_EXT_LAMBDA_INLINE
 
 namespace {
 template <typename T>
