@@ -536,20 +536,6 @@ void with_written_pairs_apart(const ParamBuffers<P, S>& b, std::int64_t block,
   run(b, block, block_end);
 }
 
-// update_lanes over [first, last) in blocks of about `block_length` elements (at most kMaxBlock),
-// each in two passes: the state up to the radicand (and its square root, where kRootInFirstPass),
-// then `between(block, block_end, roots)`, then the division and the parameter. The same
-// operations on the same values, so the same bits.
-// It serves three ends. A square root taken apart (BlockRoots) runs between the passes, on the
-// whole block: an outside function (MKL's), or this kernel's own where the passes are split on Zen
-// cores (see two_pass_blocks). And for 16-bit parameters the square root stays in the first pass:
-// in one pass each vector's chain of dependent operations (conversions and roundings around the
-// square root and the division) is so long that the CPU's scheduler fills with waiting operations
-// before the divider is busy; each pass's chain is about half of it, so more vectors are in flight
-// (in cache up to 1.7x faster, see docs/storage_speed.md). Where the state is float32 or float64
-// the chain is short enough, and two passes gained nothing for that reason on Intel's cores (or
-// lost: bf16 parameters with float32 state); float32 on Zen cores takes them for the L1's reason
-// (two_pass_blocks).
 // GCC inlines a lambda so marked before it scalarizes what passes through it; otherwise the
 // lanes a loop below hands from one lambda to the next stayed in memory, copied in halves that the
 // loads could not take from the stores (the skewed step ran 3x slower).
@@ -615,6 +601,21 @@ template <typename C, class Vector, std::int64_t kGroup, typename P, typename Wh
   }
 }
 
+// update_lanes over [first, last) in blocks of about `block_length` elements (at most kMaxBlock),
+// each in two passes: the state up to the radicand (and its square root, where kRootInFirstPass),
+// then `between(block, block_end, roots)`, then the division and the parameter. The same
+// operations on the same values, so the same bits.
+// It serves three ends. A square root taken apart (BlockRoots) runs between the passes, on the
+// whole block: an outside function (MKL's), or this kernel's own where the passes are split on Zen
+// cores (see two_pass_blocks). And for 16-bit parameters the square root stays in the first pass:
+// in one pass each vector's chain of dependent operations (conversions and roundings around the
+// square root and the division) is so long that the CPU's scheduler fills with waiting operations
+// before the divider is busy; each pass's chain is about half of it, so more vectors are in flight
+// (in cache up to 1.7x faster, see docs/storage_speed.md). Where the state is float32 or float64
+// the chain is short enough, and two passes gained nothing for that reason on Intel's cores (or
+// lost: bf16 parameters with float32 state); float32 on Zen cores takes them for the L1's reason
+// (two_pass_blocks). With MKL's AVX2-class roots in the first pass, that pass is skewed
+// (for_each_vector_skewed), as their one-pass loop is.
 // Where a pair of buffers written in one pass evicts each other, see with_written_pairs_apart.
 template <class V, class Vector, std::int64_t kMaxBlock, bool kRootInFirstPass, typename P,
           typename S, class Coefficients, class Between>
