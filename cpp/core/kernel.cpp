@@ -167,15 +167,20 @@ inline void prefetch_buffers_ahead(const ParamBuffers<P, S>& b, std::int64_t at)
   }
 }
 
+// The requests for the lane group at element i of a loop over b: every buffer of variant V,
+// kAheadBytes of the parameter ahead of it.
+template <class V, std::int64_t kGroup, typename P, typename S>
+inline void prefetch_group_ahead(const ParamBuffers<P, S>& b, std::int64_t i) {
+  prefetch_buffers_ahead<V, kGroup>(b, i + kAheadBytes / static_cast<std::int64_t>(sizeof(P)));
+}
+
 // for_each_lane_group with every buffer of variant V asked for ahead.
 template <class V, typename C, class Vector, typename P, typename S, typename Lanes>
 void for_each_lane_group_prefetched(const ParamBuffers<P, S>& b, std::int64_t begin,
                                     std::int64_t end, Lanes&& lanes) {
   constexpr std::int64_t kGroup = kLineGroup<Vector, P>;
-  constexpr std::int64_t kAhead = kAheadBytes / static_cast<std::int64_t>(sizeof(P));
-  for_each_lane_group_ahead<C, Vector, kGroup>(b.param, begin, end, lanes, [&b](std::int64_t i) {
-    prefetch_buffers_ahead<V, kGroup>(b, i + kAhead);
-  });
+  for_each_lane_group_ahead<C, Vector, kGroup>(
+      b.param, begin, end, lanes, [&b](std::int64_t i) { prefetch_group_ahead<V, kGroup>(b, i); });
 }
 
 // The end of a piece of about `length` elements from `from`, moved on to a vector boundary of
@@ -410,7 +415,6 @@ void for_each_staged_block(const ParamBuffers<T, T>& b, std::int64_t begin, std:
   constexpr auto kCapacity = static_cast<std::size_t>(kStageBlock + Vector::kWidth);
   alignas(64) T stage[kWritten.size()][kCapacity];
   constexpr std::int64_t kGroup = kLineGroup<Vector, T>;
-  constexpr std::int64_t kAhead = kAheadBytes / static_cast<std::int64_t>(sizeof(T));
   for (std::int64_t block = begin, block_end; block < end; block = block_end) {
     block_end = piece_end<Vector>(b.param, block, end, kStageBlock);
     const auto bytes = static_cast<std::size_t>(block_end - block) * sizeof(T);
@@ -422,7 +426,7 @@ void for_each_staged_block(const ParamBuffers<T, T>& b, std::int64_t begin, std:
     // The gradient is read where it lies; ask for its next block, and the others', meanwhile.
     for_each_lane_group_ahead<T, Vector, kGroup>(
         staged.param, 0, staged.size, [&](auto ops, std::int64_t j) { update(ops, staged, j); },
-        [&b, block](std::int64_t j) { prefetch_buffers_ahead<V, kGroup>(b, block + j + kAhead); });
+        [&b, block](std::int64_t j) { prefetch_group_ahead<V, kGroup>(b, block + j); });
     for (std::size_t k = 0; k < kWritten.size(); ++k) {
       std::memcpy(b.*kWritten[k] + block, stage[k], bytes);
     }
@@ -633,13 +637,18 @@ void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::
     with_written_pairs_apart<V, kMaxBlock + Vector::kWidth>(
         b, block, block_end, keep_apart,
         [&](const ParamBuffers<P, S>& w, std::int64_t from, std::int64_t to) {
-          const auto state_pass = [w, from, &coefficients, &grads, &roots](auto ops,
-                                                                           std::int64_t i) {
+          // What the first pass keeps of the lanes at i: the gradient, and the radicand or its
+          // square root.
+          const auto keep_state = [from, &grads, &roots](
+                                      auto ops, std::int64_t i,
+                                      const auto& lanes) RMSPROP_EXT_LAMBDA_INLINE {
             using Ops = decltype(ops);
-            const StateLanes<Ops> lanes = state_lanes<Ops, V>(coefficients(ops), w, i);
             Ops::store(grads + (i - from), lanes.grad);
             Ops::store(roots + (i - from),
                        kRootInFirstPass ? square_root<Ops, V>(lanes.radicand) : lanes.radicand);
+          };
+          const auto state_pass = [w, &coefficients, &keep_state](auto ops, std::int64_t i) {
+            keep_state(ops, i, state_lanes<decltype(ops), V>(coefficients(ops), w, i));
           };
           if constexpr (kRootInFirstPass && kSkewedLoop<V>) {
             const auto& c = coefficients(Vector{});
@@ -647,10 +656,8 @@ void update_in_two_passes(const ParamBuffers<P, S>& b, std::int64_t first, std::
                 w.param, from, to, state_pass,
                 [&](std::int64_t i)
                     RMSPROP_EXT_LAMBDA_INLINE { return state_lanes<Vector, V>(c, w, i); },
-                [&](std::int64_t i, const StateLanes<Vector>& lanes) RMSPROP_EXT_LAMBDA_INLINE {
-                  Vector::store(grads + (i - from), lanes.grad);
-                  Vector::store(roots + (i - from), square_root<Vector, V>(lanes.radicand));
-                },
+                [&](std::int64_t i, const StateLanes<Vector>& lanes)
+                    RMSPROP_EXT_LAMBDA_INLINE { keep_state(Vector{}, i, lanes); },
                 [](std::int64_t) {});
           } else {
             for_each_lane_group<C, Vector>(w.param, from, to, state_pass);
@@ -732,7 +739,6 @@ void update_range_skewed(const ParamBuffers<P, P>& b, std::int64_t begin, std::i
                          const LaneCoefficients<Vector, P>& coefficients) {
   const Coefficients<Vector>& c = coefficients.vector;
   constexpr std::int64_t kGroup = kLineGroup<Vector, P>;
-  constexpr std::int64_t kAhead = kAheadBytes / static_cast<std::int64_t>(sizeof(P));
   for_each_vector_skewed<P, Vector, kGroup>(
       b.param, begin, end,
       [&](auto ops, std::int64_t i)
@@ -740,8 +746,7 @@ void update_range_skewed(const ParamBuffers<P, P>& b, std::int64_t begin, std::i
       [&](std::int64_t i) RMSPROP_EXT_LAMBDA_INLINE { return state_lanes<Vector, V>(c, b, i); },
       [&](std::int64_t i, const StateLanes<Vector>& lanes)
           RMSPROP_EXT_LAMBDA_INLINE { finish_lanes<Vector, V>(c, b, i, lanes); },
-      [&](std::int64_t i)
-          RMSPROP_EXT_LAMBDA_INLINE { prefetch_buffers_ahead<V, kGroup>(b, i + kAhead); });
+      [&](std::int64_t i) RMSPROP_EXT_LAMBDA_INLINE { prefetch_group_ahead<V, kGroup>(b, i); });
 }
 
 // float32 or float64 parameters and state (P): one pass over the buffers with the variant's square
